@@ -1,0 +1,1 @@
+"""Benchmarks of fastload: ``python -m bench.throughput`` and ``bench/micro`` (pytest-benchmark)."""

@@ -1,0 +1,1014 @@
+"""Generic conversion of original files into a fastload store, driven by a short spec.
+
+``python -m converters generic SPEC.toml DST [--source-dir DIR] [--workers N | --serial]``
+
+Stages
+------
+1. :func:`converters._spec.load_spec` parses and checks the spec on its own.
+2. :func:`plan_conversion` surveys every source file (metadata only: event
+   counts, key types), checks the spec against each of them, fixes the output
+   fields, the labels, the split of every file and the chunk length, and cuts
+   the events into blocks.  Every spec or source mistake is raised here,
+   before any byte of the store is written.
+3. :func:`convert_block` turns one block of events into ``{split: {field:
+   array | Ragged}}``; it is the only code that reads event data, shared by the
+   serial writer below and by the Dask tasks of :mod:`converters._dask`.
+4. :func:`convert` writes the store serially (:class:`fastload.StoreWriter`)
+   or with Dask (:mod:`fastload.store._parallel`); both give the same chunk bytes.
+
+Invariants: events keep their source order (files in sorted glob order,
+entries in file order) inside each split; a seeded fraction split assigns each
+event from a hash of (seed, global event index), so the assignment does not
+depend on block size or worker count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import glob as _glob
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+import fastload as fl
+from converters._sources import KeyInfo, SourceReader, open_reader, read_counts
+from converters._spec import ConversionSpec, FieldMap, load_spec, spec_error
+from fastload.errors import (
+    ConfigError,
+    FastloadError,
+    SourceFileError,
+    SourceKeyError,
+    StoreExistsError,
+)
+from fastload.store import FieldInfo, Ragged, choose_chunk_len
+
+CONVERTER = "converters.generic"
+_SAMPLE_EVENTS = 4096  # events surveyed to estimate the bytes of a ragged event
+
+
+# --------------------------------------------------------------------- the plan
+@dataclass(frozen=True)
+class SourceFile:
+    """One source file (or directory of .npy files) and what the plan decided for it."""
+
+    index: int
+    path: str
+    rel: str
+    format: str
+    n_events: int
+    first_event: int
+    split: str | None
+    label: float | None
+
+
+@dataclass(frozen=True)
+class Block:
+    """Events ``[start, stop)`` of source file ``file``: the unit of reading and of a Dask task."""
+
+    file: int
+    start: int
+    stop: int
+
+    @property
+    def id(self) -> str:
+        return f"{self.file:06d}-{self.start:012d}"
+
+
+@dataclass(frozen=True)
+class FieldPlan:
+    """How one output field is read: which keys, of which kind, cast to what."""
+
+    map: FieldMap
+    info: FieldInfo
+    jagged: bool
+    row_shape: tuple[int, ...]
+    sources: tuple[KeyInfo, ...]
+
+
+@dataclass(frozen=True)
+class ConversionPlan:
+    """Everything needed to convert any block, checked against every source file."""
+
+    spec: ConversionSpec
+    source_dir: str
+    files: tuple[SourceFile, ...]
+    fields: dict[str, FieldInfo]
+    plans: dict[str, FieldPlan]
+    labels: tuple[str, ...]
+    splits: tuple[str, ...]
+    chunk_len: int
+    block_events: int
+    blocks: tuple[Block, ...]
+
+    @property
+    def ragged_fields(self) -> list[str]:
+        return [name for name, info in self.fields.items() if info.ragged]
+
+    @property
+    def digest(self) -> str:
+        """Identifies spec + sources + layout, so an interrupted run can be resumed safely."""
+        import hashlib
+
+        parts = [self.spec.digest, str(self.chunk_len), str(self.block_events)]
+        for f in self.files:
+            st = os.stat(f.path)
+            parts.append(f"{f.rel}:{st.st_size}:{int(st.st_mtime)}:{f.n_events}")
+        return hashlib.sha256("|".join(parts).encode()).hexdigest()[:16]
+
+    def open(self, file: int) -> SourceReader:
+        """Open source file number ``file`` with the spec's format options."""
+        src = self.spec.source
+        f = self.files[file]
+        return open_reader(f.path, f.format, tree=src.tree, group=src.group, key=src.key)
+
+
+def find_sources(spec: ConversionSpec, source_dir: str | Path) -> list[tuple[str, str]]:
+    """``(absolute path, path relative to source_dir)`` of every source, sorted, no duplicates."""
+    root = Path(source_dir)
+    found: dict[str, str] = {}
+    for pattern in spec.source.files:
+        full = pattern if os.path.isabs(pattern) else str(root / pattern)
+        matches = sorted(_glob.glob(full, recursive=True))
+        if not matches:
+            raise spec_error(
+                spec.where, "source.files", f"{pattern!r} matches no file under {str(root)!r}"
+            )
+        for m in matches:
+            p = Path(m).resolve()
+            try:
+                rel = p.relative_to(root.resolve()).as_posix()
+            except ValueError:
+                rel = p.as_posix()
+            found.setdefault(str(p), rel)
+    return sorted(found.items(), key=lambda kv: kv[1])
+
+
+def plan_conversion(spec: ConversionSpec, source_dir: str | Path) -> ConversionPlan:
+    """Survey the sources and check the spec against each of them; nothing is written.
+
+    Raises
+    ------
+    ConfigError
+        The spec does not fit the sources (unknown key, shape or dtype mismatch, a jagged
+        key into a fixed field without padding, unmatched split or label globs).
+    SourceKeyError, SourceFileError
+        A source lacks a key or cannot be read; the message names the file.
+    """
+    sources = find_sources(spec, source_dir)
+    files: list[SourceFile] = []
+    plans: dict[str, FieldPlan] | None = None
+    first_event = 0
+    classes = _label_classes(spec, [rel for _, rel in sources])
+    for index, (path, rel) in enumerate(sources):
+        with _open_for_plan(spec, path) as reader:
+            file_plans = {name: _plan_field(spec, fm, reader) for name, fm in spec.fields.items()}
+            if plans is None:
+                plans = file_plans
+            else:
+                _check_same_layout(spec, plans, file_plans, reader)
+            n_events = _count_events(spec, file_plans, reader)
+        files.append(
+            SourceFile(
+                index=index,
+                path=path,
+                rel=rel,
+                format=reader.format,
+                n_events=n_events,
+                first_event=first_event,
+                split=_file_split(spec, rel),
+                label=_file_label(spec, rel, classes),
+            )
+        )
+        first_event += n_events
+    assert plans is not None  # find_sources never returns an empty list
+    if first_event == 0:
+        raise spec_error(spec.where, "source.files", "the sources hold no events")
+    fields = _output_fields(spec, plans)
+    splits = (
+        tuple(spec.split.fractions) if spec.split.kind == "fraction" else tuple(spec.split.files)
+    )
+    chunk_len = spec.store.chunk_len or _estimate_chunk_len(spec, files, plans, fields)
+    block_events = spec.source.block_events or 16 * chunk_len
+    block_events = (
+        -(-block_events // chunk_len) * chunk_len
+    )  # whole chunks per block where files allow
+    blocks = tuple(
+        Block(f.index, start, min(start + block_events, f.n_events))
+        for f in files
+        for start in range(0, f.n_events, block_events)
+    )
+    return ConversionPlan(
+        spec=spec,
+        source_dir=str(source_dir),
+        files=tuple(files),
+        fields=fields,
+        plans=plans,
+        labels=tuple(classes) if spec.task == "classification" else (),
+        splits=splits,
+        chunk_len=chunk_len,
+        block_events=block_events,
+        blocks=blocks,
+    )
+
+
+def _open_for_plan(spec: ConversionSpec, path: str) -> SourceReader:
+    src = spec.source
+    try:
+        return open_reader(path, src.format, tree=src.tree, group=src.group, key=src.key)
+    except SourceKeyError as exc:
+        key = (
+            "source.tree"
+            if src.tree
+            else "source.group"
+            if src.group
+            else "source.key"
+            if src.key
+            else "source"
+        )
+        raise SourceKeyError(f"{spec.where(key)}: {exc}") from None
+
+
+def _key_info(
+    spec: ConversionSpec, fm: FieldMap, key: str, reader: SourceReader, spec_key: str
+) -> KeyInfo:
+    try:
+        info = reader.info(key)
+    except SourceKeyError as exc:
+        raise SourceKeyError(f"{spec.where(spec_key)}: {exc}") from None
+    if info.dtype is None:
+        raise spec_error(
+            spec.where,
+            spec_key,
+            f"key {key!r} of {reader.what} has type {info.typename or 'unknown'}, which cannot be stored "
+            "(numbers, bools, fixed-size arrays of them and one level of lists only)",
+        )
+    return info
+
+
+def _plan_field(spec: ConversionSpec, fm: FieldMap, reader: SourceReader) -> FieldPlan:
+    """Check one field against one source and derive its stored shape and dtype."""
+    prefix = f"fields.{fm.name}"
+    key_field = f"{prefix}.{'columns' if fm.stacked else 'source'}"
+    infos = tuple(_key_info(spec, fm, k, reader, key_field) for k in fm.keys)
+    if fm.flat:
+        count_key = fm.counts or fm.offsets
+        assert count_key is not None
+        where = f"{prefix}.{'counts' if fm.counts else 'offsets'}"
+        if reader.format == "root":
+            raise spec_error(
+                spec.where,
+                where,
+                "ROOT lists are read as jagged branches; drop counts/offsets and use ragged = true",
+            )
+        count_info = _key_info(spec, fm, count_key, reader, where)
+        if (
+            count_info.dtype is None
+            or count_info.dtype.kind not in "iu"
+            or count_info.shape
+            or count_info.jagged
+        ):
+            raise spec_error(
+                spec.where, where, f"{count_key!r} of {reader.what} must be a 1-D integer array"
+            )
+        lengths = {i.length for i in infos}
+        if len(lengths) != 1:
+            raise spec_error(
+                spec.where,
+                key_field,
+                f"value keys of {reader.what} have different lengths {sorted(lengths)}",
+            )
+        jagged = True
+    else:
+        kinds = {i.jagged for i in infos}
+        if len(kinds) != 1:
+            raise spec_error(
+                spec.where,
+                key_field,
+                f"columns mix jagged and fixed keys in {reader.what}: {[(i.name, i.jagged) for i in infos]}",
+            )
+        jagged = kinds.pop()
+    if any(i.jagged for i in infos) and fm.flat:
+        raise spec_error(
+            spec.where,
+            key_field,
+            f"with counts/offsets the value keys must be flat arrays, but a key of {reader.what} is jagged",
+        )
+    if jagged and not (fm.ragged or fm.pad):
+        raise spec_error(
+            spec.where,
+            key_field,
+            f"key {infos[0].name!r} of {reader.what} is jagged (a list per event) but field {fm.name!r} is fixed: "
+            "set ragged = true, or pad = N to pad/truncate to N entries with a mask",
+        )
+    if not jagged and (fm.ragged or fm.pad):
+        what = "ragged = true" if fm.ragged else "pad"
+        raise spec_error(
+            spec.where,
+            f"{prefix}.{'ragged' if fm.ragged else 'pad'}",
+            f"{what} needs a jagged key (or counts/offsets), but {infos[0].name!r} of {reader.what} holds one value per event",
+        )
+    row_shape = _stacked_shape(spec, fm, infos, reader, key_field)
+    src_dtype = np.result_type(*[i.dtype for i in infos])
+    dtype = fm.dtype or src_dtype
+    if src_dtype.kind == "f" and dtype.kind in "iub":
+        raise spec_error(
+            spec.where,
+            f"{prefix}.dtype",
+            f"{reader.what} holds {src_dtype} for field {fm.name!r}; storing it as {dtype} would truncate (declare a float dtype)",
+        )
+    if jagged and fm.pad:
+        shape: tuple[int, ...] = (fm.pad, *row_shape)
+    else:
+        shape = row_shape
+    if fm.shape is not None and tuple(fm.shape) != shape:
+        raise spec_error(
+            spec.where,
+            f"{prefix}.shape",
+            f"declared shape {list(fm.shape)} but the sources give {list(shape)} per "
+            f"{'row' if fm.ragged else 'event'} in {reader.what}",
+        )
+    info = FieldInfo(
+        name=fm.name,
+        shape=shape,
+        dtype=np.dtype(dtype),
+        role=fm.role,
+        ragged=bool(jagged and fm.ragged),
+        doc=fm.doc,
+    )
+    return FieldPlan(fm, info, jagged, row_shape, infos)
+
+
+def _stacked_shape(
+    spec: ConversionSpec, fm: FieldMap, infos: Sequence[KeyInfo], reader: SourceReader, key: str
+) -> tuple[int, ...]:
+    if not fm.stacked:
+        return infos[0].shape
+    if all(i.shape == () for i in infos):
+        return (len(infos),)
+    if any(len(i.shape) > 1 for i in infos):
+        raise spec_error(
+            spec.where,
+            key,
+            f"columns can only join scalars or 1-D rows; got shapes {[i.shape for i in infos]} in {reader.what}",
+        )
+    return (sum(i.shape[0] if i.shape else 1 for i in infos),)
+
+
+def _check_same_layout(
+    spec: ConversionSpec,
+    first: Mapping[str, FieldPlan],
+    other: Mapping[str, FieldPlan],
+    reader: SourceReader,
+) -> None:
+    for name, fp in first.items():
+        op = other[name]
+        if (fp.info.shape, fp.info.dtype, fp.jagged) != (op.info.shape, op.info.dtype, op.jagged):
+            raise spec_error(
+                spec.where,
+                f"fields.{name}",
+                f"{reader.what} gives field {name!r} as {op.info.dtype}{list(op.info.shape)}"
+                f"{' (jagged)' if op.jagged else ''}, but the first source gave {fp.info.dtype}{list(fp.info.shape)}"
+                f"{' (jagged)' if fp.jagged else ''}; declare dtype/shape or convert the files separately",
+            )
+
+
+def _count_events(
+    spec: ConversionSpec, plans: Mapping[str, FieldPlan], reader: SourceReader
+) -> int:
+    lengths: dict[str, int] = {}
+    for name, fp in plans.items():
+        fm = fp.map
+        if fm.flat:
+            info = reader.info(fm.counts or fm.offsets or "")
+            lengths[f"{name} ({info.name})"] = info.length - (1 if fm.offsets else 0)
+        else:
+            for i in fp.sources:
+                lengths[f"{name} ({i.name})"] = i.length
+    if len(set(lengths.values())) > 1:
+        detail = ", ".join(f"{k}: {v}" for k, v in lengths.items())
+        raise SourceFileError(
+            f"{reader.what}: the keys of the spec have different numbers of events ({detail})"
+        )
+    return next(iter(lengths.values()))
+
+
+def _output_fields(spec: ConversionSpec, plans: Mapping[str, FieldPlan]) -> dict[str, FieldInfo]:
+    fields: dict[str, FieldInfo] = {}
+    for name, fp in plans.items():
+        fields[name] = fp.info
+        if fp.map.pad and fp.map.mask:
+            fields[fp.map.mask] = FieldInfo(
+                name=fp.map.mask,
+                shape=(fp.map.pad,),
+                dtype=np.dtype(bool),
+                role="input",
+                doc=f"True where {name!r} holds a real entry (padded to {fp.map.pad})",
+            )
+    label = spec.label
+    if label.kind in ("file", "directory"):
+        assert label.field is not None
+        default = np.dtype(np.int64) if spec.task == "classification" else np.dtype(np.float32)
+        fields[label.field] = FieldInfo(
+            name=label.field,
+            shape=(),
+            dtype=label.dtype or default,
+            role="label",
+            doc=label.doc or f"label from the source {label.kind}",
+        )
+    return fields
+
+
+# --------------------------------------------------------------------- labels and splits
+def _label_text(spec: ConversionSpec, rel: str) -> str | None:
+    rule = spec.label
+    target = rel if rule.kind == "file" else (Path(rel).parent.as_posix())
+    if rule.pattern:
+        m = re.search(rule.pattern, target)
+        if not m:
+            raise spec_error(
+                spec.where, "label.pattern", f"{rule.pattern!r} does not match source {rel!r}"
+            )
+        return m.group("label")
+    if rule.kind == "directory":
+        name = Path(rel).parent.name
+        if not name:
+            raise spec_error(
+                spec.where, "label.from", f"source {rel!r} is not inside a class directory"
+            )
+        return name
+    return None
+
+
+def _label_classes(spec: ConversionSpec, rels: Sequence[str]) -> list[str]:
+    rule = spec.label
+    if rule.kind not in ("file", "directory") or spec.task != "classification":
+        return list(rule.classes or ())
+    if rule.class_globs is not None:
+        return list(rule.class_globs)
+    found = sorted({t for t in (_label_text(spec, r) for r in rels) if t is not None})
+    if rule.classes is None:
+        return found
+    unknown = [t for t in found if t not in rule.classes]
+    if unknown:
+        raise spec_error(
+            spec.where,
+            "label.classes",
+            f"sources name classes {unknown} missing from classes = {list(rule.classes)}",
+        )
+    return list(rule.classes)
+
+
+def _file_label(spec: ConversionSpec, rel: str, classes: Sequence[str]) -> float | None:
+    rule = spec.label
+    if rule.kind not in ("file", "directory"):
+        return None
+    if rule.class_globs is not None:
+        hits = [
+            c
+            for c, globs in rule.class_globs.items()
+            if any(fnmatch.fnmatchcase(rel, g) for g in globs)
+        ]
+        if len(hits) != 1:
+            raise spec_error(
+                spec.where,
+                "label.classes",
+                f"source {rel!r} matches {len(hits)} classes {hits}; it must match exactly one",
+            )
+        return float(classes.index(hits[0]))
+    text = _label_text(spec, rel)
+    assert text is not None
+    if spec.task == "regression":
+        try:
+            return float(text)
+        except ValueError:
+            raise spec_error(
+                spec.where,
+                "label.pattern",
+                f"label {text!r} of source {rel!r} is not a number (regression task)",
+            ) from None
+    return float(list(classes).index(text))
+
+
+def _file_split(spec: ConversionSpec, rel: str) -> str | None:
+    if spec.split.kind != "files":
+        return None
+    hits = [
+        s
+        for s, globs in spec.split.files.items()
+        if any(fnmatch.fnmatchcase(rel, g) for g in globs)
+    ]
+    if len(hits) != 1:
+        raise spec_error(
+            spec.where,
+            "split.files",
+            f"source {rel!r} matches {len(hits)} splits {hits}; it must match exactly one",
+        )
+    return hits[0]
+
+
+def _uniform(seed: int, index: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) numbers from (seed, event index) by splitmix64: the same for any blocking."""
+    with np.errstate(over="ignore"):
+        z = index.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def split_assignment(plan: ConversionPlan, block: Block) -> np.ndarray:
+    """Index into ``plan.splits`` of every event of ``block``."""
+    f = plan.files[block.file]
+    n = block.stop - block.start
+    if f.split is not None:
+        return np.full(n, plan.splits.index(f.split), dtype=np.int64)
+    u = _uniform(
+        plan.spec.split.seed,
+        np.arange(f.first_event + block.start, f.first_event + block.stop, dtype=np.int64),
+    )
+    edges = np.cumsum([plan.spec.split.fractions[s] for s in plan.splits])
+    return np.minimum(np.searchsorted(edges, u, side="right"), len(plan.splits) - 1)
+
+
+# --------------------------------------------------------------------- chunking
+def _estimate_chunk_len(
+    spec: ConversionSpec,
+    files: Sequence[SourceFile],
+    plans: Mapping[str, FieldPlan],
+    fields: Mapping[str, FieldInfo],
+) -> int:
+    """Sample-chunk length aiming at ``chunk_bytes`` per event chunk, ragged rows included.
+
+    A ragged field's bytes per event are estimated from the mean list length of the
+    first events of the first source, so hit-level data get event chunks of a few MiB.
+    """
+    nbytes = sum(info.spec.sample_nbytes for info in fields.values() if not info.ragged)
+    ragged = [fp for fp in plans.values() if fp.info.ragged]
+    if ragged:
+        first = next(f for f in files if f.n_events)
+        stop = min(first.n_events, _SAMPLE_EVENTS)
+        src = spec.source
+        with open_reader(
+            first.path, first.format, tree=src.tree, group=src.group, key=src.key
+        ) as reader:
+            for fp in ragged:
+                counts = _jagged_counts(fp, reader, 0, stop, {})
+                nbytes += float(counts.mean()) * fp.info.spec.sample_nbytes if counts.size else 0.0
+    return choose_chunk_len(max(1, int(nbytes)), spec.store.chunk_bytes)
+
+
+# --------------------------------------------------------------------- reading blocks
+def _flat_offsets(fp: FieldPlan, reader: SourceReader, cache: dict[str, np.ndarray]) -> np.ndarray:
+    """Offsets (n+1) of a flat-values field over the whole source, read once per source."""
+    key = fp.map.counts or fp.map.offsets or ""
+    if key not in cache:
+        counts = read_counts(reader, key, offsets=fp.map.offsets is not None)
+        offsets = np.zeros(counts.size + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        cache[key] = offsets
+    return cache[key]
+
+
+def _jagged_counts(
+    fp: FieldPlan, reader: SourceReader, start: int, stop: int, cache: dict[str, np.ndarray]
+) -> np.ndarray:
+    if fp.map.flat:
+        return np.diff(_flat_offsets(fp, reader, cache)[start : stop + 1])
+    return reader.jagged_counts(fp.map.keys[0], start, stop)
+
+
+def block_counts(
+    plan: ConversionPlan, block: Block, reader: SourceReader
+) -> dict[str, tuple[int, dict[str, int]]]:
+    """Per split: events of ``block`` and value rows of each ragged field (reads counts only)."""
+    which = split_assignment(plan, block)
+    per_field = {
+        name: _jagged_counts(plan.plans[name], reader, block.start, block.stop, {})
+        for name in plan.ragged_fields
+    }
+    out: dict[str, tuple[int, dict[str, int]]] = {}
+    for i, split in enumerate(plan.splits):
+        mask = which == i
+        n = int(mask.sum())
+        if n:
+            out[split] = (n, {name: int(c[mask].sum()) for name, c in per_field.items()})
+    return out
+
+
+def _cast(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
+    if values.dtype == dtype:
+        return values
+    out = values.astype(dtype)
+    # a narrowing integer cast must not wrap around silently
+    if (
+        dtype.kind in "iu"
+        and values.dtype.kind in "iu"
+        and not np.can_cast(values.dtype, dtype)
+        and not np.array_equal(out, values)
+    ):
+        raise SourceFileError(f"{what}: values do not fit in {dtype}; declare a wider dtype")
+    return out
+
+
+def _join_columns(fp: FieldPlan, parts: Sequence[np.ndarray], what: str) -> np.ndarray:
+    dtype = fp.info.dtype
+    parts = [_cast(np.asarray(p), dtype, what) for p in parts]
+    if not fp.map.stacked:
+        return parts[0]
+    if all(p.ndim == 1 for p in parts):
+        return np.stack(parts, axis=-1)
+    return np.concatenate([p[..., None] if p.ndim == 1 else p for p in parts], axis=-1)
+
+
+def _pad(ragged: Ragged, length: int, pad_value: float) -> tuple[np.ndarray, np.ndarray]:
+    values, offsets = ragged.rebased()
+    counts = np.diff(offsets)
+    slots = np.arange(length)
+    mask = slots[None, :] < counts[:, None]
+    index = np.minimum(offsets[:-1, None] + slots[None, :], max(len(values) - 1, 0))
+    out = np.full((len(counts), length, *values.shape[1:]), pad_value, dtype=values.dtype)
+    if len(values):
+        out[mask] = values[index[mask]]
+    return out, mask
+
+
+def read_block(
+    plan: ConversionPlan,
+    block: Block,
+    reader: SourceReader,
+    cache: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray | Ragged]:
+    """Every output field for events ``[block.start, block.stop)`` of one source."""
+    cache = {} if cache is None else cache
+    start, stop = block.start, block.stop
+    n = stop - start
+    event_keys = sorted({k for fp in plan.plans.values() if not fp.map.flat for k in fp.map.keys})
+    raw = reader.read(event_keys, start, stop)
+    out: dict[str, np.ndarray | Ragged] = {}
+    for name, fp in plan.plans.items():
+        what = f"field {name!r} from {reader.what}, events {start}..{stop}"
+        if fp.map.flat:
+            offsets = _flat_offsets(fp, reader, cache)
+            r0, r1 = int(offsets[start]), int(offsets[stop])
+            vals = reader.read(list(fp.map.keys), r0, r1)
+            joined = _join_columns(fp, [vals[k] for k in fp.map.keys], what)
+            value: np.ndarray | Ragged = Ragged(joined, offsets[start : stop + 1] - r0)
+        elif fp.jagged:
+            parts = [raw[k] for k in fp.map.keys]
+            assert all(isinstance(p, Ragged) for p in parts)
+            first = parts[0]
+            for key, p in zip(fp.map.keys[1:], parts[1:], strict=True):
+                if not np.array_equal(p.counts, first.counts):  # type: ignore[union-attr]
+                    bad = int(np.argmax(p.counts != first.counts))  # type: ignore[union-attr]
+                    raise SourceFileError(
+                        f"{what}: columns {fp.map.keys[0]!r} and {key!r} have different list lengths at event {start + bad}"
+                    )
+            joined = _join_columns(fp, [p.rebased()[0] for p in parts], what)  # type: ignore[union-attr]
+            value = Ragged(joined, first.rebased()[1])  # type: ignore[union-attr]
+        else:
+            value = _join_columns(fp, [raw[k] for k in fp.map.keys], what)
+        if isinstance(value, Ragged) and fp.map.pad:
+            padded, mask = _pad(value, fp.map.pad, fp.map.pad_value)
+            out[name] = padded
+            if fp.map.mask:
+                out[fp.map.mask] = mask
+        else:
+            out[name] = value
+    label = plan.spec.label
+    if label.kind in ("file", "directory"):
+        assert label.field is not None
+        file_label = plan.files[block.file].label
+        out[label.field] = np.full(n, file_label, dtype=plan.fields[label.field].dtype)
+    return {name: out[name] for name in plan.fields}
+
+
+def _take(value: np.ndarray | Ragged, mask: np.ndarray) -> np.ndarray | Ragged:
+    if isinstance(value, Ragged):
+        values, offsets = value.rebased()
+        counts = np.diff(offsets)
+        return Ragged.from_counts(values[np.repeat(mask, counts)], counts[mask])
+    return value[mask]
+
+
+def convert_block(
+    plan: ConversionPlan,
+    block: Block,
+    reader: SourceReader,
+    cache: dict[str, np.ndarray] | None = None,
+) -> dict[str, dict[str, np.ndarray | Ragged]]:
+    """Read one block and cut it into splits: ``{split: {field: array | Ragged}}`` (empty splits left out)."""
+    data = read_block(plan, block, reader, cache)
+    which = split_assignment(plan, block)
+    out: dict[str, dict[str, np.ndarray | Ragged]] = {}
+    for i, split in enumerate(plan.splits):
+        mask = which == i
+        if mask.all():
+            out[split] = data
+        elif mask.any():
+            out[split] = {k: _take(v, mask) for k, v in data.items()}
+    return out
+
+
+# --------------------------------------------------------------------- writing
+def store_options(plan: ConversionPlan) -> dict[str, Any]:
+    """Options of :func:`fastload.create_store` (and of the parallel writer) for this plan."""
+    spec = plan.spec
+    opts = spec.store
+    return {
+        "name": spec.name or None,
+        "task": spec.task,
+        "codec": opts.codec,
+        "clevel": opts.clevel,
+        "shuffle": opts.shuffle,
+        "chunk_bytes": opts.chunk_bytes,
+        "chunk_len": plan.chunk_len,
+        "labels": list(plan.labels),
+        "converter": f"{CONVERTER}:{Path(spec.where.origin).name}",
+        "converter_version": fl.__version__,
+        "allow_nonfinite": opts.allow_nonfinite,
+    }
+
+
+def convert_serial(
+    plan: ConversionPlan,
+    dst: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+    progress: bool = False,
+) -> str:
+    """Write the store in this process with :class:`fastload.StoreWriter`; returns its path."""
+    from tqdm import tqdm
+
+    declared = {
+        name: {
+            "role": info.role,
+            "doc": info.doc,
+            "dtype": info.dtype.str,
+            "shape": list(info.shape),
+        }
+        for name, info in plan.fields.items()
+    }
+    with fl.create_store(
+        dst, fields=declared, overwrite=overwrite, **store_options(plan)
+    ) as writer:
+        if plan.spec.store.checksum != "none":
+            for f in plan.files:
+                for path in provenance_paths(f):
+                    writer.add_source(path, checksum=plan.spec.store.checksum)
+        bar = tqdm(total=len(plan.blocks), desc="blocks", unit="block", disable=not progress)
+        try:
+            file_index = -1
+            reader: SourceReader | None = None
+            cache: dict[str, np.ndarray] = {}
+            try:
+                for block in plan.blocks:
+                    if block.file != file_index:
+                        if reader is not None:
+                            reader.close()
+                        reader, file_index, cache = plan.open(block.file), block.file, {}
+                    for split, data in convert_block(plan, block, reader, cache).items():
+                        writer.append(split, data)
+                    bar.update()
+            finally:
+                if reader is not None:
+                    reader.close()
+        finally:
+            bar.close()
+    return writer.path
+
+
+def provenance_paths(f: SourceFile) -> list[str]:
+    """Files whose checksums go into the store's provenance (the .npy files of a directory)."""
+    p = Path(f.path)
+    return [str(x) for x in sorted(p.glob("*.npy"))] if p.is_dir() else [f.path]
+
+
+def convert(
+    spec: ConversionSpec,
+    dst: str | os.PathLike[str],
+    *,
+    source_dir: str | os.PathLike[str] | None = None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    resume: bool = False,
+    overwrite: bool = False,
+    retries: int = 2,
+    progress: bool = False,
+) -> str:
+    """Convert the sources described by ``spec`` into a store at ``dst``.
+
+    Parameters
+    ----------
+    spec
+        A parsed spec (:func:`converters._spec.load_spec`).
+    dst
+        Target store path or fsspec URL (``s3://bucket/name.zarr``).
+    source_dir
+        Directory the spec's globs are relative to (default: the spec file's directory).
+    workers, scheduler, client
+        Dask: ``workers=N`` starts a local cluster of N processes; ``scheduler`` connects to a
+        running one; ``client`` reuses a ``distributed.Client``.  All ``None`` (or
+        ``workers=0``) converts serially in this process.
+    resume
+        Dask only: keep the blocks an interrupted run already wrote.
+    overwrite
+        Replace a complete store at ``dst``.
+    retries
+        Dask only: times a failed task is retried.
+    progress
+        Show a progress bar (tqdm) over blocks.
+
+    Returns
+    -------
+    str
+        The store path.
+    """
+    if source_dir is None:
+        origin = spec.where.origin
+        source_dir = Path(origin).parent if origin not in ("<flags>", "<text>") else Path.cwd()
+    plan = plan_conversion(spec, source_dir)
+    if client is None and scheduler is None and not workers:
+        if resume:
+            raise ConfigError(
+                "--resume applies to Dask conversions (--workers N or --scheduler ADDRESS)"
+            )
+        return convert_serial(plan, dst, overwrite=overwrite, progress=progress)
+    from converters._dask import convert_dask, dask_client
+
+    if client is not None:
+        return convert_dask(
+            plan,
+            dst,
+            client=client,
+            overwrite=overwrite,
+            resume=resume,
+            retries=retries,
+            progress=progress,
+        )
+    with dask_client(workers=workers, scheduler=scheduler) as own:
+        return convert_dask(
+            plan,
+            dst,
+            client=own,
+            overwrite=overwrite,
+            resume=resume,
+            retries=retries,
+            progress=progress,
+        )
+
+
+# --------------------------------------------------------------------- command line
+def add_run_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options shared by ``generic`` and the shipped-spec converters (``ahcal``)."""
+    run = parser.add_argument_group("execution")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        metavar="N",
+        help="Dask local cluster of N worker processes (default: min(4, cores); serial on one core)",
+    )
+    mode.add_argument(
+        "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.1:8786"
+    )
+    mode.add_argument("--serial", action="store_true", help="convert in this process, without Dask")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="keep the blocks an interrupted Dask run already wrote",
+    )
+    run.add_argument(
+        "--retries", type=int, default=2, help="retries of a failed Dask task (default 2)"
+    )
+    run.add_argument("--overwrite", action="store_true", help="replace an existing complete store")
+    run.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    spec = parser.add_argument_group("spec overrides")
+    spec.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set a spec key, e.g. --set source.tree=Events --set 'fields.pt.source=\"Jet_pt\"'",
+    )
+    spec.add_argument("--codec", choices=("lz4", "zstd"), help="Blosc codec (store.codec)")
+    spec.add_argument("--clevel", type=int, help="compression level (store.clevel)")
+    spec.add_argument(
+        "--chunk-bytes", type=int, help="uncompressed bytes per chunk (store.chunk_bytes)"
+    )
+    spec.add_argument(
+        "--block-events", type=int, help="events per block / Dask task (source.block_events)"
+    )
+    spec.add_argument(
+        "--allow-nonfinite", action="store_true", help="store NaN/inf (store.allow_nonfinite)"
+    )
+
+
+def overrides_from_args(args: argparse.Namespace) -> list[str]:
+    """``--set`` items for the shortcut flags, followed by the explicit ``--set`` items."""
+    items = []
+    for flag, key in (
+        ("codec", "store.codec"),
+        ("clevel", "store.clevel"),
+        ("chunk_bytes", "store.chunk_bytes"),
+        ("block_events", "source.block_events"),
+    ):
+        value = getattr(args, flag)
+        if value is not None:
+            items.append(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}")
+    if args.allow_nonfinite:
+        items.append("store.allow_nonfinite=true")
+    return [*(i.replace("'", '"') for i in items), *args.overrides]
+
+
+def run_from_args(
+    spec: ConversionSpec, dst: str, source_dir: str | None, args: argparse.Namespace
+) -> int:
+    """Run a conversion from parsed options; prints one line; returns the exit status.
+
+    0 converted; 1 failed (unreadable source, bad values); 2 refused (spec error, an
+    existing store without ``--overwrite``); 130 interrupted.
+    """
+    workers = 0 if args.serial else args.workers
+    if workers is None and args.scheduler is None:
+        cores = os.cpu_count() or 1
+        workers = 0 if cores < 2 else min(4, cores)
+    try:
+        path = convert(
+            spec,
+            dst,
+            source_dir=source_dir,
+            workers=workers,
+            scheduler=args.scheduler,
+            resume=args.resume,
+            overwrite=args.overwrite,
+            retries=args.retries,
+            progress=not args.quiet,
+        )
+    except (ConfigError, StoreExistsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except (FastloadError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            "interrupted: no complete store was written (rerun a Dask conversion with --resume)",
+            file=sys.stderr,
+        )
+        return 130
+    if not args.quiet:
+        store = fl.open_store(path)
+        sizes = ", ".join(f"{s}={len(store[s])}" for s in store.splits)
+        print(f"wrote {path} ({sizes}; fields {', '.join(store.fields)})")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m converters generic [SPEC.toml] DST [options]``; returns the exit status."""
+    parser = argparse.ArgumentParser(
+        prog="python -m converters generic",
+        description="Convert files described by a TOML spec (ROOT, HDF5, pandas, npy/npz) into a fastload store; "
+        "see docs/byod.md.",
+    )
+    parser.add_argument(
+        "paths",
+        nargs="+",
+        metavar="[SPEC.toml] DST",
+        help="the spec (optional when --set gives every key) and the store to write",
+    )
+    parser.add_argument(
+        "--source-dir",
+        metavar="DIR",
+        help="directory the spec's globs are relative to (default: the spec's)",
+    )
+    add_run_arguments(parser)
+    try:
+        args = parser.parse_args(list(argv) if argv is not None else None)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    if len(args.paths) > 2:
+        print("error: expected [SPEC.toml] DST", file=sys.stderr)
+        return 2
+    spec_path = args.paths[0] if len(args.paths) == 2 else None
+    try:
+        spec = load_spec(spec_path, overrides=overrides_from_args(args))
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    source_dir = args.source_dir or (str(Path(spec_path).parent) if spec_path else os.getcwd())
+    return run_from_args(spec, args.paths[-1], source_dir, args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

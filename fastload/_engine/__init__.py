@@ -1,0 +1,1 @@
+"""The prefetch engine: shared-memory arena, worker pool, scheduler (internal)."""

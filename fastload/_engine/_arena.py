@@ -1,0 +1,130 @@
+"""One shared-memory segment holding every buffer of a loader, page-aligned.
+
+Layout
+------
+The arena is a single segment carved into named regions (batch slots, the
+chunk cache, control arrays).  Every region starts on a 4096-byte boundary, so
+every array handed to the consumer is 64-byte aligned (TensorFlow and DLPack
+require that) and its pages are reused epoch after epoch: writing into fresh
+shared memory runs at ~1 GB/s because of page faults, into reused pages at
+20-60 GB/s.
+
+Ownership
+---------
+Only the creating process unlinks the segment.  Workers attach by mapping the
+``/dev/shm`` entry directly instead of through ``SharedMemory(create=False)``,
+because on Python < 3.13 that registers the segment with the resource tracker
+of the worker, which then unlinks it (or warns) when the worker exits.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import secrets
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
+
+import numpy as np
+
+ALIGN = 4096
+SHM_PREFIX = "fastload-"
+
+
+def _round_up(n: int, align: int = ALIGN) -> int:
+    return -(-n // align) * align
+
+
+@dataclass(frozen=True)
+class Region:
+    """An array of ``shape`` and ``dtype`` at byte ``offset`` of the arena."""
+
+    offset: int
+    shape: tuple[int, ...]
+    dtype: str
+
+    @property
+    def nbytes(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+@dataclass
+class Layout:
+    """Named regions of an arena; picklable, sent to workers."""
+
+    regions: dict[str, Region] = field(default_factory=dict)
+    size: int = 0
+
+    def add(self, name: str, shape: tuple[int, ...], dtype: np.dtype | str) -> Region:
+        region = Region(self.size, tuple(int(s) for s in shape), np.dtype(dtype).str)
+        self.regions[name] = region
+        self.size += _round_up(max(region.nbytes, 1))
+        return region
+
+
+class Arena:
+    """A mapped arena; ``arena[name]`` is a numpy view of a region."""
+
+    def __init__(self, layout: Layout, buffer: memoryview | bytearray | mmap.mmap, owner: object) -> None:
+        self.layout = layout
+        self._buffer = buffer
+        self._owner = owner  # keeps the mapping alive while views exist
+        self._views: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, name: str) -> np.ndarray:
+        view = self._views.get(name)
+        if view is None:
+            r = self.layout.regions[name]
+            view = np.ndarray(r.shape, dtype=np.dtype(r.dtype), buffer=self._buffer, offset=r.offset)
+            self._views[name] = view
+        return view
+
+    def release(self) -> None:
+        """Drop cached views (the mapping closes once no consumer view is left)."""
+        self._views.clear()
+
+
+class SharedArena(Arena):
+    """The owner's side: creates, and finally unlinks, the shared-memory segment."""
+
+    def __init__(self, layout: Layout) -> None:
+        name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
+        self.shm = shared_memory.SharedMemory(name=name, create=True, size=max(layout.size, ALIGN))
+        super().__init__(layout, self.shm.buf, self.shm)
+        self.name = self.shm.name
+
+    def destroy(self) -> None:
+        """Unlink the segment; the memory is freed when the last mapping goes away."""
+        self.release()
+        try:
+            self.shm.unlink()
+        except FileNotFoundError:
+            pass
+        try:
+            self.shm.close()
+        except BufferError:
+            # the consumer still holds views of a batch: the mapping stays valid for
+            # them and is released by the garbage collector; the name is already gone
+            pass
+
+
+def attach(name: str, layout: Layout) -> Arena:
+    """Map an existing arena in a worker without involving the resource tracker."""
+    fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
+    try:
+        mm = mmap.mmap(fd, max(layout.size, ALIGN))
+    finally:
+        os.close(fd)
+    return Arena(layout, mm, mm)
+
+
+class LocalArena(Arena):
+    """Process-private arena for the thread backend (same layout, anonymous memory)."""
+
+    def __init__(self, layout: Layout) -> None:
+        mm = mmap.mmap(-1, max(layout.size, ALIGN))
+        super().__init__(layout, mm, mm)
+        self.name = ""
+
+    def destroy(self) -> None:
+        self.release()

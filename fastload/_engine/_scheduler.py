@@ -1,0 +1,262 @@
+"""The coordinator: turns an epoch plan into chunk tasks and delivers batches in plan order.
+
+Work unit
+---------
+One task per *chunk*: a worker decodes the chunk once into a reused scratch
+buffer and copies its rows into every batch slot that needs them.  With window
+shuffling a chunk feeds a few consecutive batches and a batch draws from a few
+chunks; tasks never depend on each other, so workers never wait.
+
+Within a batch, samples are ordered by (source, index in the source): the
+order inside a batch does not change a gradient step, and it makes the rows a
+chunk gives a batch one contiguous run, copied with a single ``np.take``.
+Which samples form which batch is exactly the plan's (see docs/order.md).
+
+Batch ring
+----------
+A batch gets a slot when the first chunk task feeding it is issued, and gives
+it back only when the consumer asks for the following batch (or the epoch is
+abandoned), so a batch being read is never overwritten.  Tasks are issued in
+order of the first batch they feed; the ring holds at least
+``max(last_use - first_use) + 2`` slots, so in-order issuing always progresses.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastload._engine._pool import Pool
+from fastload._order import EpochPlan
+from fastload.errors import WorkerError
+
+
+def within_batch_order(plan: EpochPlan) -> EpochPlan:
+    """The plan with each batch's samples sorted by (source, index): the delivery order."""
+    n_batches = plan.n_batches
+    batch = np.repeat(np.arange(n_batches, dtype=np.int64), np.diff(plan.batch_bounds))
+    order = np.lexsort((plan.index, plan.source, batch))
+    return EpochPlan(plan.source[order], plan.index[order], plan.batch_bounds)
+
+
+@dataclass
+class ChunkTable:
+    """Per-epoch work list: chunk tasks in issue order and the runs each one copies."""
+
+    keys: np.ndarray  # chunk key of each task, in issue order
+    run_bounds: np.ndarray  # task t copies runs run_bounds[t]:run_bounds[t+1]
+    run_batch: np.ndarray
+    run_entry: np.ndarray  # first plan_rows entry of each run (runs are contiguous in entries)
+    run_end: np.ndarray  # one past its last entry
+    run_dest: np.ndarray  # position in its batch of each run's first sample
+    n_entries: int
+    rows: np.ndarray  # row within its chunk of each entry (written to the arena)
+    pieces: np.ndarray  # per batch: number of chunk tasks feeding it
+    slots_needed: int  # batch slots that guarantee progress
+
+
+def chunk_table(plan: EpochPlan, chunk_lens: np.ndarray, key_offsets: np.ndarray, start_batch: int) -> ChunkTable:
+    """Group the plan's samples (from ``start_batch`` on) by chunk, then batch."""
+    n_batches = plan.n_batches
+    lo = int(plan.batch_bounds[start_batch]) if n_batches else 0
+    source = plan.source[lo:].astype(np.int64)
+    index = plan.index[lo:]
+    chunk, local = np.divmod(index, chunk_lens[source])
+    keys = key_offsets[source] + chunk
+    batch = np.repeat(np.arange(n_batches, dtype=np.int64), np.diff(plan.batch_bounds))[lo:]
+    position = np.arange(lo, lo + index.size, dtype=np.int64) - plan.batch_bounds[batch]
+    order = np.lexsort((position, batch, keys))
+    keys, batch, local, position = keys[order], batch[order], local[order], position[order]
+    if keys.size == 0:
+        empty = np.zeros(0, dtype=np.int64)
+        return ChunkTable(empty, np.zeros(1, np.int64), empty, empty, empty, empty, 0, empty,
+                          np.zeros(n_batches, np.int64), 2)
+    run_start = np.flatnonzero(np.r_[True, (np.diff(keys) != 0) | (np.diff(batch) != 0)])
+    key_start = np.flatnonzero(np.r_[True, np.diff(keys) != 0])
+    run_end = np.r_[run_start[1:], keys.size]
+    task_keys = keys[key_start]
+    # runs of one key are consecutive; a key's first run has its earliest batch
+    task_run_lo = np.searchsorted(run_start, key_start)
+    task_run_hi = np.r_[task_run_lo[1:], run_start.size]
+    first_use = batch[key_start]
+    last_use = batch[np.r_[key_start[1:], keys.size] - 1]
+    issue = np.lexsort((task_keys, first_use))
+    # re-lay runs in issue order so task t's runs are contiguous
+    run_ids = np.concatenate([np.arange(task_run_lo[t], task_run_hi[t]) for t in issue])
+    counts = (task_run_hi - task_run_lo)[issue]
+    run_bounds = np.zeros(issue.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=run_bounds[1:])
+    reach = np.maximum.accumulate(last_use[issue]) - first_use[issue]
+    return ChunkTable(
+        keys=task_keys[issue],
+        run_bounds=run_bounds,
+        run_batch=batch[run_start][run_ids],
+        run_entry=run_start[run_ids],
+        run_end=run_end[run_ids],
+        run_dest=position[run_start][run_ids],
+        n_entries=int(keys.size),
+        rows=local,
+        pieces=np.bincount(batch[run_start], minlength=n_batches),
+        slots_needed=int(reach.max()) + 2,
+    )
+
+
+class Scheduler:
+    """Runs epochs on a pool; yields ``(batch_slot, n_samples)`` in plan order."""
+
+    def __init__(
+        self,
+        pool: Pool,
+        arena: Any,
+        *,
+        chunk_lens: list[int],
+        key_offsets: np.ndarray,
+        batch_slots: int,
+        transform: bool,
+        timeout_s: float,
+        max_restarts: int,
+    ) -> None:
+        self.pool = pool
+        self.arena = arena
+        self.chunk_lens = np.asarray(chunk_lens, dtype=np.int64)
+        self.key_offsets = key_offsets
+        self.batch_slots = batch_slots
+        self.has_transform = transform
+        self.timeout_s = timeout_s
+        self.max_restarts = max_restarts
+        self._task_id = 0
+        self._pending: dict[int, tuple[Any, ...]] = {}  # task id -> task, until done
+
+    def run(self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0) -> Iterator[tuple[int, int]]:
+        """Deliver batches ``start_batch..`` of ``plan``; each yield holds its slot until resumed."""
+        self.arena["plan_rows"][: table.n_entries] = table.rows
+        pieces_left = table.pieces.copy()
+        free = list(range(self.batch_slots - 1, -1, -1))
+        slot_of: dict[int, int] = {}
+        batch_of_task: dict[int, tuple[int, ...]] = {}
+        ready: set[int] = set()
+        n_tasks = table.keys.size
+        next_task = 0
+        bounds = plan.batch_bounds
+
+        def batch_len(b: int) -> int:
+            return int(bounds[b + 1] - bounds[b])
+
+        def on_done(task_id: int) -> None:
+            task = self._pending.pop(task_id, None)
+            if task is None:
+                return
+            if task[0] == "transform":
+                ready.add(task[4])
+                return
+            for b in batch_of_task.pop(task_id):
+                pieces_left[b] -= 1
+                if pieces_left[b] == 0:
+                    if self.has_transform:
+                        self._send(("transform", self._next_id(), slot_of[b], batch_len(b), b))
+                    else:
+                        ready.add(b)
+
+        def issue() -> None:
+            nonlocal next_task
+            while next_task < n_tasks:
+                r0, r1 = int(table.run_bounds[next_task]), int(table.run_bounds[next_task + 1])
+                batches = table.run_batch[r0:r1].tolist()
+                new = [b for b in batches if b not in slot_of]
+                if len(new) > len(free):
+                    return
+                for b in new:
+                    slot_of[b] = free.pop()
+                key = int(table.keys[next_task])
+                source = int(np.searchsorted(self.key_offsets, key, side="right") - 1)
+                runs = tuple(
+                    (slot_of[b], e0, e1, dest)
+                    for b, e0, e1, dest in zip(
+                        batches,
+                        table.run_entry[r0:r1].tolist(),
+                        table.run_end[r0:r1].tolist(),
+                        table.run_dest[r0:r1].tolist(),
+                        strict=True,
+                    )
+                )
+                task_id = self._next_id()
+                batch_of_task[task_id] = tuple(batches)
+                self._send(("chunk", task_id, source, key - int(self.key_offsets[source]), runs))
+                next_task += 1
+
+        try:
+            for b in range(start_batch, plan.n_batches):
+                issue()
+                deadline = time.monotonic() + self.timeout_s
+                while b not in ready:
+                    self._poll(on_done, min(1.0, max(0.0, deadline - time.monotonic())))
+                    issue()
+                    if b not in ready and time.monotonic() > deadline:
+                        raise WorkerError(
+                            f"batch {b} not ready after {self.timeout_s:.0f}s: {self.pool.alive()} of "
+                            f"{len(self.pool.workers)} workers alive, {len(self._pending)} tasks pending"
+                        )
+                ready.discard(b)
+                slot = slot_of.pop(b)
+                yield slot, batch_len(b)
+                free.append(slot)
+        finally:
+            # an abandoned epoch (break, exception) must not leave tasks writing into
+            # slots that the next epoch will reuse
+            self.drain()
+
+    # ---------------------------------------------------------------- helpers
+    def _next_id(self) -> int:
+        self._task_id += 1
+        return self._task_id
+
+    def _send(self, task: tuple[Any, ...]) -> None:
+        self._pending[task[1]] = task
+        self.pool.submit(task)
+
+    def _poll(self, on_done: Any, timeout: float) -> None:
+        for kind, worker, payload in self.pool.events(timeout):
+            if kind == "reply":
+                worker.outstanding.pop(payload[1], None)
+                if payload[0] == "done":
+                    on_done(payload[1])
+                else:
+                    _, task_id, message, tb = payload
+                    self._pending.pop(task_id, None)
+                    raise WorkerError(f"{message}\n\nworker traceback:\n{tb}")
+            else:  # died
+                if worker.restarts >= self.max_restarts:
+                    lost = [self._pending.get(t) for t in worker.outstanding]
+                    raise WorkerError(
+                        f"worker {worker.id} died (exit code {payload}) {worker.restarts + 1} times; "
+                        f"giving up. It was running: {self._describe(lost)}"
+                    )
+                self.pool.restart(worker)
+
+    def _describe(self, tasks: list[Any]) -> str:
+        parts = []
+        for task in tasks:
+            if task is None:
+                continue
+            if task[0] == "chunk":
+                parts.append(f"chunk {task[3]} of source {task[2]}")
+            else:
+                parts.append(f"transform of batch {task[4]}")
+        return ", ".join(parts) or "no task"
+
+    def drain(self) -> None:
+        """Wait for every issued task to finish (bounded by ``timeout_s``)."""
+        deadline = time.monotonic() + self.timeout_s
+        while self._pending and time.monotonic() < deadline:
+            try:
+                self._poll(lambda task_id: self._pending.pop(task_id, None), 0.5)
+            except WorkerError:
+                continue
+        self._pending.clear()
+        for worker in self.pool.workers:
+            worker.outstanding.clear()
+

@@ -1,0 +1,208 @@
+"""What a prefetch worker does: decode a chunk and copy its rows into the batch slots that need them.
+
+Two task kinds travel as small tuples (never arrays):
+
+``("chunk", task_id, source, chunk, runs)``
+    Decode chunk ``chunk`` of every selected field of source ``source`` into the
+    worker's scratch buffer (reused, so it stays in the CPU cache), then copy
+    each *run* ``(slot, entry_lo, entry_hi, dest_lo)`` — the rows
+    ``plan_rows[entry_lo:entry_hi]`` of the chunk — to positions
+    ``dest_lo..`` of batch slot ``slot``.  Inside a batch, samples are ordered
+    by (source, index), so the rows one chunk gives one batch are contiguous
+    there and each run is a single ``np.take(..., out=)``.
+``("transform", task_id, slot, n, batch_no)``
+    Apply the transform to the ``n`` staged samples of ``slot`` and write the
+    result into the slot's output fields.
+
+Tasks never wait for each other: chunk tasks write disjoint rows, and the
+coordinator sends a transform only after every chunk of its batch is done.
+Replies are ``("done", task_id)`` or ``("error", task_id, message, traceback)``.
+"""
+
+from __future__ import annotations
+
+import signal
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fastload._engine._arena import Arena, Layout, attach
+from fastload._engine._chunks import DenseChunks, RaggedChunks
+from fastload._spec import FieldSpec
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker needs, sent once when it starts (picklable)."""
+
+    layout: Layout
+    sources: list[dict[str, DenseChunks | RaggedChunks]]
+    source_names: list[str]
+    fields: tuple[str, ...]
+    ragged_lengths: dict[str, int]  # padded length L of each ragged field
+    input_specs: dict[str, FieldSpec]  # what gathering produces (before the transform)
+    output_specs: dict[str, FieldSpec]  # what lands in the batch slot
+    batch_size: int
+    label_field: str | None = None
+    transform: Any = None
+
+    @property
+    def gather_prefix(self) -> str:
+        """Region family chunk tasks write: staging when a transform follows, else the batch."""
+        return "stage" if self.transform is not None else "batch"
+
+
+class Executor:
+    """Executes tasks against an arena; shared by process, thread and inline backends."""
+
+    def __init__(self, cfg: WorkerConfig, arena: Arena, worker_id: int) -> None:
+        self.cfg = cfg
+        self.arena = arena
+        self.worker_id = worker_id
+        self._scratch: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------- chunk task
+    def chunk(self, source: int, chunk: int, runs: tuple[tuple[int, int, int, int], ...]) -> None:
+        cfg = self.cfg
+        plan_rows = self.arena["plan_rows"]
+        prefix = cfg.gather_prefix
+        for fname in cfg.fields:
+            reader = cfg.sources[source][fname]
+            if isinstance(reader, RaggedChunks):
+                values, offsets = self._ragged_scratch(fname, reader)
+                reader.decode_into(chunk, values, offsets)
+                slots_out = self.arena[f"{prefix}/{fname}"]
+                slots_len = self.arena[f"{prefix}/{fname}_len"]
+                for slot, lo, hi, dest in runs:
+                    rows = plan_rows[lo:hi]
+                    _copy_ragged(values, offsets, rows, slots_out[slot, dest : dest + hi - lo], slots_len[slot, dest : dest + hi - lo])
+            else:
+                scratch = self._dense_scratch(fname, reader)
+                reader.decode_into(chunk, scratch)
+                slots_out = self.arena[f"{prefix}/{fname}"]
+                for slot, lo, hi, dest in runs:
+                    np.take(scratch, plan_rows[lo:hi], axis=0, out=slots_out[slot, dest : dest + hi - lo])
+        if cfg.label_field is not None:
+            labels = self.arena[f"{prefix}/{cfg.label_field}"]
+            for slot, lo, hi, dest in runs:
+                labels[slot, dest : dest + hi - lo] = source
+
+    def _dense_scratch(self, fname: str, reader: DenseChunks) -> np.ndarray:
+        buf = self._scratch.get(fname)
+        if buf is None or buf.shape[0] < reader.chunk_len:
+            rows = max(reader.chunk_len, *(s[fname].chunk_len for s in self.cfg.sources))  # type: ignore[union-attr]
+            buf = np.empty((rows, *reader.shape[1:]), dtype=reader.dtype)
+            self._scratch[fname] = buf
+        return buf
+
+    def _ragged_scratch(self, fname: str, reader: RaggedChunks) -> tuple[np.ndarray, np.ndarray]:
+        values = self._scratch.get(f"{fname}/values")
+        need = reader.capacity_rows()
+        if values is None or values.shape[0] < need:
+            values = np.empty((max(need, 1), *reader.values.shape[1:]), dtype=reader.values.dtype)
+            self._scratch[f"{fname}/values"] = values
+        offsets = self._scratch.get(f"{fname}/offsets")
+        if offsets is None or offsets.shape[0] < reader.event_chunk_len + 1:
+            offsets = np.empty(reader.event_chunk_len + 1, dtype=np.int64)
+            self._scratch[f"{fname}/offsets"] = offsets
+        return values, offsets
+
+    # --------------------------------------------------------- transform task
+    def transform(self, slot: int, n: int) -> None:
+        cfg = self.cfg
+        staged = {name: self.arena[f"stage/{name}"][slot, :n] for name in cfg.input_specs}
+        result = cfg.transform(staged)
+        for name, spec in cfg.output_specs.items():
+            if name not in result:
+                raise TaskError(f"transform {cfg.transform!r} did not return its declared field {name!r}")
+            value = np.asarray(result[name])
+            if value.shape != (n, *spec.shape):
+                raise TaskError(
+                    f"transform {cfg.transform!r} returned field {name!r} of shape {value.shape}, "
+                    f"but declared {(n, *spec.shape)} in output_spec()"
+                )
+            self.arena[f"batch/{name}"][slot, :n] = value
+
+    # --------------------------------------------------------------- dispatch
+    def run(self, task: tuple[Any, ...]) -> None:
+        if task[0] == "chunk":
+            _, _, source, chunk, runs = task
+            self.chunk(source, chunk, runs)
+        elif task[0] == "transform":
+            _, _, slot, n, _batch_no = task
+            self.transform(slot, n)
+        else:  # pragma: no cover - protocol error
+            raise ValueError(f"unknown task {task!r}")
+
+    def describe(self, task: tuple[Any, ...]) -> str:
+        if task[0] == "chunk":
+            source, chunk = task[2], task[3]
+            first = self.cfg.sources[source][self.cfg.fields[0]]
+            dense = first.values if isinstance(first, RaggedChunks) else first
+            return (
+                f"worker {self.worker_id} reading chunk {chunk} of source {self.cfg.source_names[source]!r} "
+                f"(store {dense.url!r}, fields {list(self.cfg.fields)})"
+            )
+        return f"worker {self.worker_id} applying transform {self.cfg.transform!r} to batch {task[4]}"
+
+
+def _copy_ragged(
+    values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray, lens: np.ndarray
+) -> None:
+    """Copy samples ``rows`` of a decoded ragged chunk into zero-padded ``out`` (n, L, ...)."""
+    n, length = out.shape[0], out.shape[1]
+    start = offsets[rows]
+    counts = np.minimum(offsets[rows + 1] - start, length)
+    lens[...] = counts
+    out_flat = out.reshape(n * length, *out.shape[2:])
+    out_flat[...] = 0
+    total = int(counts.sum())
+    if total == 0:
+        return
+    first = np.zeros(n, dtype=np.int64)
+    np.cumsum(counts[:-1], out=first[1:])
+    within = np.arange(total, dtype=np.int64) - np.repeat(first, counts)
+    sample = np.repeat(np.arange(n, dtype=np.int64), counts)
+    out_flat[sample * length + within] = values[np.repeat(start, counts) + within]
+
+
+class TaskError(Exception):
+    """A task failed in a way the worker can describe precisely."""
+
+
+def serve(executor: Executor, conn: Any) -> None:
+    """Run tasks from ``conn`` until told to stop or the other end goes away."""
+    while True:
+        try:
+            task = conn.recv()
+        except (EOFError, OSError):
+            return
+        if task[0] == "stop":
+            return
+        try:
+            executor.run(task)
+            reply: tuple[Any, ...] = ("done", task[1])
+        except BaseException as exc:
+            if isinstance(exc, (SystemExit, KeyboardInterrupt)):
+                return
+            message = f"{executor.describe(task)}: {type(exc).__name__}: {exc}"
+            reply = ("error", task[1], message, traceback.format_exc())
+        try:
+            conn.send(reply)
+        except (OSError, ValueError):
+            return
+
+
+def process_main(worker_id: int, conn: Any, arena_name: str, cfg: WorkerConfig) -> None:
+    """Entry point of a worker process."""
+    # Ctrl-C goes to the whole process group; the loader's process handles it and
+    # shuts the workers down, so workers must not die half-way with a traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    arena = attach(arena_name, cfg.layout)
+    try:
+        serve(Executor(cfg, arena, worker_id), conn)
+    finally:
+        arena.release()
+        conn.close()

@@ -1,0 +1,649 @@
+"""Epoch plans: which samples each rank reads in each epoch, and in which batches.
+
+This is fastload's order layer: pure, deterministic logic with no I/O and no
+processes.  The engine asks :func:`plan_epoch` for the plan of one epoch on one
+rank and then reads exactly those samples, batch by batch.
+
+Invariants (each is tested in ``tests/test_order.py``):
+
+- The plan is a function of ``(sources, OrderConfig, MixConfig, epoch)`` only,
+  never of worker count or timing; :func:`plan_fingerprint` hashes those inputs.
+- Single source: every sample of the source is delivered exactly once per epoch
+  by exactly one rank (unless ``drop_last`` drops the tail of a rank's stream).
+- Order is built from chunks: a window of the plan touches at most
+  ``window_chunks`` chunks, so workers read whole chunks, never scattered samples.
+- Mixing: every batch holds exactly ``batch_size`` samples, of which exactly
+  ``mix_counts(batch_size, weights)[s]`` come from source ``s``.
+
+Randomness is counter based: a 64-bit key per (stream, counter) is obtained by
+mixing a key derived with :class:`numpy.random.SeedSequence` (a documented,
+version-stable algorithm) and the counter through the SplitMix64 finaliser,
+which is a bijection of 64-bit integers.  Sorting by such keys yields the
+permutations.  Integer arithmetic and sorting by distinct keys give the same
+result in every numpy version, and counters make the plan of one rank
+computable without generating the random numbers of the others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import operator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+import numpy as np
+
+from fastload.errors import ConfigError
+
+__all__ = [
+    "ORDER_VERSION",
+    "EpochPlan",
+    "MixConfig",
+    "OrderConfig",
+    "SourceShape",
+    "batches_per_epoch",
+    "mix_counts",
+    "plan_epoch",
+    "plan_fingerprint",
+]
+
+#: Version of the ordering algorithm; part of :func:`plan_fingerprint`, so a
+#: resume state saved under another algorithm is refused instead of silently
+#: continuing with different samples.
+ORDER_VERSION = 1
+
+POLICIES = ("first_exhausted", "cycle")
+
+# Purposes keep the random streams of one (seed, epoch) independent.
+_PURPOSE_CHUNKS = 1  # chunk permutation of one source
+_PURPOSE_WINDOW = 2  # sample shuffle inside windows of one source
+_PURPOSE_INTERLEAVE = 3  # position of each source's samples inside a mixed batch
+
+_MAX_SOURCES = int(np.iinfo(np.int16).max)  # EpochPlan.source is int16
+# Window ids up to this many bits are packed with the key into one 64-bit sort
+# key (fast); beyond it an exact lexsort is used.
+_PACKED_WINDOW_BITS = 32
+_U64 = np.uint64
+
+
+# --------------------------------------------------------------------------- validation
+def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
+    """Return ``value`` as an ``int`` >= ``minimum`` or raise :class:`ConfigError`."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+    try:
+        as_int = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        raise ConfigError(
+            f"{owner}.{name} must be an integer >= {minimum}, got {value!r}"
+        ) from None
+    if as_int < minimum:
+        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {as_int!r}")
+    return int(as_int)
+
+
+def _check_bool(owner: str, name: str, value: object) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise ConfigError(f"{owner}.{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def _check_weights(weights: object) -> tuple[float, ...]:
+    """Validate mixing weights: a non-empty sequence of finite numbers > 0."""
+    if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ConfigError(
+            f"mix weights must be a sequence of numbers > 0, one per source, got {weights!r}"
+        )
+    if len(weights) == 0:
+        raise ConfigError("mix weights must name at least one source, got an empty sequence")
+    checked = []
+    for s, w in enumerate(weights):
+        if isinstance(w, (bool, np.bool_)) or not isinstance(
+            w, (int, float, np.integer, np.floating)
+        ):
+            raise ConfigError(f"mix weight of source {s} must be a number > 0, got {w!r}")
+        if not math.isfinite(w) or w <= 0:
+            raise ConfigError(
+                f"mix weight of source {s} must be finite and > 0, got {w!r}; "
+                "drop a source from the mix instead of giving it weight 0"
+            )
+        checked.append(float(w))
+    return tuple(checked)
+
+
+# --------------------------------------------------------------------------- configuration
+@dataclass(frozen=True)
+class SourceShape:
+    """Size and chunking of one source (one split of one store).
+
+    Parameters
+    ----------
+    n : int
+        Number of samples, >= 0.
+    chunk_len : int
+        Samples per chunk along the sample axis, >= 1; the last chunk holds
+        ``n - (n_chunks - 1) * chunk_len`` samples.
+    """
+
+    n: int
+    chunk_len: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "n", _check_int("SourceShape", "n", self.n, 0))
+        object.__setattr__(
+            self, "chunk_len", _check_int("SourceShape", "chunk_len", self.chunk_len, 1)
+        )
+
+    @property
+    def n_chunks(self) -> int:
+        """Number of chunks, the last one possibly short."""
+        return -(-self.n // self.chunk_len)
+
+
+@dataclass(frozen=True)
+class OrderConfig:
+    """Everything about the order of one rank except the sources and the mix.
+
+    Parameters
+    ----------
+    batch_size : int
+        Samples per batch on this rank, >= 1.
+    shuffle : bool
+        Permute chunks and shuffle samples inside windows; ``False`` gives store order.
+    seed : int
+        Seed of every random choice, >= 0.  Same seed and config, same plans.
+    window_chunks : int
+        Samples are shuffled inside windows of this many consecutive chunks of
+        the permuted chunk order, >= 1.  Larger windows shuffle better and need
+        more chunks in flight.
+    rank, world_size : int
+        This process's rank among ``world_size`` data-parallel processes.
+    drop_last : bool
+        Single source only: drop the incomplete last batch, and give every rank
+        the same number of batches (needed by DDP).
+
+    Raises
+    ------
+    ConfigError
+        If a value has the wrong type or is out of range.
+    """
+
+    batch_size: int
+    shuffle: bool = True
+    seed: int = 0
+    window_chunks: int = 8
+    rank: int = 0
+    world_size: int = 1
+    drop_last: bool = False
+
+    def __post_init__(self) -> None:
+        owner = "OrderConfig"
+        for name, minimum in (
+            ("batch_size", 1),
+            ("seed", 0),
+            ("window_chunks", 1),
+            ("rank", 0),
+            ("world_size", 1),
+        ):
+            object.__setattr__(self, name, _check_int(owner, name, getattr(self, name), minimum))
+        object.__setattr__(self, "shuffle", _check_bool(owner, "shuffle", self.shuffle))
+        object.__setattr__(self, "drop_last", _check_bool(owner, "drop_last", self.drop_last))
+        if self.rank >= self.world_size:
+            raise ConfigError(
+                f"OrderConfig.rank must be in [0, world_size={self.world_size}), got {self.rank}"
+            )
+
+
+@dataclass(frozen=True)
+class MixConfig:
+    """How several sources are mixed into one stream of batches.
+
+    Parameters
+    ----------
+    weights : tuple of float
+        One weight > 0 per source; normalised internally.  Each batch holds
+        exactly ``mix_counts(batch_size, weights)`` samples of each source.
+    policy : {"first_exhausted", "cycle"}
+        ``"first_exhausted"``: the epoch ends before the first batch that some
+        source cannot fill; no sample repeats.  ``"cycle"``: the epoch has
+        ``num_samples`` samples and a source that runs out starts a fresh pass.
+    num_samples : int or None
+        ``"cycle"`` only (required there): samples per epoch summed over all
+        ranks, rounded to whole batches per rank (up, or down with ``drop_last``).
+
+    Raises
+    ------
+    ConfigError
+        If a weight is not finite and > 0, the policy is unknown, or
+        ``num_samples`` is missing for ``"cycle"`` or given for ``"first_exhausted"``.
+    """
+
+    weights: tuple[float, ...]
+    policy: str = "first_exhausted"
+    num_samples: int | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weights", _check_weights(self.weights))
+        if self.policy not in POLICIES:
+            raise ConfigError(f"MixConfig.policy must be one of {POLICIES}, got {self.policy!r}")
+        if self.policy == "cycle":
+            if self.num_samples is None:
+                raise ConfigError(
+                    "MixConfig.policy='cycle' needs num_samples (samples per epoch over all "
+                    "ranks): cycling has no natural epoch end"
+                )
+            object.__setattr__(
+                self, "num_samples", _check_int("MixConfig", "num_samples", self.num_samples, 1)
+            )
+        elif self.num_samples is not None:
+            raise ConfigError(
+                f"MixConfig.num_samples={self.num_samples!r} only applies to policy='cycle'; "
+                "with 'first_exhausted' the smallest source ends the epoch"
+            )
+
+
+# --------------------------------------------------------------------------- the plan
+class EpochPlan:
+    """The samples one rank delivers in one epoch, in delivery order, cut into batches.
+
+    Attributes
+    ----------
+    source : numpy.ndarray
+        ``int16 (total,)``: source id of each delivered sample.
+    index : numpy.ndarray
+        ``int64 (total,)``: sample index within that source.
+    batch_bounds : numpy.ndarray
+        ``int64 (n_batches + 1,)``: batch ``b`` is ``[batch_bounds[b], batch_bounds[b + 1])``.
+
+    The arrays are read-only, so a plan can be shared without copying.
+    """
+
+    __slots__ = ("batch_bounds", "index", "source")
+
+    def __init__(self, source: np.ndarray, index: np.ndarray, batch_bounds: np.ndarray) -> None:
+        self.source = np.ascontiguousarray(source, dtype=np.int16)
+        self.index = np.ascontiguousarray(index, dtype=np.int64)
+        self.batch_bounds = np.ascontiguousarray(batch_bounds, dtype=np.int64)
+        for a in (self.source, self.index, self.batch_bounds):
+            a.flags.writeable = False
+
+    @property
+    def n_batches(self) -> int:
+        """Number of batches in this epoch on this rank."""
+        return len(self.batch_bounds) - 1
+
+    @property
+    def n_samples(self) -> int:
+        """Number of samples delivered in this epoch on this rank."""
+        return len(self.index)
+
+    def batch(self, b: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(source, index)`` views of batch ``b`` (``0 <= b < n_batches``)."""
+        b = operator.index(b)
+        if not 0 <= b < self.n_batches:
+            raise IndexError(f"batch {b} out of range for a plan of {self.n_batches} batches")
+        lo, hi = int(self.batch_bounds[b]), int(self.batch_bounds[b + 1])
+        return self.source[lo:hi], self.index[lo:hi]
+
+    def __repr__(self) -> str:
+        return f"EpochPlan(n_samples={self.n_samples}, n_batches={self.n_batches})"
+
+
+# --------------------------------------------------------------------------- randomness
+def _stream_key(seed: int, epoch: int, purpose: int, ident: int) -> np.uint64:
+    """64-bit key of one random stream; ``ident`` is a source id or a rank."""
+    state = np.random.SeedSequence([seed, epoch, purpose, ident]).generate_state(1, np.uint64)
+    return state[0]
+
+
+def _mix64(key: np.uint64, counters: np.ndarray) -> np.ndarray:
+    """SplitMix64 output for ``counters`` (uint64 array) of stream ``key``.
+
+    A bijection of the counter for a fixed key, so distinct counters give
+    distinct keys and sorting by them is deterministic with any algorithm.
+    Operations are on arrays, where numpy wraps uint64 overflow silently.
+    """
+    z = counters.astype(_U64) * _U64(0x9E3779B97F4A7C15) + key
+    z = (z ^ (z >> _U64(30))) * _U64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> _U64(27))) * _U64(0x94D049BB133111EB)
+    return z ^ (z >> _U64(31))
+
+
+# --------------------------------------------------------------------------- streams
+def _rank_bounds(n: int, world_size: int, rank: int) -> tuple[int, int]:
+    """Contiguous piece ``[lo, hi)`` of an ``n``-sample stream owned by ``rank``.
+
+    Pieces are disjoint, cover ``range(n)`` and differ in size by at most one.
+    """
+    return rank * n // world_size, (rank + 1) * n // world_size
+
+
+def _source_stream(
+    shape: SourceShape, cfg: OrderConfig, epoch: int, source_id: int, length: int
+) -> np.ndarray:
+    """The first ``length`` sample indices of this rank's stream of one source.
+
+    Pass ``q`` (``q = 0, 1, ...``) of a source is its chunks in a permutation
+    seeded by ``(seed, epoch, source_id, q)``, as one stream of samples.  This
+    rank owns positions ``[lo, hi)`` of every pass.  Inside each window (a run
+    of ``window_chunks`` consecutive chunks of the pass, intersected with the
+    rank's piece) samples are shuffled.  Passes are concatenated until
+    ``length`` samples are reached; one pass is the usual case.
+    """
+    n, chunk_len = shape.n, shape.chunk_len
+    lo, hi = _rank_bounds(n, cfg.world_size, cfg.rank)
+    piece = hi - lo
+    if length == 0:
+        return np.empty(0, dtype=np.int64)
+    if piece == 0:  # callers rule this out with a ConfigError naming the source
+        raise ValueError("cannot draw samples from an empty rank piece")
+    n_passes = -(-length // piece)
+    if not cfg.shuffle:
+        return np.arange(length, dtype=np.int64) % piece + lo
+
+    # Chunk permutation of every pass at once: one key per (pass, chunk).
+    n_chunks = shape.n_chunks
+    chunk_keys = _mix64(
+        _stream_key(cfg.seed, epoch, _PURPOSE_CHUNKS, source_id),
+        np.arange(n_passes * n_chunks, dtype=np.uint64),
+    ).reshape(n_passes, n_chunks)
+    perm = np.argsort(chunk_keys, axis=1)  # chunk ids in delivery order, per pass
+    size = np.minimum(chunk_len, n - perm * chunk_len)
+    end = np.cumsum(size, axis=1)
+    start = end - size  # stream position of each chunk's first sample
+
+    # Segments: the part of each chunk that falls into this rank's piece.
+    pass_of, pos_of = np.nonzero((start < hi) & (end > lo))  # row-major: stream order
+    seg_start = start[pass_of, pos_of]
+    seg_from = np.maximum(seg_start, lo)
+    seg_len = np.minimum(end[pass_of, pos_of], hi) - seg_from
+    seg_first = perm[pass_of, pos_of] * chunk_len + (seg_from - seg_start)
+    seg_off = np.cumsum(seg_len) - seg_len
+    total = n_passes * piece
+    within = np.arange(total, dtype=np.int64) - np.repeat(seg_off, seg_len)
+    index = np.repeat(seg_first, seg_len) + within
+
+    # Shuffle inside windows: sort by (window, key).  Keys, window ids and the
+    # key truncation below depend on stream positions, not on the rank, so a
+    # rank's order inside a window is the single-rank order restricted to it.
+    position = np.repeat(pass_of.astype(np.int64) * n + seg_from, seg_len) + within
+    keys = _mix64(_stream_key(cfg.seed, epoch, _PURPOSE_WINDOW, source_id), position)
+    windows_per_pass = -(-n_chunks // cfg.window_chunks)
+    window = pass_of.astype(np.int64) * windows_per_pass + pos_of // cfg.window_chunks
+    window = np.repeat(window, seg_len).astype(_U64)  # nondecreasing along the stream
+    bits = (n_passes * windows_per_pass - 1).bit_length()
+    if bits == 0:
+        order = np.argsort(keys)  # one window; keys are distinct: deterministic
+    elif bits <= _PACKED_WINDOW_BITS:
+        # One 64-bit sort key: window in the high bits, the key's top bits below
+        # (4x faster than lexsort).  Truncated keys may tie; the stable sort then
+        # keeps stream order, so the result stays deterministic and the bias is
+        # negligible (ties need two equal 32+-bit draws in one window).
+        sort_key = (window << _U64(64 - bits)) | (keys >> _U64(bits))
+        order = np.argsort(sort_key, kind="stable")
+    else:  # > 4e9 windows: exact but slower
+        order = np.lexsort((keys, window))
+    return index[order][:length]
+
+
+# --------------------------------------------------------------------------- mixing
+def mix_counts(batch_size: int, weights: Sequence[float]) -> np.ndarray:
+    """Samples per batch of each source, by largest-remainder rounding.
+
+    Source ``s`` gets ``floor(batch_size * w_s)`` samples (``w`` normalised to
+    sum 1), and the ``batch_size - sum(floors)`` left over go one each to the
+    sources with the largest fractional parts, ties to the lower source id.
+    Arithmetic is exact (rational), so equal weights tie exactly.
+
+    Parameters
+    ----------
+    batch_size : int
+        Samples per batch, >= 1.
+    weights : sequence of float
+        One finite weight > 0 per source.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``int64 (n_sources,)``, summing to ``batch_size``; each entry differs
+        from ``batch_size * w_s`` by less than 1.
+
+    Raises
+    ------
+    ConfigError
+        If ``batch_size`` < 1 or a weight is not finite and > 0.
+    """
+    batch_size = _check_int("mix_counts", "batch_size", batch_size, 1)
+    exact_weights = [Fraction(w) for w in _check_weights(weights)]
+    total = sum(exact_weights)
+    shares = [batch_size * w / total for w in exact_weights]
+    counts = [math.floor(x) for x in shares]
+    left = batch_size - sum(counts)
+    by_remainder = sorted(range(len(shares)), key=lambda s: (-(shares[s] - counts[s]), s))
+    for s in by_remainder[:left]:
+        counts[s] += 1
+    return np.array(counts, dtype=np.int64)
+
+
+def _uses_mix(sources: Sequence[SourceShape], mix: MixConfig | None) -> bool:
+    """Whether the mixing semantics apply (else the single-source ones do).
+
+    One source with ``"first_exhausted"`` is plain single-source loading (a
+    short last batch allowed); one source with ``"cycle"`` keeps ``num_samples``.
+    """
+    return mix is not None and (len(sources) > 1 or mix.policy == "cycle")
+
+
+def _check_inputs(
+    sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig | None
+) -> tuple[SourceShape, ...]:
+    """Validate the combination of sources, config and mix; return the sources as a tuple."""
+    if not isinstance(cfg, OrderConfig):
+        raise ConfigError(f"cfg must be an OrderConfig, got {type(cfg).__name__}")
+    if mix is not None and not isinstance(mix, MixConfig):
+        raise ConfigError(f"mix must be a MixConfig or None, got {type(mix).__name__}")
+    sources = tuple(sources)
+    if not sources:
+        raise ConfigError("an epoch plan needs at least one source, got none")
+    for s, shape in enumerate(sources):
+        if not isinstance(shape, SourceShape):
+            raise ConfigError(f"source {s} must be a SourceShape, got {type(shape).__name__}")
+    if len(sources) > _MAX_SOURCES:
+        raise ConfigError(f"at most {_MAX_SOURCES} sources can be mixed, got {len(sources)}")
+    if mix is None:
+        if len(sources) > 1:
+            raise ConfigError(
+                f"{len(sources)} sources need a MixConfig saying how to mix them, got mix=None"
+            )
+        return sources
+    if len(mix.weights) != len(sources):
+        raise ConfigError(
+            f"MixConfig has {len(mix.weights)} weights for {len(sources)} sources; "
+            "give exactly one weight per source"
+        )
+    if _uses_mix(sources, mix):
+        counts = mix_counts(cfg.batch_size, mix.weights)
+        starved = [s for s in range(len(sources)) if counts[s] == 0]
+        if starved:
+            raise ConfigError(
+                f"batch_size={cfg.batch_size} is too small for weights {mix.weights}: source(s) "
+                f"{starved} would get 0 samples per batch and never be delivered; raise "
+                "batch_size or those weights"
+            )
+        if mix.policy == "cycle":
+            small = [s for s, shape in enumerate(sources) if shape.n < cfg.world_size]
+            if small:
+                raise ConfigError(
+                    f"policy='cycle' needs every source to have at least world_size="
+                    f"{cfg.world_size} samples (one per rank); source(s) {small} have fewer"
+                )
+    return sources
+
+
+def _mix_batches(sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig) -> int:
+    """Batches per epoch of a mix on every rank (equal across ranks)."""
+    counts = mix_counts(cfg.batch_size, mix.weights)
+    if mix.policy == "first_exhausted":
+        # The smallest rank piece of a source has n // world_size samples;
+        # taking it makes every rank stop after the same batch.
+        return min(
+            (shape.n // cfg.world_size) // int(k) for shape, k in zip(sources, counts, strict=True)
+        )
+    assert mix.num_samples is not None  # MixConfig guarantees it for "cycle"
+    per_batch = cfg.world_size * cfg.batch_size  # samples per global step
+    if cfg.drop_last:
+        return mix.num_samples // per_batch
+    return -(-mix.num_samples // per_batch)
+
+
+def batches_per_epoch(
+    sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig | None = None
+) -> int:
+    """Number of batches this rank delivers per epoch, without building the plan.
+
+    Equal to ``plan_epoch(sources, cfg, e, mix).n_batches`` for every epoch
+    ``e``; also validates the inputs, so a loader can call it when it is built.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`plan_epoch`.
+    """
+    sources = _check_inputs(sources, cfg, mix)
+    if mix is not None and _uses_mix(sources, mix):
+        return _mix_batches(sources, cfg, mix)
+    n = sources[0].n
+    if cfg.drop_last:
+        return (n // cfg.world_size) // cfg.batch_size
+    lo, hi = _rank_bounds(n, cfg.world_size, cfg.rank)
+    return -(-(hi - lo) // cfg.batch_size)
+
+
+# --------------------------------------------------------------------------- planning
+def plan_epoch(
+    sources: Sequence[SourceShape], cfg: OrderConfig, epoch: int, mix: MixConfig | None = None
+) -> EpochPlan:
+    """Plan one epoch of one rank: which samples, in which order, in which batches.
+
+    Single source (``mix`` is None, or one source with ``"first_exhausted"``):
+    the chunks are permuted (seeded by ``seed``, ``epoch`` and the source), the
+    resulting sample stream is cut into ``world_size`` contiguous pieces
+    (``[r*n//W, (r+1)*n//W)``, disjoint, sizes within one), and samples are
+    shuffled inside windows of ``window_chunks`` consecutive permuted chunks.
+    Batches are consecutive ``batch_size`` slices of the rank's stream; the last
+    one may be short and ranks may differ by one batch, unless ``drop_last``,
+    which gives every rank ``(n // world_size) // batch_size`` full batches.
+    ``shuffle=False`` keeps store order.
+
+    Mix (several sources, or ``"cycle"``): each source has its own rank stream
+    as above; every batch takes the next ``mix_counts(batch_size, weights)[s]``
+    samples of source ``s`` and, with ``shuffle``, interleaves them in a seeded
+    order (else source 0's share first, then source 1's, ...).  The epoch ends
+    per ``mix.policy``; every rank delivers the same number of full batches.
+
+    Parameters
+    ----------
+    sources : sequence of SourceShape
+        The sources; their position is their source id.
+    cfg : OrderConfig
+        Batch size, shuffling, seed, window, rank and drop_last.
+    epoch : int
+        Epoch number, >= 0; each epoch has its own permutations.
+    mix : MixConfig, optional
+        Required for more than one source.
+
+    Returns
+    -------
+    EpochPlan
+        Read-only arrays of source ids, sample indices and batch bounds.
+
+    Raises
+    ------
+    ConfigError
+        If the inputs are inconsistent (no sources, several sources without a
+        mix, weights not matching the sources, a source getting 0 samples per
+        batch, ``"cycle"`` with a source smaller than ``world_size``).
+    """
+    sources = _check_inputs(sources, cfg, mix)
+    epoch = _check_int("plan_epoch", "epoch", epoch, 0)
+    n_batches = batches_per_epoch(sources, cfg, mix)
+    batch_size = cfg.batch_size
+
+    if mix is None or not _uses_mix(sources, mix):
+        lo, hi = _rank_bounds(sources[0].n, cfg.world_size, cfg.rank)
+        total = n_batches * batch_size if cfg.drop_last else hi - lo
+        index = _source_stream(sources[0], cfg, epoch, 0, hi - lo)[:total]
+        bounds = np.minimum(np.arange(n_batches + 1, dtype=np.int64) * batch_size, total)
+        return EpochPlan(np.zeros(total, dtype=np.int16), index, bounds)
+
+    counts = mix_counts(batch_size, mix.weights)
+    columns = np.repeat(np.arange(len(sources), dtype=np.int16), counts)  # store-order layout
+    source = np.broadcast_to(columns, (n_batches, batch_size))
+    index = np.empty((n_batches, batch_size), dtype=np.int64)
+    col = 0
+    for s, (shape, k) in enumerate(zip(sources, counts.tolist(), strict=True)):
+        stream = _source_stream(shape, cfg, epoch, s, n_batches * k)
+        index[:, col : col + k] = stream.reshape(n_batches, k)
+        col += k
+    if cfg.shuffle and n_batches:
+        keys = _mix64(
+            _stream_key(cfg.seed, epoch, _PURPOSE_INTERLEAVE, cfg.rank),
+            np.arange(n_batches * batch_size, dtype=np.uint64),
+        ).reshape(n_batches, batch_size)
+        slot = np.argsort(keys, axis=1)  # distinct keys: deterministic
+        source = np.take_along_axis(source, slot, axis=1)
+        index = np.take_along_axis(index, slot, axis=1)
+    bounds = np.arange(n_batches + 1, dtype=np.int64) * batch_size
+    return EpochPlan(source.reshape(-1), index.reshape(-1), bounds)
+
+
+def plan_fingerprint(
+    sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig | None = None
+) -> str:
+    """Stable hash of everything that determines the plans of every epoch.
+
+    A resume state stores it; loading the state under inputs with another
+    fingerprint must be refused, because the same (epoch, batch) would name
+    other samples.  Equal fingerprints imply equal plans for every epoch.
+    Inputs that cannot change the plan are left out, so they do not block a
+    resume: the seed and window when ``shuffle=False``, the mix of a single
+    ``"first_exhausted"`` source, ``drop_last`` under ``"first_exhausted"``
+    mixing, and weights beyond the per-batch counts they round to.  The rank is
+    included: each rank resumes from its own state.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`plan_epoch`.
+    """
+    sources = _check_inputs(sources, cfg, mix)
+    described: dict[str, object] = {
+        "order_version": ORDER_VERSION,
+        "sources": [[shape.n, shape.chunk_len] for shape in sources],
+        "batch_size": cfg.batch_size,
+        "shuffle": cfg.shuffle,
+        "seed": cfg.seed if cfg.shuffle else None,
+        "window_chunks": cfg.window_chunks if cfg.shuffle else None,
+        "rank": cfg.rank,
+        "world_size": cfg.world_size,
+        "drop_last": cfg.drop_last,
+        "mix": None,
+    }
+    if mix is not None and _uses_mix(sources, mix):
+        described["mix"] = {
+            "counts": mix_counts(cfg.batch_size, mix.weights).tolist(),
+            "policy": mix.policy,
+            "num_samples": mix.num_samples,
+        }
+        if mix.policy == "first_exhausted":
+            described["drop_last"] = None
+    text = json.dumps(described, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -1,0 +1,117 @@
+"""Exception hierarchy of fastload.
+
+Every error fastload raises derives from :class:`FastloadError` and, where one
+fits, from the builtin a caller would naturally catch (``KeyError`` for a
+missing key, ``FileNotFoundError`` for a missing store, ``ValueError`` for bad
+values).  Messages name the file, the split and the field, and say what to do.
+"""
+
+from __future__ import annotations
+
+
+class FastloadError(Exception):
+    """Base class of every fastload error."""
+
+
+# --- store format -----------------------------------------------------------
+class StoreError(FastloadError):
+    """A store on disk is missing, incomplete, of an unknown format or corrupt."""
+
+
+class StoreNotFoundError(StoreError, FileNotFoundError):
+    """No store exists at the given path."""
+
+
+class StoreExistsError(StoreError, FileExistsError):
+    """A complete store already exists where a new one would be written."""
+
+
+class StoreWriteError(StoreError, OSError):
+    """The output location of a store cannot be written."""
+
+
+class IncompleteStoreError(StoreError):
+    """The store was not finished (an interrupted write) and must be rewritten."""
+
+
+class UnsupportedFormatError(StoreError):
+    """The store's format version is not one this fastload reads."""
+
+
+class CorruptStoreError(StoreError):
+    """The store's arrays disagree with its schema (lengths, shapes, dtypes)."""
+
+
+class SplitNotFoundError(StoreError, KeyError):
+    """The requested split is not in the store."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class FieldNotFoundError(FastloadError, KeyError):
+    """The requested field is not in the store or source."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+# --- writing / input validation --------------------------------------------
+class SchemaError(FastloadError, ValueError):
+    """Data handed to a writer do not match the declared or first-seen schema."""
+
+
+class NonFiniteError(SchemaError):
+    """A float field holds NaN or inf and ``allow_nonfinite`` was not set."""
+
+
+class EmptyDatasetError(SchemaError):
+    """A store or split would hold no samples."""
+
+
+class SourceError(FastloadError):
+    """An original input file is missing, unreadable or lacks a key."""
+
+
+class SourceFileError(SourceError, OSError):
+    """An input file is missing, truncated or not of the expected format."""
+
+
+class SourceKeyError(SourceError, KeyError):
+    """An input file lacks a dataset, column, key or branch."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class VerificationError(FastloadError):
+    """A written store does not read back equal to its source."""
+
+
+# --- loading ---------------------------------------------------------------
+class ConfigError(FastloadError, ValueError):
+    """A loader, mix or transform was configured inconsistently."""
+
+
+class WorkerError(FastloadError, RuntimeError):
+    """A prefetch worker died or raised; carries the worker's traceback."""
+
+
+class DatasetNotFoundError(FastloadError, FileNotFoundError):
+    """Neither a converted store nor the original files were found for a dataset."""
+
+
+def missing_dependency(module: str, extra: str) -> ModuleNotFoundError:
+    """Build the error raised when an optional dependency is not installed."""
+    return ModuleNotFoundError(
+        f"{module!r} is required for this feature; install it with "
+        f"`pip install 'fastload[{extra}]'` (or `pip install {module}`)"
+    )
+
+
+def closest(name: str, candidates: list[str] | tuple[str, ...], n: int = 3) -> str:
+    """Return a ``"; closest: 'a', 'b'"`` hint for error messages, or ``""``."""
+    import difflib
+
+    hits = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    return "; closest: " + ", ".join(repr(h) for h in hits) if hits else ""

@@ -1,0 +1,375 @@
+"""``fl.Loader``: batches from a store split or a :class:`~fastload.Mix`, prefetched in shared memory."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets
+from fastload._engine._pool import BACKENDS
+from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
+from fastload._order import EpochPlan, MixConfig, OrderConfig, SourceShape, plan_epoch, plan_fingerprint
+from fastload._spec import FieldSpec
+from fastload.errors import ConfigError, FieldNotFoundError, closest
+from fastload.mix import Mix
+from fastload.store import Split
+
+Batch = dict[str, np.ndarray]
+
+
+class _Done:
+    """A finished computation with the interface of a future."""
+
+    def __init__(self, value: Any) -> None:
+        self._value = value
+
+    def result(self) -> Any:
+        return self._value
+
+
+class Loader:
+    """Iterate batches of a split (premixed) or of a :class:`Mix` (mixed on the fly).
+
+    Worker processes decode Zarr chunks into a shared-memory chunk cache and
+    gather each batch into a shared-memory slot; the consumer receives
+    ``dict[str, np.ndarray]`` *views* of that slot, valid until it asks for the
+    next batch (``copy=True`` returns copies instead).  Batches come in plan
+    order whatever the worker timing; the plan depends only on the seed, the
+    epoch and the configuration (see docs/order.md), never on ``workers``.
+
+    Parameters
+    ----------
+    source : Split | Mix
+        ``store["train"]`` or ``fl.Mix({...})``.
+    batch_size : int
+        Samples per batch.
+    shuffle : bool
+        Permute chunks each epoch and shuffle samples inside windows of chunks.
+    seed : int
+        Seed of every permutation.
+    workers : int
+        Worker processes (or threads); ``0`` runs everything in the calling thread.
+    prefetch : int
+        Batch slots in the ring (batches prepared ahead of the consumer, plus the one it holds).
+    fields : Sequence[str] | None
+        Fields to read (default: all).  A ragged field ``f`` arrives padded as
+        ``f`` ``(B, L, ...)`` plus ``f_len`` ``(B,)``.
+    transform : Transform | None
+        Per-batch transform run in the workers (see :mod:`fastload.transforms`).
+    drop_last : bool
+        Drop the last short batch; with ranks, every rank gets the same number of
+        full batches (what DDP needs).
+    rank, world_size : int
+        This process's shard of every epoch; shards are disjoint.
+    window_chunks : int
+        Chunks per shuffle window: larger mixes better, costs cache memory.
+    backend : {"process", "thread"}
+        Worker kind.
+    copy : bool
+        Return copies instead of views into shared memory.
+    pad : Mapping[str, int] | None
+        Padded length per ragged field (default: the longest sample in the split(s)).
+    start_method : str | None
+        multiprocessing start method (default forkserver on Linux, else spawn).
+    timeout_s : float
+        Longest wait for one batch before :class:`~fastload.errors.WorkerError`.
+    max_worker_restarts : int
+        Times a dead worker is replaced before the loader gives up.
+    """
+
+    def __init__(
+        self,
+        source: Split | Mix,
+        batch_size: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        workers: int = 2,
+        prefetch: int = 4,
+        fields: Sequence[str] | None = None,
+        transform: Any = None,
+        drop_last: bool = False,
+        rank: int = 0,
+        world_size: int = 1,
+        window_chunks: int = 4,
+        backend: str = "process",
+        copy: bool = False,
+        pad: Mapping[str, int] | None = None,
+        start_method: str | None = None,
+        timeout_s: float = 300.0,
+        max_worker_restarts: int = 3,
+    ) -> None:
+        if isinstance(source, Split):
+            mix: Mix | None = None
+            splits: tuple[Split, ...] = (source,)
+            names: tuple[str, ...] = (source.name,)
+            label_field = None
+        elif isinstance(source, Mix):
+            mix = source
+            splits = tuple(source.sources.values())
+            names = tuple(source.names)
+            label_field = source.label_field
+        else:
+            raise ConfigError(f"Loader source must be a store split or a fl.Mix, got {type(source).__name__}")
+        if backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        for name, value, minimum in (("workers", workers, 0), ("prefetch", prefetch, 2), ("window_chunks", window_chunks, 1)):
+            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"Loader {name} must be an integer >= {minimum}, got {value!r}")
+        self._order = OrderConfig(
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            window_chunks=window_chunks,
+            rank=rank,
+            world_size=world_size,
+            drop_last=drop_last,
+        )
+        self._mix = (
+            MixConfig(weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples) if mix is not None else None
+        )
+        all_fields = tuple(splits[0].fields)
+        selected = tuple(fields) if fields is not None else (mix.common_fields() if mix else all_fields)
+        for fname in selected:
+            if fname not in splits[0].fields:
+                raise FieldNotFoundError(
+                    f"field {fname!r} not in {splits[0].store.path!r}{closest(fname, list(all_fields))} "
+                    f"(fields: {list(all_fields)})"
+                )
+        if not selected:
+            raise ConfigError("Loader needs at least one field")
+        if mix is not None:
+            mix.check_fields(selected)
+        ragged_lengths: dict[str, int] = {}
+        for fname in selected:
+            if splits[0].fields[fname].ragged:
+                length = (pad or {}).get(fname) or max(s.max_len(fname) for s in splits)
+                ragged_lengths[fname] = max(int(length), 1)
+        self._shapes = tuple(SourceShape(n=len(s), chunk_len=s.chunk_len) for s in splits)
+        self._spec = EngineSpec(
+            sources=splits,
+            source_names=names,
+            fields=selected,
+            ragged_lengths=ragged_lengths,
+            label_field=label_field,
+            transform=transform,
+            batch_size=int(batch_size),
+            batch_slots=int(prefetch),
+            workers=int(workers),
+            backend=backend,
+            start_method=start_method,
+            timeout_s=float(timeout_s),
+            max_restarts=int(max_worker_restarts),
+        )
+        self._chunk_lens = np.array([s.chunk_len for s in splits], dtype=np.int64)
+        self._key_offsets = chunk_key_offsets(splits)
+        self.copy = copy
+        self.epoch = 0
+        self._start_batch = 0
+        self._delivered = 0  # batches delivered in the current epoch (incl. resumed ones)
+        self._in_epoch = False
+        self._engine: Engine | None = None
+        self._closed = False
+        self._fingerprint = plan_fingerprint(self._shapes, self._order, self._mix)
+        # validate the configuration (and output specs) now, not in the first next()
+        self._preparing: dict[int, Any] = {}
+        self._planner: ThreadPoolExecutor | None = None
+        self.plan(0)
+        if transform is not None:
+            from fastload._engine._engine import input_specs
+
+            try:
+                transform.output_spec(input_specs(self._spec))
+            except AttributeError as exc:
+                raise ConfigError(f"transform {transform!r} has no output_spec(); see fastload.transforms") from exc
+
+    # ------------------------------------------------------------------ info
+    @property
+    def batch_size(self) -> int:
+        return self._order.batch_size
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self._spec.fields
+
+    @property
+    def output_specs(self) -> dict[str, FieldSpec]:
+        """Per-sample shape and dtype of every field of a batch."""
+        from fastload._engine._engine import input_specs
+
+        specs = input_specs(self._spec)
+        transform = self._spec.transform
+        return dict(transform.output_spec(specs)) if transform is not None else specs
+
+    def plan(self, epoch: int | None = None) -> EpochPlan:
+        """The plan of an epoch on this rank: samples in delivery order, cut into batches.
+
+        Batch membership is the order layer's (docs/order.md); inside a batch,
+        samples are sorted by (source, index), see docs/architecture.md.
+        """
+        epoch = self.epoch if epoch is None else epoch
+        return self._prepared(epoch)[0]
+
+    def _prepared(self, epoch: int) -> tuple[EpochPlan, ChunkTable]:
+        """Plan and chunk table (from batch 0) of ``epoch``, computed at most once."""
+        future = self._preparing.get(epoch)
+        if future is None:
+            future = self._preparing[epoch] = _Done(self._compute(epoch))
+        self._forget_old()
+        return future.result()
+
+    def _prepare_ahead(self, epoch: int) -> None:
+        """Compute the next epoch's plan in a thread while this one runs (numpy sorts release the GIL)."""
+        if epoch in self._preparing:
+            return
+        if self._planner is None:
+            self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastload-planner")
+        self._preparing[epoch] = self._planner.submit(self._compute, epoch)
+
+    def _forget_old(self) -> None:
+        # plans are as large as an epoch's index arrays: keep only a few around
+        for e in sorted(self._preparing)[:-3]:
+            del self._preparing[e]
+
+    def _compute(self, epoch: int) -> tuple[EpochPlan, ChunkTable]:
+        plan = within_batch_order(plan_epoch(self._shapes, self._order, epoch, self._mix))
+        return plan, chunk_table(plan, self._chunk_lens, self._key_offsets, 0)
+
+    def __len__(self) -> int:
+        """Batches per epoch on this rank."""
+        return self.plan().n_batches
+
+    def __repr__(self) -> str:
+        return (
+            f"<fastload.Loader sources={list(self._spec.source_names)} batch_size={self.batch_size} "
+            f"workers={self._spec.workers} backend={self._spec.backend!r} epoch={self.epoch}>"
+        )
+
+    # ----------------------------------------------------------------- epochs
+    def set_epoch(self, epoch: int) -> None:
+        """Make the next iteration run ``epoch`` from its start (like DistributedSampler)."""
+        if self._in_epoch:
+            raise ConfigError("set_epoch() called during an iteration; finish or break out of the loop first")
+        self.epoch = int(epoch)
+        self._start_batch = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands: the next unseen batch of the current epoch."""
+        return {
+            "epoch": self.epoch,
+            "batch": self._delivered if self._in_epoch else self._start_batch,
+            "fingerprint": self._fingerprint,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume so that the next iteration starts exactly at ``state``'s next unseen batch."""
+        if self._in_epoch:
+            raise ConfigError("load_state_dict() called during an iteration")
+        if state.get("fingerprint") != self._fingerprint:
+            raise ConfigError(
+                "the saved loader state was made with a different configuration (sources, batch size, "
+                "seed, shuffle, window, ranks or mix); it would not resume the same batches"
+            )
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        n = self.plan(epoch).n_batches
+        if not 0 <= batch <= n:
+            raise ConfigError(f"saved batch {batch} out of range for epoch {epoch} ({n} batches)")
+        self.epoch, self._start_batch = epoch, batch
+
+    # -------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[Batch]:
+        if self._closed:
+            raise ConfigError("this Loader is closed")
+        if self._in_epoch:
+            raise ConfigError("a Loader supports one iteration at a time; finish or break the previous loop")
+        return self._iterate()
+
+    def _iterate(self) -> Iterator[Batch]:
+        start = self._start_batch
+        plan, table = self._prepared(self.epoch)
+        if start >= plan.n_batches:  # resumed at the very end of an epoch
+            self._finish_epoch()
+            start = 0
+            plan, table = self._prepared(self.epoch)
+        if start:
+            table = chunk_table(plan, self._chunk_lens, self._key_offsets, start)
+        engine = self._engine_for(plan, table)
+        self._prepare_ahead(self.epoch + 1)
+        self._in_epoch = True
+        self._delivered = start
+        try:
+            for batch in engine.run(plan, table, start):
+                self._delivered += 1
+                yield {k: v.copy() for k, v in batch.items()} if self.copy else batch
+        finally:
+            # also for an abandoned epoch (break, exception): the next iteration starts
+            # the next epoch, as with a torch DataLoader; state_dict() taken inside the
+            # loop resumes exactly
+            self._in_epoch = False
+            self._finish_epoch()
+
+    def _finish_epoch(self) -> None:
+        self.epoch += 1
+        self._start_batch = 0
+        self._delivered = 0
+
+    def _engine_for(self, plan: EpochPlan, table: ChunkTable) -> Engine:
+        engine = self._engine
+        # progress needs `slots_needed` slots (every batch one window of chunks feeds);
+        # `prefetch` more let decoding the next window overlap consuming this one
+        if engine is not None and engine.batch_slots > table.slots_needed and engine.plan_capacity >= table.n_entries:
+            return engine
+        if engine is not None:
+            engine.close()
+        slots = table.slots_needed + self._spec.batch_slots + 2  # +2: epochs differ slightly
+        self._engine = Engine(self._spec, batch_slots=slots, plan_capacity=max(table.n_entries, plan.n_samples))
+        return self._engine
+
+    # --------------------------------------------------------------- adapters
+    def torch(self, device: Any = None, pin_memory: bool | None = None, **options: Any) -> Any:
+        """Batches as dicts of torch tensors (zero-copy on CPU; pinned, async copies to a GPU).
+
+        See :func:`fastload.adapters.torch.to_torch`.
+        """
+        from fastload.adapters.torch import to_torch
+
+        return to_torch(self, device=device, pin_memory=pin_memory, **options)
+
+    def tf(self, **options: Any) -> Any:
+        """A ``tf.data.Dataset`` with a complete ``element_spec``; see :func:`fastload.adapters.tf.to_tf`."""
+        from fastload.adapters.tf import to_tf
+
+        return to_tf(self, **options)
+
+    # -------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Stop the workers and free the shared memory (idempotent)."""
+        self._closed = True
+        if self._planner is not None:
+            self._planner.shutdown(wait=True, cancel_futures=True)
+            self._planner = None
+        self._preparing = {}
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+    def __enter__(self) -> Loader:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def worker_pids(self) -> list[int]:
+        """PIDs of the worker processes (empty before the first iteration or with threads)."""
+        return self._engine.worker_pids() if self._engine is not None else []
+
+    @property
+    def shared_nbytes(self) -> int:
+        """Bytes of shared memory held (chunk cache + batch ring)."""
+        return self._engine.nbytes if self._engine is not None else 0

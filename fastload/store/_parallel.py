@@ -1,0 +1,576 @@
+"""Write one store from many tasks at once (Dask workers, processes, machines).
+
+The serial :class:`~fastload.store.StoreWriter` appends blocks in order; here
+the final size of every array is known in advance (a counting pass), so the
+arrays are created at full size and each task writes the rows of its own block
+at their final position.
+
+Invariants
+----------
+* The layout (array shapes, chunks, codecs, ``write_empty_chunks``, fill value,
+  the sample-chunk length rule, ragged value chunks, offsets chunked by
+  ``OFFSETS_CHUNK_LEN``) is the serial writer's, so a store written here has
+  the same chunk bytes as one written serially from the same data.
+* No two tasks write the same chunk.  A task writes only the chunks that lie
+  entirely inside its row range; the rows it holds of a chunk it shares with a
+  neighbour (block edges, ragged values, offsets) are saved as a *fragment*
+  file, and :meth:`ParallelStore.assemble` later writes each shared chunk from
+  its fragments, once.
+* A finished block leaves a marker (``done/BLOCK.json`` with its results) in a
+  work directory beside the store; a rerun with ``resume=True`` and the same
+  plan id skips finished blocks.  Rewriting a block is idempotent.
+* A local store is built under ``.NAME.fastload-tmp-parallel`` and renamed into
+  place by :meth:`ParallelStore.commit` after the schema is written with
+  ``complete=True``; a remote store (fsspec URL) is written in place and stays
+  marked incomplete until then.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from fastload._version import __version__
+from fastload.errors import (
+    ConfigError,
+    CorruptStoreError,
+    NonFiniteError,
+    SchemaError,
+    StoreExistsError,
+    StoreWriteError,
+)
+from fastload.store._provenance import now_iso
+from fastload.store._ragged import Ragged
+from fastload.store._schema import (
+    ATTR_KEY,
+    CODECS,
+    DEFAULT_CHUNK_BYTES,
+    FORMAT_VERSION,
+    OFFSETS_CHUNK_LEN,
+    TASKS,
+    FieldInfo,
+    Schema,
+    SplitInfo,
+    choose_chunk_len,
+)
+from fastload.store._writer import _SHUFFLES, _TMP_MARK, _local, is_remote
+
+_TMP_NAME = "parallel"  # not a pid, so the serial writer's stale-temporary sweep leaves it alone
+_WORK_SUFFIX = ".work"
+
+
+@dataclass(frozen=True)
+class SplitSize:
+    """Final size of one split: ``n`` samples and, per ragged field, its total value rows."""
+
+    n: int
+    rows: dict[str, int] = field(default_factory=dict)
+
+
+def _fs(url: str) -> tuple[Any, str]:
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(url)
+    return fs, root
+
+
+class ParallelStore:
+    """A store being written by many tasks; picklable (paths and metadata only).
+
+    Create it with :meth:`create` in the coordinating process, ship it to tasks that
+    call :meth:`write` and :meth:`mark_done`, then :meth:`assemble` the shared chunks
+    and :meth:`commit`.
+    """
+
+    def __init__(
+        self,
+        *,
+        path: str,
+        url: str,
+        work: str,
+        fields: Mapping[str, FieldInfo],
+        sizes: Mapping[str, SplitSize],
+        chunk_len: int,
+        meta: Mapping[str, Any],
+        allow_nonfinite: bool,
+    ) -> None:
+        self.path = path
+        self.url = url
+        self.work = work
+        self.fields = dict(fields)
+        self.sizes = dict(sizes)
+        self.chunk_len = chunk_len
+        self.meta = dict(meta)
+        self.allow_nonfinite = allow_nonfinite
+        self._arrays: dict[str, zarr.Array] = {}
+        self._fs_root: tuple[Any, str] | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        state["_fs_root"] = None
+        return state
+
+    # ------------------------------------------------------------------ setup
+    @classmethod
+    def create(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        fields: Mapping[str, FieldInfo],
+        sizes: Mapping[str, SplitSize],
+        plan_id: str,
+        name: str | None = None,
+        task: str = "classification",
+        codec: str = "lz4",
+        clevel: int = 5,
+        shuffle: str = "byte",
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_len: int | None = None,
+        labels: Sequence[str] = (),
+        converter: str | None = None,
+        converter_version: str | None = None,
+        overwrite: bool = False,
+        resume: bool = False,
+        allow_nonfinite: bool = False,
+    ) -> ParallelStore:
+        """Lay out a store of known final size (or reopen an interrupted one to resume).
+
+        Parameters
+        ----------
+        path
+            Target directory or fsspec URL.
+        fields
+            Every field of the store, in order.
+        sizes
+            Per split: samples and ragged value rows (splits with no samples are left out).
+        plan_id
+            Identifies the conversion plan; ``resume`` only reuses work with the same id.
+        name, task, codec, clevel, shuffle, chunk_bytes, chunk_len, labels, converter,
+        converter_version, overwrite, allow_nonfinite
+            As for :func:`fastload.create_store`; ``chunk_len`` must be an int or ``None``.
+        resume
+            Reuse the arrays and finished-block markers of an interrupted run with the same
+            ``plan_id``; without it any leftover of an earlier run is discarded.
+        """
+        from fastload.store._reader import probe_store
+
+        if task not in TASKS:
+            raise SchemaError(f"task must be one of {TASKS}, got {task!r}")
+        if codec not in CODECS:
+            raise SchemaError(f"codec must be one of {CODECS}, got {codec!r}")
+        if shuffle not in _SHUFFLES:
+            raise SchemaError(f"shuffle must be one of {tuple(_SHUFFLES)}, got {shuffle!r}")
+        if not sizes or not any(s.n for s in sizes.values()):
+            raise SchemaError(
+                f"no samples to write to {os.fspath(path)!r}; refusing to create an empty store"
+            )
+        text = os.fspath(path)
+        state = probe_store(text)
+        if state == "complete" and not overwrite:
+            raise StoreExistsError(
+                f"a complete store already exists at {text!r}; pass overwrite=True "
+                "(--overwrite on the command line) to replace it"
+            )
+        if state == "foreign" and not overwrite:
+            raise StoreExistsError(
+                f"{text!r} exists and is not a fastload store; refusing to write over it"
+            )
+        if is_remote(text):
+            url = text.rstrip("/")
+        else:
+            target = _local(text)
+            try:
+                target.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreWriteError(
+                    f"cannot create the directory {str(target.parent)!r} for store {text!r}: {exc}"
+                ) from exc
+            url = str(target.parent / f".{target.name}{_TMP_MARK}{_TMP_NAME}")
+        if chunk_len is None:
+            dense = [f.spec.sample_nbytes for f in fields.values() if not f.ragged]
+            chunk_len = choose_chunk_len(max(dense, default=8), chunk_bytes)
+        meta = {
+            "name": name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
+            "task": task,
+            "codec": {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle},
+            "chunk_bytes": int(chunk_bytes),
+            "labels": [str(x) for x in labels],
+            "converter": converter,
+            "converter_version": converter_version,
+            "plan_id": plan_id,
+            "overwrite": overwrite,
+        }
+        store = cls(
+            path=text,
+            url=url,
+            work=url + _WORK_SUFFIX,
+            fields=fields,
+            sizes={k: v for k, v in sizes.items() if v.n},
+            chunk_len=max(1, int(chunk_len)),
+            meta=meta,
+            allow_nonfinite=allow_nonfinite,
+        )
+        if resume and store._recorded_plan() == plan_id:
+            return store
+        if resume and store._recorded_plan() is not None:
+            raise ConfigError(
+                f"cannot resume {text!r}: the interrupted run in {store.url!r} used a different spec, "
+                "sources or layout; run again without --resume to start over"
+            )
+        store._discard()
+        store._layout()
+        store._put(f"{store.work}/plan.json", json.dumps({"plan_id": plan_id}).encode())
+        return store
+
+    def _layout(self) -> None:
+        root = zarr.open_group(self.url, mode="w")
+        root.attrs[ATTR_KEY] = self._schema({}, [], complete=False).to_json()
+        for split, size in self.sizes.items():
+            group = root.create_group(split)
+            for fname, info in self.fields.items():
+                if info.ragged:
+                    sub = group.create_group(fname)
+                    value_chunk = choose_chunk_len(
+                        info.spec.sample_nbytes, self.meta["chunk_bytes"]
+                    )
+                    self._create_array(
+                        sub, "values", size.rows.get(fname, 0), info.shape, info.dtype, value_chunk
+                    )
+                    self._create_array(
+                        sub, "offsets", size.n + 1, (), np.dtype("<i8"), OFFSETS_CHUNK_LEN
+                    )
+                else:
+                    self._create_array(group, fname, size.n, info.shape, info.dtype, self.chunk_len)
+
+    def _create_array(
+        self,
+        group: zarr.Group,
+        name: str,
+        n: int,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        chunk_len: int,
+    ) -> None:
+        # the same call as StoreWriter._create_array, at the final length
+        codec = self.meta["codec"]
+        group.create_array(
+            name,
+            shape=(n, *shape),
+            chunks=(chunk_len, *shape) if all(shape) else (chunk_len, *(max(1, s) for s in shape)),
+            dtype=dtype,
+            compressors=BloscCodec(
+                cname=codec["cname"],
+                clevel=codec["clevel"],
+                shuffle=_SHUFFLES[codec["shuffle"]],
+                typesize=dtype.itemsize,
+            ),
+            fill_value=0,
+            config={"write_empty_chunks": True},
+        )
+
+    # ------------------------------------------------------------------ side files
+    @property
+    def _fsroot(self) -> tuple[Any, str]:
+        if self._fs_root is None:
+            self._fs_root = _fs(self.work)
+        return self._fs_root
+
+    def _side(self, rel: str) -> str:
+        root = self._fsroot[1]
+        return f"{root}/{rel}" if rel else root
+
+    def _put(self, url: str, data: bytes) -> None:
+        fs, _ = self._fsroot
+        path = self._side(url[len(self.work) + 1 :])
+        if not is_remote(self.work):
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.{uuid.uuid4().hex[:8]}.part"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+            os.replace(tmp, path)  # a killed task never leaves a half-written marker or fragment
+        else:
+            fs.pipe_file(path, data)
+
+    def _recorded_plan(self) -> str | None:
+        fs, _ = self._fsroot
+        try:
+            return str(json.loads(fs.cat_file(self._side("plan.json")))["plan_id"])
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return None
+
+    def _discard(self) -> None:
+        fs, _ = self._fsroot
+        if fs.exists(self._side("")):
+            fs.rm(self._side(""), recursive=True)
+        if not is_remote(self.url):
+            shutil.rmtree(self.url, ignore_errors=True)
+
+    # ------------------------------------------------------------------ writing (tasks)
+    def _array(self, key: str) -> zarr.Array:
+        if key not in self._arrays:
+            arr = zarr.open_array(f"{self.url}/{key}", mode="r+")
+            # like the serial writer: every chunk exists on disk, even an all-zero one
+            self._arrays[key] = arr.with_config({"write_empty_chunks": True})
+        return self._arrays[key]
+
+    def write(
+        self,
+        split: str,
+        start: int,
+        block: Mapping[str, np.ndarray | Ragged],
+        value_starts: Mapping[str, int] | None = None,
+    ) -> dict[str, int]:
+        """Write a block of samples at sample position ``start`` of ``split``.
+
+        Parameters
+        ----------
+        split, start
+            Where the block's first sample goes.
+        block
+            Every field: arrays ``(m, *shape)`` or :class:`~fastload.Ragged`.
+        value_starts
+            For each ragged field, the value row where this block's rows begin.
+
+        Returns
+        -------
+        dict
+            The longest sample of each ragged field in this block (for the split's ``max_len``).
+        """
+        if split not in self.sizes:
+            raise SchemaError(
+                f"split {split!r} is not in the layout of {self.path!r} (splits: {list(self.sizes)})"
+            )
+        size = self.sizes[split]
+        missing = set(self.fields) - set(block)
+        extra = set(block) - set(self.fields)
+        if missing or extra:
+            raise SchemaError(
+                f"block for {self.path!r} lacks fields {sorted(missing)} / has unexpected {sorted(extra)}"
+            )
+        lengths = {len(v) if isinstance(v, Ragged) else int(np.shape(v)[0]) for v in block.values()}
+        if len(lengths) != 1:
+            raise SchemaError(
+                f"split {split!r}: fields of a block have unequal lengths {sorted(lengths)}"
+            )
+        m = lengths.pop()
+        if start < 0 or start + m > size.n:
+            raise SchemaError(
+                f"split {split!r}: rows {start}..{start + m} exceed its {size.n} samples"
+            )
+        max_len: dict[str, int] = {}
+        for fname, info in self.fields.items():
+            value = block[fname]
+            where = f"field {fname!r} of split {split!r} in {self.path!r}"
+            if info.ragged:
+                if not isinstance(value, Ragged):
+                    raise SchemaError(f"{where}: expected fastload.Ragged")
+                values, offsets = value.rebased()
+                values = self._check(values, info, where)
+                v0 = int((value_starts or {})[fname])
+                if v0 + len(values) > size.rows.get(fname, 0):
+                    raise SchemaError(
+                        f"{where}: value rows {v0}..{v0 + len(values)} exceed the {size.rows.get(fname, 0)} counted"
+                    )
+                self._write_rows(f"{split}/{fname}/values", v0, values)
+                ends = offsets[1:] + v0
+                if start == 0:
+                    self._write_rows(
+                        f"{split}/{fname}/offsets", 0, np.concatenate([[0], ends]).astype(np.int64)
+                    )
+                else:
+                    self._write_rows(f"{split}/{fname}/offsets", start + 1, ends.astype(np.int64))
+                max_len[fname] = int(np.diff(offsets).max(initial=0))
+            else:
+                if isinstance(value, Ragged):
+                    raise SchemaError(f"{where}: expected a dense array")
+                self._write_rows(
+                    f"{split}/{fname}", start, self._check(np.asarray(value), info, where)
+                )
+        return max_len
+
+    def _check(self, data: np.ndarray, info: FieldInfo, where: str) -> np.ndarray:
+        if data.shape[1:] != info.shape:
+            raise SchemaError(
+                f"{where}: per-sample shape {data.shape[1:]} != expected {info.shape}"
+            )
+        if data.dtype != info.dtype:
+            if not np.can_cast(data.dtype, info.dtype, casting="safe"):
+                raise SchemaError(
+                    f"{where}: dtype {data.dtype} cannot be stored as {info.dtype} without loss"
+                )
+            data = data.astype(info.dtype)
+        if (
+            not self.allow_nonfinite
+            and data.dtype.kind in "fc"
+            and data.size
+            and not np.isfinite(data).all()
+        ):
+            first = int(np.argmin(np.isfinite(data).reshape(len(data), -1).all(axis=1)))
+            raise NonFiniteError(
+                f"{where}: NaN or inf at row {first} of the block; clean the data or allow non-finite values"
+            )
+        return data
+
+    def _write_rows(self, key: str, r0: int, data: np.ndarray) -> None:
+        """Write rows ``[r0, r0+len)``: whole chunks directly, shared edge chunks as fragments."""
+        if len(data) == 0:
+            return
+        arr = self._array(key)
+        total, chunk = int(arr.shape[0]), int(arr.chunks[0])
+        r1 = r0 + len(data)
+        first, last = r0 // chunk, (r1 - 1) // chunk
+        own_lo = first if r0 == first * chunk else first + 1
+        own_hi = last + 1 if r1 == min((last + 1) * chunk, total) else last
+        if own_lo < own_hi:
+            a, b = own_lo * chunk, min(own_hi * chunk, total)
+            arr[a:b] = data[a - r0 : b - r0]
+        for c in sorted({first, last}):
+            if own_lo <= c < own_hi:
+                continue
+            lo, hi = max(r0, c * chunk), min(r1, (c + 1) * chunk)
+            buf = io.BytesIO()
+            np.save(buf, np.ascontiguousarray(data[lo - r0 : hi - r0]), allow_pickle=False)
+            self._put(f"{self.work}/frag/{key}/{c}/{lo:020d}.npy", buf.getvalue())
+
+    def mark_done(self, block_id: str, result: Mapping[str, Any]) -> None:
+        """Record that block ``block_id`` is fully written, with its JSON-able results."""
+        self._put(f"{self.work}/done/{block_id}.json", json.dumps(dict(result)).encode())
+
+    def finished_blocks(self) -> dict[str, dict[str, Any]]:
+        """Results of every block marked done (by this run or an interrupted one)."""
+        fs, _ = self._fsroot
+        found: dict[str, dict[str, Any]] = {}
+        for path in fs.glob(self._side("done/*.json")):
+            try:
+                found[Path(path).stem] = json.loads(fs.cat_file(path))
+            except (ValueError, FileNotFoundError):
+                continue  # a marker cut short by a kill: the block is redone
+        return found
+
+    # ------------------------------------------------------------------ finishing
+    def pending_chunks(self) -> list[tuple[str, int]]:
+        """Shared chunks ``(array key, chunk index)`` that still have to be assembled from fragments."""
+        fs, _ = self._fsroot
+        base = self._side("frag")
+        if not fs.exists(base):
+            return []
+        chunks: set[tuple[str, int]] = set()
+        for path in fs.find(base):
+            if not path.endswith(".npy"):
+                continue
+            rel = path[len(base) + 1 :]
+            key, chunk, _ = rel.rsplit("/", 2)
+            chunks.add((key, int(chunk)))
+        return sorted(chunks)
+
+    def assemble(self, chunks: Sequence[tuple[str, int]]) -> None:
+        """Write each shared chunk from its fragments (run after every block is done)."""
+        fs, _ = self._fsroot
+        for key, c in chunks:
+            arr = self._array(key)
+            total, chunk = int(arr.shape[0]), int(arr.chunks[0])
+            lo, hi = c * chunk, min((c + 1) * chunk, total)
+            paths = sorted(fs.ls(self._side(f"frag/{key}/{c}"), detail=False))
+            parts, row = [], lo
+            for path in paths:
+                if not path.endswith(".npy"):
+                    continue
+                start = int(Path(path).stem)
+                part = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+                if start != row:
+                    break
+                parts.append(part)
+                row += len(part)
+            if row != hi:
+                raise CorruptStoreError(
+                    f"chunk {c} of {key!r} in {self.url!r}: fragments cover rows {lo}..{row} of {lo}..{hi}; "
+                    "a block is missing — rerun the conversion with resume"
+                )
+            arr[lo:hi] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def _schema(
+        self,
+        max_len: Mapping[str, Mapping[str, int]],
+        sources: Sequence[Mapping[str, Any]],
+        *,
+        complete: bool,
+    ) -> Schema:
+        m = self.meta
+        splits = {
+            k: SplitInfo(
+                k,
+                s.n,
+                self.chunk_len,
+                {f: int(max_len.get(k, {}).get(f, 0)) for f, i in self.fields.items() if i.ragged},
+            )
+            for k, s in self.sizes.items()
+        }
+        source = {
+            "converter": m["converter"],
+            "converter_version": m["converter_version"],
+            "fastload_version": __version__,
+            "files": [dict(s) for s in sources],
+            "created": now_iso(),
+        }
+        return Schema(
+            format=FORMAT_VERSION,
+            name=m["name"],
+            task=m["task"],
+            fields=self.fields,
+            splits=splits,
+            labels=list(m["labels"]),
+            source=source,
+            complete=complete,
+            codec=m["codec"],
+        )
+
+    def commit(
+        self, *, max_len: Mapping[str, Mapping[str, int]], sources: Sequence[Mapping[str, Any]] = ()
+    ) -> str:
+        """Mark the store complete and move it into place; returns its path.
+
+        ``max_len`` is ``{split: {ragged field: longest sample}}`` gathered from the blocks.
+        """
+        left = self.pending_chunks()
+        if left:
+            self.assemble(left)
+        root = zarr.open_group(self.url, mode="r+")
+        for split in self.sizes:
+            info = self._schema(max_len, sources, complete=True).splits[split]
+            root[split].attrs[ATTR_KEY] = info.to_json()
+        root.attrs[ATTR_KEY] = self._schema(max_len, sources, complete=True).to_json()
+        fs, _ = self._fsroot
+        if fs.exists(self._side("")):
+            fs.rm(self._side(""), recursive=True)
+        if is_remote(self.path):
+            return self.path
+        target = _local(self.path)
+        if target.exists():
+            trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+            os.rename(target, trash)
+            os.rename(self.url, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.rename(self.url, target)
+        return self.path
+
+    def abort(self) -> None:
+        """Discard the partial store and its work files (an interrupted run then cannot resume)."""
+        if is_remote(self.url):
+            import contextlib
+
+            with contextlib.suppress(Exception):
+                zarr.open_group(self.url, mode="w")
+        self._discard()

@@ -1,0 +1,462 @@
+"""Open and validate format-v1 stores: :func:`open_store`, :class:`Store`, :class:`Split`.
+
+A :class:`Store` is built only after :func:`open_store` has checked the schema
+against the arrays (cheap checks: metadata and at most two offsets per ragged
+field), so code holding a handle can trust ``len(split)``, ``split.chunk_len``
+and the fields' shapes and dtypes.  Handles pickle by location: a worker
+process re-opens (and re-validates) the store instead of receiving arrays.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import zarr
+
+from fastload.errors import (
+    ConfigError,
+    CorruptStoreError,
+    FieldNotFoundError,
+    IncompleteStoreError,
+    SplitNotFoundError,
+    StoreError,
+    StoreNotFoundError,
+    UnsupportedFormatError,
+    closest,
+)
+from fastload.store._chunks import ArrayReader, ChunkFetcher
+from fastload.store._paths import (
+    canonical,
+    is_remote,
+    leftover_temporaries,
+    local_path,
+    zarr_location,
+)
+from fastload.store._ragged import Ragged
+from fastload.store._schema import (
+    ATTR_KEY,
+    CONSTANTS_GROUP,
+    FORMAT_VERSION,
+    FieldInfo,
+    Schema,
+    SplitInfo,
+)
+
+# kept importable from here for code written against the first version of this module
+_ArrayReader = ArrayReader
+_ChunkFetcher = ChunkFetcher
+
+
+def _read_root_attrs(path: str) -> dict[str, Any] | None:
+    """The root group's attributes, or None when there is no Zarr v3 group at ``path``."""
+    if not is_remote(path) and not (local_path(path) / "zarr.json").is_file():
+        return None
+    try:
+        group = zarr.open_group(zarr_location(path), mode="r", zarr_format=3)
+    except Exception:  # any unreadable metadata means "not a group" to the caller
+        return None
+    return dict(group.attrs)
+
+
+def probe_store(path: str | os.PathLike[str]) -> str:
+    """Classify what is at ``path`` without validating arrays.
+
+    Returns
+    -------
+    str
+        ``"missing"`` (nothing, or an empty directory), ``"complete"`` or
+        ``"incomplete"`` (a fastload store by its ``complete`` flag), or
+        ``"foreign"`` (a file, or a directory that is not a fastload store).
+    """
+    text = os.fspath(path)
+    if not is_remote(text) and not local_path(text).exists():
+        return "missing"
+    attrs = _read_root_attrs(text)
+    if attrs is None:
+        if is_remote(text):
+            return "missing"
+        local = local_path(text)
+        return "foreign" if local.is_file() or any(local.iterdir()) else "missing"
+    meta = attrs.get(ATTR_KEY)
+    if not isinstance(meta, dict):
+        return "foreign"
+    return "complete" if meta.get("complete") else "incomplete"
+
+
+class Split:
+    """One split of a store: ``len(split)`` samples in chunks of ``split.chunk_len``.
+
+    Dense fields read chunk by chunk (:meth:`read_chunk`); every field reads by
+    sample range (:meth:`read`), ragged ones as :class:`~fastload.Ragged`.
+    """
+
+    def __init__(self, store: Store, info: SplitInfo) -> None:
+        self.store = store
+        self.info = info
+        self.name = info.name
+
+    def __len__(self) -> int:
+        return self.info.n
+
+    def __repr__(self) -> str:
+        return f"<fastload.Split {self.store.path!r}[{self.name!r}] n={len(self)} fields={list(self.fields)}>"
+
+    def __reduce__(self) -> tuple[Any, tuple[str, str]]:
+        # worker processes re-open the store from its path instead of receiving arrays
+        return (_open_split, (self.store.path, self.name))
+
+    @property
+    def n(self) -> int:
+        """Number of samples."""
+        return self.info.n
+
+    @property
+    def chunk_len(self) -> int:
+        """Samples per chunk, shared by every dense field of the split."""
+        return self.info.chunk_len
+
+    @property
+    def n_chunks(self) -> int:
+        """Sample chunks; the last one may be partial."""
+        return -(-self.info.n // self.info.chunk_len)
+
+    @property
+    def fields(self) -> dict[str, FieldInfo]:
+        """The store's fields (every split has all of them)."""
+        return self.store.fields
+
+    def max_len(self, field: str) -> int:
+        """Longest sample of a ragged field in this split (0 for a dense field)."""
+        self._field(field)
+        return self.info.max_len.get(field, 0)
+
+    def _field(self, field: str) -> FieldInfo:
+        try:
+            return self.store.fields[field]
+        except KeyError:
+            raise FieldNotFoundError(
+                f"field {field!r} not in store {self.store.path!r}{closest(field, list(self.store.fields))}"
+                f" (fields: {list(self.store.fields)})"
+            ) from None
+
+    def reader(self, field: str, part: str | None = None) -> ArrayReader:
+        """Chunk reader of a dense field, or of a ragged field's ``"values"`` or ``"offsets"``."""
+        info = self._field(field)
+        if info.ragged:
+            part = part or "values"
+            if part not in ("values", "offsets"):
+                raise ConfigError(
+                    f"ragged field {field!r} has parts 'values' and 'offsets', not {part!r}"
+                )
+            key = f"{self.name}/{field}/{part}"
+        else:
+            if part is not None:
+                raise ConfigError(
+                    f"field {field!r} of {self.store.path!r} is dense; it has no part {part!r}"
+                )
+            key = f"{self.name}/{field}"
+        cache = self.store._readers
+        if key not in cache:
+            cache[key] = ArrayReader(self.store._fetcher, key, self.store._group[key])
+        return cache[key]
+
+    def read_chunk(self, field: str, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Decode sample chunk ``chunk`` of a dense field.
+
+        Parameters
+        ----------
+        field
+            A dense field.
+        chunk
+            Chunk index, ``0 <= chunk < n_chunks``.
+        out
+            Writeable C-contiguous buffer of the field's dtype, shape
+            ``(chunk_len, *shape)`` (or more rows); allocated when None.
+
+        Returns
+        -------
+        numpy.ndarray
+            The chunk's valid rows, a view of ``out`` (fewer than ``chunk_len`` for a
+            partial last chunk).
+        """
+        info = self._field(field)
+        if info.ragged:
+            raise ConfigError(
+                f"field {field!r} of {self.store.path!r} is ragged; read_chunk decodes dense fields. "
+                f"Use split.read({field!r}, start, stop) for a range of samples"
+            )
+        return self.reader(field).read_chunk(chunk, out)
+
+    def offsets(self, field: str) -> np.ndarray:
+        """The full offsets array ``(n+1,)`` of a ragged field (read once, then cached)."""
+        info = self._field(field)
+        if not info.ragged:
+            raise ConfigError(f"field {field!r} of {self.store.path!r} is dense; it has no offsets")
+        key = f"{self.name}/{field}/offsets"
+        if key not in self.store._offsets:
+            offsets = self.reader(field, "offsets").read_rows(0, self.info.n + 1)
+            n_values = self.reader(field, "values").shape[0]
+            if offsets[0] != 0 or offsets[-1] != n_values or np.any(np.diff(offsets) < 0):
+                raise CorruptStoreError(
+                    f"store {self.store.path!r}, split {self.name!r}, field {field!r}: offsets are not "
+                    f"non-decreasing from 0 to {n_values} (the number of values); re-convert the store"
+                )
+            self.store._offsets[key] = offsets
+        return self.store._offsets[key]
+
+    def read(self, field: str, start: int = 0, stop: int | None = None) -> np.ndarray | Ragged:
+        """Samples ``[start, stop)`` of a field (clipped to the split).
+
+        Returns
+        -------
+        numpy.ndarray or Ragged
+            An array ``(stop - start, *shape)``, or for a ragged field a
+            :class:`~fastload.Ragged` whose offsets start at 0.
+        """
+        n = self.info.n
+        stop = n if stop is None else min(stop, n)
+        start = max(0, min(start, stop))
+        info = self._field(field)
+        if not info.ragged:
+            return self.reader(field).read_rows(start, stop)
+        offsets = self.offsets(field)[start : stop + 1]
+        values = self.reader(field, "values").read_rows(int(offsets[0]), int(offsets[-1]))
+        return Ragged(values, offsets - offsets[0])
+
+    def arrays(self, fields: tuple[str, ...] | None = None) -> dict[str, np.ndarray | Ragged]:
+        """Every sample of the selected fields (default: all), in memory."""
+        return {f: self.read(f) for f in (fields or tuple(self.fields))}
+
+
+class Store:
+    """A validated, read-only handle on a format-v1 store; ``store[split]`` gives a :class:`Split`.
+
+    Build it with :func:`open_store`.
+    """
+
+    def __init__(self, path: str, group: zarr.Group, schema: Schema) -> None:
+        self.path = path
+        self.schema = schema
+        self._group = group
+        self._fetcher = ChunkFetcher(path)
+        self._readers: dict[str, ArrayReader] = {}
+        self._offsets: dict[str, np.ndarray] = {}
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{k}={s.n}" for k, s in self.schema.splits.items())
+        return f"<fastload.Store {self.path!r} name={self.name!r} {sizes}>"
+
+    @property
+    def name(self) -> str:
+        """Dataset name."""
+        return self.schema.name
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"``."""
+        return self.schema.task
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names (may be empty)."""
+        return list(self.schema.labels)
+
+    @property
+    def source(self) -> dict[str, Any]:
+        """Provenance: source files with checksums, converter, versions, creation time."""
+        return self.schema.source
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """Split names, in the order they were first written."""
+        return tuple(self.schema.splits)
+
+    @property
+    def fields(self) -> dict[str, FieldInfo]:
+        """Fields by name."""
+        return self.schema.fields
+
+    @cached_property
+    def constants(self) -> Mapping[str, np.ndarray]:
+        """Small per-dataset arrays stored beside the splits."""
+        if CONSTANTS_GROUP not in self._group:
+            return {}
+        group = self._group[CONSTANTS_GROUP]
+        return {name: np.asarray(arr[...]) for name, arr in group.arrays()}
+
+    def __getitem__(self, split: str) -> Split:
+        if split not in self.schema.splits:
+            raise SplitNotFoundError(
+                f"split {split!r} not in store {self.path!r}{closest(split, list(self.splits))} "
+                f"(splits: {list(self.splits)})"
+            )
+        return Split(self, self.schema.splits[split])
+
+    def __contains__(self, split: object) -> bool:
+        return split in self.schema.splits
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.schema.splits)
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (open_store, (self.path,))
+
+
+def _open_split(path: str, split: str) -> Split:
+    return open_store(path)[split]
+
+
+def open_store(path: str | os.PathLike[str]) -> Store:
+    """Open a store read-only after validating its schema against its arrays.
+
+    Parameters
+    ----------
+    path
+        Local directory, ``file://`` URL or fsspec URL of the store.
+
+    Returns
+    -------
+    Store
+        A handle whose ``path`` is absolute for local stores.
+
+    Raises
+    ------
+    StoreNotFoundError
+        Nothing exists at ``path`` (the message names a temporary an interrupted
+        writer left beside it, if any).
+    StoreError
+        ``path`` holds something that is not a fastload store.
+    UnsupportedFormatError
+        The store's format version is unknown to this fastload.
+    IncompleteStoreError
+        The store was never finished (an interrupted in-place write).
+    CorruptStoreError
+        An array or group is missing or disagrees with the schema.
+    """
+    text = canonical(path)
+    if not is_remote(text) and not local_path(text).exists():
+        leftovers = leftover_temporaries(local_path(text))
+        hint = (
+            f"; an interrupted write left the temporary {str(leftovers[0])!r} — re-run the "
+            "conversion (the next writer removes it)"
+            if leftovers
+            else "; convert the data first (python -m converters ...) or check the path"
+        )
+        raise StoreNotFoundError(f"no store at {text!r}{hint}")
+    attrs = _read_root_attrs(text)
+    if attrs is None:
+        raise StoreError(
+            f"{text!r} is not a Zarr v3 group (no readable zarr.json); is it a fastload store?"
+        )
+    meta = attrs.get(ATTR_KEY)
+    if not isinstance(meta, dict):
+        raise StoreError(
+            f"{text!r} is a Zarr group but not a fastload store (no attrs[{ATTR_KEY!r}])"
+        )
+    version = meta.get("format")
+    if version != FORMAT_VERSION:
+        raise UnsupportedFormatError(
+            f"store {text!r} has format version {version!r}; this fastload reads version {FORMAT_VERSION} "
+            "(upgrade fastload or re-convert the data)"
+        )
+    if not meta.get("complete"):
+        raise IncompleteStoreError(
+            f"store {text!r} is incomplete (its writer did not finish); delete it and re-run the conversion"
+        )
+    try:
+        schema = Schema.from_json(meta)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise CorruptStoreError(f"store {text!r} has a malformed schema: {exc!r}") from exc
+    group = zarr.open_group(zarr_location(text), mode="r", zarr_format=3)
+    _validate_arrays(text, group, schema)
+    return Store(text, group, schema)
+
+
+def _validate_arrays(path: str, group: zarr.Group, schema: Schema) -> None:
+    """Check every split and field against the schema; raise CorruptStoreError on the first mismatch."""
+    if not schema.splits:
+        raise CorruptStoreError(f"store {path!r} has no splits")
+    if not schema.fields:
+        raise CorruptStoreError(f"store {path!r} has no fields")
+    for split, sinfo in schema.splits.items():
+        _validate_split(path, group, schema, sinfo)
+        for finfo in schema.fields.values():
+            where = f"store {path!r}, split {split!r}, field {finfo.name!r}"
+            if finfo.ragged:
+                _validate_ragged(where, group, sinfo, finfo)
+            else:
+                _validate_dense(where, group, sinfo, finfo)
+
+
+def _member(group: zarr.Group, key: str, kind: type, where: str) -> Any:
+    try:
+        node = group[key]
+    except KeyError:
+        node = None
+    if not isinstance(node, kind):
+        what = "array" if kind is zarr.Array else "group"
+        raise CorruptStoreError(f"{where}: {what} {key!r} is missing; re-convert the store")
+    return node
+
+
+def _validate_split(path: str, group: zarr.Group, schema: Schema, sinfo: SplitInfo) -> None:
+    where = f"store {path!r}, split {sinfo.name!r}"
+    if sinfo.n < 1 or sinfo.chunk_len < 1:
+        raise CorruptStoreError(
+            f"{where}: n={sinfo.n}, chunk_len={sinfo.chunk_len}; both must be >= 1"
+        )
+    split_group = _member(group, sinfo.name, zarr.Group, where)
+    own = split_group.attrs.get(ATTR_KEY)
+    if isinstance(own, dict) and (
+        own.get("n") != sinfo.n or own.get("chunk_len") != sinfo.chunk_len
+    ):
+        raise CorruptStoreError(
+            f"{where}: the split group records n={own.get('n')}, chunk_len={own.get('chunk_len')} "
+            f"but the root schema says n={sinfo.n}, chunk_len={sinfo.chunk_len}"
+        )
+
+
+def _check_rows(where: str, arr: zarr.Array, finfo: FieldInfo) -> None:
+    if tuple(arr.shape[1:]) != finfo.shape or np.dtype(arr.dtype) != finfo.dtype:
+        raise CorruptStoreError(
+            f"{where}: array is {np.dtype(arr.dtype)}{tuple(arr.shape[1:])} per sample, "
+            f"the schema says {finfo.dtype}{finfo.shape}"
+        )
+
+
+def _validate_dense(where: str, group: zarr.Group, sinfo: SplitInfo, finfo: FieldInfo) -> None:
+    arr = _member(group, f"{sinfo.name}/{finfo.name}", zarr.Array, where)
+    _check_rows(where, arr, finfo)
+    if arr.shape[0] != sinfo.n:
+        raise CorruptStoreError(
+            f"{where}: {arr.shape[0]} samples but the split records n={sinfo.n} (field length mismatch)"
+        )
+    if int(arr.chunks[0]) != sinfo.chunk_len:
+        raise CorruptStoreError(
+            f"{where}: chunk length {arr.chunks[0]} differs from the split's {sinfo.chunk_len}"
+        )
+
+
+def _validate_ragged(where: str, group: zarr.Group, sinfo: SplitInfo, finfo: FieldInfo) -> None:
+    values = _member(group, f"{sinfo.name}/{finfo.name}/values", zarr.Array, where)
+    offsets = _member(group, f"{sinfo.name}/{finfo.name}/offsets", zarr.Array, where)
+    _check_rows(where, values, finfo)
+    if offsets.ndim != 1 or np.dtype(offsets.dtype) != np.dtype("<i8"):
+        raise CorruptStoreError(
+            f"{where}: offsets must be 1-D int64, found {offsets.dtype}{offsets.shape}"
+        )
+    if offsets.shape != (sinfo.n + 1,):
+        raise CorruptStoreError(
+            f"{where}: {offsets.shape[0]} offsets for {sinfo.n} samples (expected n+1)"
+        )
+    # the ends only: a full monotonicity check reads every offset, done lazily by Split.offsets
+    first, last = int(offsets[0]), int(offsets[sinfo.n])
+    if first != 0 or last != values.shape[0]:
+        raise CorruptStoreError(
+            f"{where}: offsets run from {first} to {last} but must run from 0 to {values.shape[0]} "
+            "(the number of values); ragged offsets are inconsistent"
+        )

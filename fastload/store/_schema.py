@@ -1,0 +1,160 @@
+"""Store format v1: the schema kept in the root group's attributes.
+
+The schema is plain JSON (never pickled, never evaluated) under
+``attrs["fastload"]`` of the root Zarr group; each split group carries its own
+``attrs["fastload"] = {"n": ..., "chunk_len": ..., "max_len": {...}}``.  This
+module turns that JSON into typed objects and back, and holds the rules that
+choose chunk lengths.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fastload._spec import FieldSpec
+
+FORMAT_VERSION = 1
+ATTR_KEY = "fastload"
+ROLES = ("input", "label", "aux")
+TASKS = ("classification", "regression")
+CODECS = ("lz4", "zstd", "blosclz", "zlib")
+#: Writer option -> Blosc shuffle name in the arrays' Zarr metadata.
+SHUFFLES = {"byte": "shuffle", "bit": "bitshuffle", "none": "noshuffle"}
+#: numpy dtype kinds a field or constant may have: bool, int, uint, float, complex.
+STORABLE_KINDS = "biufc"
+#: Root-level group holding per-dataset constants; no split may take this name.
+CONSTANTS_GROUP = "constants"
+
+#: Uncompressed bytes aimed at per chunk: big enough that a read is one
+#: sequential request and Blosc runs at full speed, small enough that a window
+#: of chunks fits comfortably in the shared-memory cache.
+DEFAULT_CHUNK_BYTES = 4 * 2**20
+#: Entries per chunk of a ragged field's offsets (512 KiB of int64).
+OFFSETS_CHUNK_LEN = 2**16
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One field of a store: per-sample shape and dtype, role, raggedness, doc."""
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    role: str = "input"
+    ragged: bool = False
+    doc: str = ""
+
+    @property
+    def spec(self) -> FieldSpec:
+        """Per-sample spec (for a ragged field: one row of its values)."""
+        return FieldSpec(self.shape, self.dtype)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "shape": list(self.shape),
+            "dtype": self.dtype.str,
+            "role": self.role,
+            "ragged": self.ragged,
+            "doc": self.doc,
+        }
+
+    @classmethod
+    def from_json(cls, name: str, d: dict[str, Any]) -> FieldInfo:
+        return cls(
+            name=name,
+            shape=tuple(int(s) for s in d["shape"]),
+            dtype=np.dtype(str(d["dtype"])),
+            role=str(d.get("role", "input")),
+            ragged=bool(d.get("ragged", False)),
+            doc=str(d.get("doc", "")),
+        )
+
+
+@dataclass(frozen=True)
+class SplitInfo:
+    """Sample count, shared chunk length and ragged maxima of one split."""
+
+    name: str
+    n: int
+    chunk_len: int
+    max_len: dict[str, int] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"n": self.n, "chunk_len": self.chunk_len, "max_len": dict(self.max_len)}
+
+    @classmethod
+    def from_json(cls, name: str, d: dict[str, Any]) -> SplitInfo:
+        return cls(
+            name=name,
+            n=int(d["n"]),
+            chunk_len=int(d["chunk_len"]),
+            max_len={str(k): int(v) for k, v in dict(d.get("max_len", {})).items()},
+        )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Everything a reader needs to know about a store before touching arrays."""
+
+    format: int
+    name: str
+    task: str
+    fields: dict[str, FieldInfo]
+    splits: dict[str, SplitInfo]
+    labels: list[str]
+    source: dict[str, Any]
+    complete: bool
+    codec: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "name": self.name,
+            "task": self.task,
+            "fields": {k: f.to_json() for k, f in self.fields.items()},
+            "splits": {k: s.to_json() for k, s in self.splits.items()},
+            "labels": list(self.labels),
+            "source": self.source,
+            "complete": self.complete,
+            "codec": self.codec,
+        }
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> Schema:
+        return cls(
+            format=int(d["format"]),
+            name=str(d.get("name", "")),
+            task=str(d.get("task", "classification")),
+            fields={k: FieldInfo.from_json(k, v) for k, v in dict(d.get("fields", {})).items()},
+            splits={k: SplitInfo.from_json(k, v) for k, v in dict(d.get("splits", {})).items()},
+            labels=[str(x) for x in d.get("labels", [])],
+            source=dict(d.get("source", {})),
+            complete=bool(d.get("complete", False)),
+            codec=dict(d.get("codec", {})),
+        )
+
+
+def choose_chunk_len(sample_nbytes: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Samples per chunk: the largest power of two whose chunk stays within ``target_bytes``.
+
+    Parameters
+    ----------
+    sample_nbytes
+        Uncompressed bytes of one sample (of the largest field); 0 counts as 1.
+    target_bytes
+        Upper bound on the uncompressed bytes of one chunk.
+
+    Returns
+    -------
+    int
+        A power of two ``C >= 1`` with ``C * sample_nbytes <= target_bytes``, or 1
+        when a single sample is already larger than ``target_bytes``.
+    """
+    per_sample = max(1, int(sample_nbytes))
+    if int(target_bytes) < 1:
+        raise ValueError(f"target_bytes must be at least 1, got {target_bytes!r}")
+    # integer arithmetic: a float log2 can round up at exact powers of two
+    return 1 << max(0, (int(target_bytes) // per_sample).bit_length() - 1)

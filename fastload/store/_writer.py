@@ -1,0 +1,634 @@
+"""Streaming, atomic writer of format-v1 stores.
+
+Invariants
+----------
+* Memory is bounded by one appended block plus less than one chunk per column:
+  whole chunks are written as soon as they are complete, only the tail waits
+  (see :class:`~fastload.store._columns.ChunkedColumn`).
+* A local store is written under a hidden temporary name beside the target
+  (see :mod:`fastload.store._paths`) and renamed into place by
+  :meth:`StoreWriter.close`; on any error the temporary directory is removed.
+  An existing store being replaced stays in place until the new one is complete.
+* The schema's ``complete`` flag is written last, so even a store written in
+  place (remote URLs) never looks complete when it is not.
+* Every block is validated before anything of it is written: field set, equal
+  lengths, shape, dtype (safe casts only), and finiteness of float fields.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from fastload._version import __version__
+from fastload.errors import (
+    EmptyDatasetError,
+    NonFiniteError,
+    SchemaError,
+    StoreExistsError,
+    StoreWriteError,
+)
+from fastload.store._columns import ChunkedColumn
+from fastload.store._paths import (
+    TMP_MARK,
+    is_remote,
+    local_path,
+    remove_stale_temporaries,
+    temporary_path,
+)
+from fastload.store._provenance import now_iso, source_entry
+from fastload.store._ragged import Ragged
+from fastload.store._schema import (
+    ATTR_KEY,
+    CODECS,
+    CONSTANTS_GROUP,
+    DEFAULT_CHUNK_BYTES,
+    FORMAT_VERSION,
+    OFFSETS_CHUNK_LEN,
+    ROLES,
+    SHUFFLES,
+    STORABLE_KINDS,
+    TASKS,
+    FieldInfo,
+    Schema,
+    SplitInfo,
+    choose_chunk_len,
+)
+
+# kept importable from here for code written against the first version of this module
+_TMP_MARK = TMP_MARK
+_SHUFFLES = SHUFFLES
+_local = local_path
+_ChunkedColumn = ChunkedColumn
+
+Block = Mapping[str, np.ndarray | Ragged]
+
+#: Names that would collide with Zarr's own metadata file.
+_RESERVED_NAMES = ("zarr.json",)
+
+
+def _check_name(kind: str, name: object, path: str) -> str:
+    """Split, field and constant names become directory names: keep them plain."""
+    if (
+        not isinstance(name, str)
+        or not name
+        or name.startswith(".")
+        or "/" in name
+        or "\\" in name
+        or name in _RESERVED_NAMES
+    ):
+        raise SchemaError(
+            f"invalid {kind} name {name!r} for store {path!r}: use a non-empty string without "
+            f"'/' or '\\', not starting with '.', and not one of {_RESERVED_NAMES}"
+        )
+    return name
+
+
+class _SplitWriter:
+    """Columns of one split: dense fields, ragged values + offsets."""
+
+    def __init__(self, group: zarr.Group, chunk_len: int) -> None:
+        self.group = group
+        self.chunk_len = chunk_len
+        self.n = 0
+        self.dense: dict[str, ChunkedColumn] = {}
+        self.values: dict[str, ChunkedColumn] = {}
+        self.offsets: dict[str, ChunkedColumn] = {}
+        self.max_len: dict[str, int] = {}
+
+    def columns(self) -> list[ChunkedColumn]:
+        return [*self.dense.values(), *self.values.values(), *self.offsets.values()]
+
+    def flush(self) -> None:
+        for col in self.columns():
+            col.flush()
+
+
+class StoreWriter:
+    """Write a store block by block; see :func:`create_store` for the options."""
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        name: str | None = None,
+        task: str = "classification",
+        codec: str = "lz4",
+        clevel: int = 5,
+        shuffle: str = "byte",
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        chunk_len: int | Mapping[str, int] | None = None,
+        fields: Mapping[str, Mapping[str, Any]] | None = None,
+        labels: Iterable[str] = (),
+        converter: str | None = None,
+        converter_version: str | None = None,
+        overwrite: bool = False,
+        allow_nonfinite: bool = False,
+    ) -> None:
+        self._state = "init"  # init -> open -> closed | aborted
+        self.path = os.fspath(path)
+        if task not in TASKS:
+            raise SchemaError(f"task must be one of {TASKS}, got {task!r}")
+        if codec not in CODECS:
+            raise SchemaError(f"codec must be one of {CODECS}, got {codec!r}")
+        if shuffle not in SHUFFLES:
+            raise SchemaError(f"shuffle must be one of {tuple(SHUFFLES)}, got {shuffle!r}")
+        if not 0 <= int(clevel) <= 9:
+            raise SchemaError(f"clevel must be between 0 and 9, got {clevel!r}")
+        if int(chunk_bytes) < 1:
+            raise SchemaError(
+                f"chunk_bytes must be a positive number of bytes, got {chunk_bytes!r}"
+            )
+        explicit = (
+            dict(chunk_len)
+            if isinstance(chunk_len, Mapping)
+            else {}
+            if chunk_len is None
+            else {"*": chunk_len}
+        )
+        for key, value in explicit.items():
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                where = "" if key == "*" else f" for split {key!r}"
+                raise SchemaError(f"chunk_len{where} must be a positive integer, got {value!r}")
+        self.name = name or Path(self.path.rstrip("/")).name.removesuffix(".zarr")
+        self.task = task
+        self.codec = {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle}
+        self.chunk_bytes = int(chunk_bytes)
+        self._chunk_len = chunk_len
+        self.labels = [str(x) for x in labels]
+        self.allow_nonfinite = allow_nonfinite
+        self._declared = {k: dict(v) for k, v in (fields or {}).items()}
+        for fname, decl in self._declared.items():
+            _check_name("field", fname, self.path)
+            role = decl.get("role", "input")
+            if role not in ROLES:
+                raise SchemaError(f"field {fname!r}: role must be one of {ROLES}, got {role!r}")
+        self._fields: dict[str, FieldInfo] = {}
+        self._splits: dict[str, _SplitWriter] = {}
+        self._sources: list[dict[str, Any]] = []
+        self._source_meta: dict[str, Any] = {
+            "converter": converter,
+            "converter_version": converter_version,
+            "fastload_version": __version__,
+        }
+        self._overwrite = bool(overwrite)
+        self._remote = is_remote(self.path)
+        self._target: Path | None = None if self._remote else local_path(self.path)
+        self._tmp: Path | None = None
+        self._prepare_location()
+        try:
+            self._root = zarr.open_group(self._write_url, mode="w")
+            self._root.attrs[ATTR_KEY] = self._schema(complete=False).to_json()
+        except BaseException as exc:
+            self._discard()
+            if isinstance(exc, OSError):
+                raise StoreWriteError(f"cannot write store {self.path!r}: {exc}") from exc
+            raise
+        self._state = "open"
+
+    # ------------------------------------------------------------------ setup
+    def _prepare_location(self) -> None:
+        from fastload.store._reader import probe_store
+
+        self._refuse_existing(probe_store(self.path))
+        if self._remote:
+            self._write_url = self.path
+            return
+        assert self._target is not None
+        parent = self._target.parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreWriteError(
+                f"cannot create the directory {str(parent)!r} for store {self.path!r}: {exc}"
+            ) from exc
+        if not os.access(parent, os.W_OK):
+            raise StoreWriteError(
+                f"cannot write store {self.path!r}: directory {str(parent)!r} is not writable"
+            )
+        remove_stale_temporaries(self._target)
+        self._tmp = temporary_path(self._target)
+        self._write_url = str(self._tmp)
+
+    def _refuse_existing(self, state: str) -> None:
+        if state == "complete" and not self._overwrite:
+            raise StoreExistsError(
+                f"a complete store already exists at {self.path!r}; pass overwrite=True "
+                "(--overwrite on the command line) to replace it"
+            )
+        if state == "foreign":
+            # overwrite=True replaces stores, never other data: a mistyped path must not
+            # cost someone a directory of their files
+            raise StoreExistsError(
+                f"{self.path!r} exists and is not a fastload store; refusing to write over it "
+                "even with overwrite=True (choose another path, or remove it yourself)"
+            )
+
+    # --------------------------------------------------------------- writing
+    def add_source(self, path: str | os.PathLike[str], *, checksum: str = "sha256") -> None:
+        """Record a source file (path, name, size, checksum) in the store's provenance.
+
+        Parameters
+        ----------
+        path
+            A readable local file.
+        checksum
+            Any :func:`hashlib.new` algorithm name; the digest is stored under that key.
+        """
+        self._check_open()
+        self._sources.append(source_entry(path, checksum))
+
+    def put_constant(self, name: str, value: np.ndarray) -> None:
+        """Store a small per-dataset array (station positions, fitted statistics, ...).
+
+        Constants live in the root's ``constants`` group, written whole (no streaming).
+        """
+        self._check_open()
+        _check_name("constant", name, self.path)
+        arr = np.asarray(value)
+        if arr.dtype.kind not in STORABLE_KINDS:
+            raise SchemaError(
+                f"constant {name!r} of {self.path!r}: dtype {arr.dtype} cannot be stored; "
+                "use a bool, integer, float or complex array"
+            )
+        group = self._root.require_group(CONSTANTS_GROUP)
+        group.create_array(name, data=arr.astype(arr.dtype.newbyteorder("<")), overwrite=True)
+
+    def append(self, split: str, block: Block) -> None:
+        """Append a block of samples to ``split``; every field of the store must be present.
+
+        Parameters
+        ----------
+        split
+            Split name (``"train"``, ``"val"``, ``"test"``, ...); created on first use.
+        block
+            ``{field: array}`` with equal leading lengths; dense fields are arrays
+            ``(m, *shape)``, ragged fields are :class:`~fastload.Ragged`.  The first
+            block fixes the field set, per-sample shapes and dtypes (unless declared).
+            The writer copies what it keeps, so the caller may reuse its buffers.
+
+        Raises
+        ------
+        SchemaError
+            The block disagrees with the store's fields (names, lengths, shapes, dtypes).
+        NonFiniteError
+            A float field holds NaN or inf and ``allow_nonfinite`` is not set.
+        """
+        self._check_open()
+        _check_name("split", split, self.path)
+        if split == CONSTANTS_GROUP:
+            raise SchemaError(f"split name {split!r} is reserved for constants in {self.path!r}")
+        if not block:
+            raise SchemaError(f"split {split!r} of {self.path!r}: empty block (no fields)")
+        m = self._block_length(split, block)
+        # the first block fixes the fields only once it has passed validation
+        fields = self._fields or self._infer_fields(block)
+        missing = set(fields) - set(block)
+        extra = set(block) - set(fields)
+        if missing or extra:
+            raise SchemaError(
+                f"split {split!r} of {self.path!r}: block fields {sorted(block)} differ from the store's "
+                f"{sorted(fields)} (missing {sorted(missing)}, unexpected {sorted(extra)})"
+            )
+        prepared = {k: self._validate(split, fields[k], v) for k, v in block.items()}
+        self._fields = fields
+        if m == 0:
+            return
+        sw = self._split_writer(split)
+        for fname, data in prepared.items():
+            if isinstance(data, Ragged):  # rebased by _validate: offsets start at 0
+                values_col, offsets_col = sw.values[fname], sw.offsets[fname]
+                offsets_col.append(data.offsets[1:] + values_col.total)
+                values_col.append(data.values)
+                sw.max_len[fname] = max(sw.max_len[fname], int(data.counts.max(initial=0)))
+            else:
+                sw.dense[fname].append(data)
+        sw.n += m
+
+    def _block_length(self, split: str, block: Block) -> int:
+        lengths: dict[str, int] = {}
+        for k, v in block.items():
+            if isinstance(v, Ragged):
+                lengths[k] = len(v)
+            elif np.ndim(v) == 0:
+                raise SchemaError(
+                    f"field {k!r} of split {split!r} in {self.path!r} is a scalar; dense fields "
+                    "need a leading sample axis (shape (m, ...))"
+                )
+            else:
+                lengths[k] = int(np.shape(v)[0])
+        if len(set(lengths.values())) != 1:
+            detail = ", ".join(f"{k}={n}" for k, n in lengths.items())
+            raise SchemaError(
+                f"split {split!r}: fields have unequal lengths ({detail}) in {self.path!r}"
+            )
+        return next(iter(lengths.values()))
+
+    def _infer_fields(self, block: Block) -> dict[str, FieldInfo]:
+        fields: dict[str, FieldInfo] = {}
+        for fname, value in block.items():
+            _check_name("field", fname, self.path)
+            decl = self._declared.get(fname, {})
+            ragged = isinstance(value, Ragged)
+            sample = value.values if ragged else np.asarray(value)
+            shape = tuple(int(s) for s in decl.get("shape", sample.shape[1:]))
+            dtype = np.dtype(decl.get("dtype", sample.dtype))
+            if dtype.kind not in STORABLE_KINDS:
+                raise SchemaError(
+                    f"field {fname!r} of {self.path!r}: dtype {dtype} cannot be stored; "
+                    "use bool, integer, float or complex arrays"
+                )
+            fields[fname] = FieldInfo(
+                name=fname,
+                shape=shape,
+                dtype=dtype.newbyteorder("<"),  # stores are little-endian whatever the host
+                role=str(
+                    decl.get("role", "label" if fname in ("y", "label", "labels") else "input")
+                ),
+                ragged=ragged,
+                doc=str(decl.get("doc", "")),
+            )
+        undeclared = set(self._declared) - set(fields)
+        if undeclared:
+            raise SchemaError(
+                f"declared fields {sorted(undeclared)} are missing from the data for {self.path!r}"
+            )
+        return fields
+
+    def _validate(self, split: str, info: FieldInfo, value: object) -> np.ndarray | Ragged:
+        where = f"field {info.name!r} of split {split!r} in {self.path!r}"
+        if isinstance(value, Ragged) != info.ragged:
+            kind = "ragged (fastload.Ragged)" if info.ragged else "a dense array"
+            raise SchemaError(f"{where}: expected {kind}, got {type(value).__name__}")
+        offsets = None
+        if isinstance(value, Ragged):
+            # only the block's own rows are checked and stored
+            data, offsets = value.rebased()
+        else:
+            data = np.asarray(value)
+        if data.shape[1:] != info.shape:
+            raise SchemaError(
+                f"{where}: per-sample shape {data.shape[1:]} != expected {info.shape}"
+            )
+        if data.dtype != info.dtype:
+            if not np.can_cast(data.dtype, info.dtype, casting="safe"):
+                raise SchemaError(
+                    f"{where}: dtype {data.dtype} cannot be stored as {info.dtype} without loss; "
+                    "cast it explicitly or declare the field's dtype"
+                )
+            data = data.astype(info.dtype)
+        if not self.allow_nonfinite and data.dtype.kind in "fc" and data.size:
+            finite = np.isfinite(data).reshape(len(data), -1).all(axis=1)
+            if not finite.all():
+                row = int(np.argmin(finite))
+                sample = (
+                    row if offsets is None else int(np.searchsorted(offsets, row, side="right") - 1)
+                )
+                raise NonFiniteError(
+                    f"{where}: NaN or inf in sample {sample} of the block; clean the data or pass "
+                    "allow_nonfinite=True (--allow-nonfinite) to store it as is"
+                )
+        return data if offsets is None else Ragged(data, offsets)
+
+    def _split_writer(self, split: str) -> _SplitWriter:
+        if split in self._splits:
+            return self._splits[split]
+        chunk_len = self._chunk_len_for(split)
+        group = self._root.create_group(split)
+        sw = _SplitWriter(group, chunk_len)
+        for fname, info in self._fields.items():
+            if info.ragged:
+                sub = group.create_group(fname)
+                values_len = choose_chunk_len(info.spec.sample_nbytes, self.chunk_bytes)
+                vals = self._create_array(sub, "values", info.shape, info.dtype, values_len)
+                offs = self._create_array(sub, "offsets", (), np.dtype("<i8"), OFFSETS_CHUNK_LEN)
+                sw.values[fname] = ChunkedColumn(vals, values_len)
+                sw.offsets[fname] = ChunkedColumn(offs, OFFSETS_CHUNK_LEN)
+                sw.offsets[fname].append(np.zeros(1, dtype=np.int64))  # offsets start at 0
+                sw.max_len[fname] = 0
+            else:
+                arr = self._create_array(group, fname, info.shape, info.dtype, chunk_len)
+                sw.dense[fname] = ChunkedColumn(arr, chunk_len)
+        self._splits[split] = sw
+        return sw
+
+    def _chunk_len_for(self, split: str) -> int:
+        if isinstance(self._chunk_len, Mapping):
+            if split in self._chunk_len:
+                return int(self._chunk_len[split])
+        elif self._chunk_len is not None:
+            return int(self._chunk_len)
+        # one shared length per split, sized so the largest dense field's chunk fits chunk_bytes
+        dense = [f.spec.sample_nbytes for f in self._fields.values() if not f.ragged]
+        return choose_chunk_len(max(dense, default=8), self.chunk_bytes)
+
+    def _create_array(
+        self, group: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_len: int
+    ) -> zarr.Array:
+        return group.create_array(
+            name,
+            shape=(0, *shape),
+            # zarr needs chunk extents >= 1 even along an axis of length 0
+            chunks=(chunk_len, *(max(1, s) for s in shape)),
+            dtype=dtype,
+            compressors=BloscCodec(
+                cname=self.codec["cname"],
+                clevel=self.codec["clevel"],
+                shuffle=SHUFFLES[self.codec["shuffle"]],
+                typesize=dtype.itemsize,
+            ),
+            fill_value=0,
+            # every chunk exists on disk, so readers can fetch chunk bytes directly
+            config={"write_empty_chunks": True},
+        )
+
+    # -------------------------------------------------------------- finishing
+    def _schema(self, *, complete: bool) -> Schema:
+        splits = {
+            k: SplitInfo(k, sw.n, sw.chunk_len, dict(sw.max_len)) for k, sw in self._splits.items()
+        }
+        source = {**self._source_meta, "files": list(self._sources), "created": now_iso()}
+        return Schema(
+            format=FORMAT_VERSION,
+            name=self.name,
+            task=self.task,
+            fields=self._fields,
+            splits=splits,
+            labels=self.labels,
+            source=source,
+            complete=complete,
+            codec=self.codec,
+        )
+
+    def close(self) -> str:
+        """Flush, mark complete and move the store into place.
+
+        Returns
+        -------
+        str
+            The store's path, as given.
+
+        Raises
+        ------
+        EmptyDatasetError
+            No block held any sample; nothing is written.
+        StoreExistsError
+            Another writer put a complete store at the path meanwhile (and ``overwrite``
+            is not set).
+        """
+        if self._state == "closed":
+            return self.path
+        if self._state == "aborted":
+            raise StoreWriteError(f"the writer for {self.path!r} was aborted; nothing was written")
+        try:
+            if not self._splits:
+                raise EmptyDatasetError(
+                    f"no samples were written to {self.path!r}; refusing to create an empty store"
+                )
+            for split, sw in self._splits.items():
+                sw.flush()
+                sw.group.attrs[ATTR_KEY] = SplitInfo(
+                    split, sw.n, sw.chunk_len, dict(sw.max_len)
+                ).to_json()
+            self._root.attrs[ATTR_KEY] = self._schema(complete=True).to_json()
+            self._commit()
+        except BaseException:
+            self.abort()
+            raise
+        self._state = "closed"
+        return self.path
+
+    def _commit(self) -> None:
+        if self._remote:
+            return
+        from fastload.store._reader import probe_store
+
+        assert self._target is not None
+        assert self._tmp is not None
+        self._refuse_existing(probe_store(self._target))  # another writer may have finished first
+        if not os.path.lexists(self._target):
+            os.rename(self._tmp, self._target)
+            return
+        # the old store is moved aside only now that the new one is complete; the aside
+        # name is a temporary of this process, so a crash here leaves nothing a later
+        # writer would not clean up
+        aside = temporary_path(self._target, suffix="old")
+        os.rename(self._target, aside)
+        try:
+            os.rename(self._tmp, self._target)
+        except BaseException:
+            os.rename(aside, self._target)
+            raise
+        shutil.rmtree(aside, ignore_errors=True)
+
+    def abort(self) -> None:
+        """Discard everything written so far (idempotent; a closed store is kept)."""
+        if self._state in ("closed", "aborted"):
+            return
+        self._state = "aborted"
+        self._discard()
+
+    def _discard(self) -> None:
+        if self._remote:
+            # in-place remote writes stay marked incomplete; remove what we can
+            with contextlib.suppress(Exception):
+                zarr.open_group(self.path, mode="w")
+            return
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise SchemaError(f"the writer for {self.path!r} is {self._state}; open a new one")
+
+    def __enter__(self) -> StoreWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def __del__(self) -> None:
+        # a writer dropped without close() must not leave a half-written temporary behind
+        with contextlib.suppress(Exception):
+            if getattr(self, "_state", "closed") == "open":
+                self.abort()
+
+
+def create_store(path: str | os.PathLike[str], **options: Any) -> StoreWriter:
+    """Open a streaming writer for a new store at ``path``.
+
+    Parameters
+    ----------
+    path
+        Target directory (``NAME.zarr``), ``file://`` URL, or fsspec URL (written in place).
+    **options
+        ``name`` (default: the directory name without ``.zarr``), ``task``
+        ("classification" | "regression"), ``codec`` ("lz4" | "zstd" | "blosclz" | "zlib"),
+        ``clevel`` (0-9), ``shuffle`` ("byte" | "bit" | "none"), ``chunk_bytes`` (upper bound
+        on the uncompressed bytes of a chunk, default 4 MiB), ``chunk_len`` (samples per
+        chunk, an int or ``{split: int}``; overrides ``chunk_bytes``), ``fields``
+        (``{name: {"role", "doc", "dtype", "shape"}}``), ``labels`` (class names),
+        ``converter``, ``converter_version``, ``overwrite`` (replace a complete store),
+        ``allow_nonfinite`` (accept NaN/inf).
+
+    Returns
+    -------
+    StoreWriter
+        Use as a context manager: the store appears at ``path`` only when the block exits
+        without an exception.
+
+    Raises
+    ------
+    StoreExistsError
+        A complete store exists at ``path`` (and ``overwrite`` is not set), or ``path``
+        holds something that is not a fastload store.
+    StoreWriteError
+        The location cannot be written.
+    SchemaError
+        An option is invalid.
+    """
+    return StoreWriter(path, **options)
+
+
+def write_arrays(
+    path: str | os.PathLike[str],
+    splits: Mapping[str, Mapping[str, np.ndarray | Ragged]],
+    **options: Any,
+) -> str:
+    """Write whole in-memory arrays as a store in one call.
+
+    Parameters
+    ----------
+    path
+        Target location, as for :func:`create_store`.
+    splits
+        ``{split: {field: array | Ragged}}``.
+    **options
+        As for :func:`create_store`.
+
+    Returns
+    -------
+    str
+        The store's path.
+    """
+    with create_store(path, **options) as writer:
+        for split, block in splits.items():
+            writer.append(split, block)
+    return writer.path

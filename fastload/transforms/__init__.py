@@ -1,0 +1,103 @@
+"""Per-batch transforms that run inside prefetch workers.
+
+Every transform maps a batch ``dict[str, np.ndarray]`` (leading batch axis)
+to another and declares its output fields' per-sample shapes and dtypes up
+front with ``output_spec(inputs)``, so shared-memory slots can be sized before
+any data is read.  See docs/transforms.md.
+
+Layout::
+
+    _base.py       Transform protocol, Compose, check_transform, helpers
+    _fields.py     Cast, Drop, Reshape, SelectColumns, DropColumns, Concat
+    _scale.py      Scale, Standardize (+ fit_standardize), Log10p, SignedLogTanh
+    _particles.py  PadTruncate, FourVectorFeatures (jet-constituent features)
+    _graphs.py     KNNAdjacency, GridAdjacency, MotherDaughterAdjacency, grid_adjacency
+    _hits.py       Voxelize (ragged calorimeter hits -> dense grid)
+    _labels.py     OneHot, OneHotLabels, RemapPDG (+ pdg_codes_by_frequency)
+    _pd4ml.py      AirshowerPreprocess and pd4ml one-call pipelines
+"""
+
+from __future__ import annotations
+
+from fastload.transforms._base import Compose, Transform, check_transform
+from fastload.transforms._fields import Cast, Concat, Drop, DropColumns, Reshape, SelectColumns
+from fastload.transforms._graphs import (
+    GridAdjacency,
+    KNNAdjacency,
+    MotherDaughterAdjacency,
+    grid_adjacency,
+    normalise_adjacency,
+)
+from fastload.transforms._hits import Voxelize
+from fastload.transforms._labels import (
+    OneHot,
+    OneHotLabels,
+    RemapPDG,
+    pdg_codes_by_frequency,
+    remap_codes,
+)
+from fastload.transforms._particles import (
+    FOUR_VECTOR_FEATURES,
+    PARTICLENET_FEATURES,
+    PD4ML_TOP_FEATURES,
+    FourVectorFeatures,
+    PadTruncate,
+    wrap_angle,
+)
+from fastload.transforms._pd4ml import (
+    PD4ML_BELLE_PDG_CODES,
+    AirshowerPreprocess,
+    fit_airshower_time_std,
+    pd4ml_airshower,
+    pd4ml_belle,
+    pd4ml_image_graph,
+    pd4ml_top_tagging,
+)
+from fastload.transforms._scale import (
+    Log10p,
+    Scale,
+    SignedLogTanh,
+    Standardize,
+    fit_standardize,
+)
+
+__all__ = [
+    "FOUR_VECTOR_FEATURES",
+    "PARTICLENET_FEATURES",
+    "PD4ML_BELLE_PDG_CODES",
+    "PD4ML_TOP_FEATURES",
+    "AirshowerPreprocess",
+    "Cast",
+    "Compose",
+    "Concat",
+    "Drop",
+    "DropColumns",
+    "FourVectorFeatures",
+    "GridAdjacency",
+    "KNNAdjacency",
+    "Log10p",
+    "MotherDaughterAdjacency",
+    "OneHot",
+    "OneHotLabels",
+    "PadTruncate",
+    "RemapPDG",
+    "Reshape",
+    "Scale",
+    "SelectColumns",
+    "SignedLogTanh",
+    "Standardize",
+    "Transform",
+    "Voxelize",
+    "check_transform",
+    "fit_airshower_time_std",
+    "fit_standardize",
+    "grid_adjacency",
+    "normalise_adjacency",
+    "pd4ml_airshower",
+    "pd4ml_belle",
+    "pd4ml_image_graph",
+    "pd4ml_top_tagging",
+    "pdg_codes_by_frequency",
+    "remap_codes",
+    "wrap_angle",
+]
