@@ -68,16 +68,22 @@ def premix(
     chosen = list(splits) if splits else common
     missing = [s for s in chosen if s not in common]
     if missing or not chosen:
-        raise ConfigError(f"splits {missing or chosen} are not present in every source store ({names})")
+        raise ConfigError(
+            f"splits {missing or chosen} are not present in every source store ({names})"
+        )
     fields = tuple(f for f in stores[0].fields if all(f in st.fields for st in stores[1:]))
     if label_field in fields:
-        raise ConfigError(f"label field {label_field!r} already exists in the sources; pass another --label-field")
-    mix = fl.Mix({n: st[chosen[0]] for n, st in sources.items()}, label_field=label_field, fields=fields)
+        raise ConfigError(
+            f"label field {label_field!r} already exists in the sources; pass another --label-field"
+        )
+    mix = fl.Mix(
+        {n: st[chosen[0]] for n, st in sources.items()}, label_field=label_field, fields=fields
+    )
     del mix  # constructed only to validate field agreement with a clear error
     first = stores[0]
-    field_meta = {
-        f: {"role": first.fields[f].role, "doc": first.fields[f].doc} for f in fields
-    } | {label_field: {"role": "label", "doc": f"class index into labels {names}"}}
+    field_meta = {f: {"role": first.fields[f].role, "doc": first.fields[f].doc} for f in fields} | {
+        label_field: {"role": "label", "doc": f"class index into labels {names}"}
+    }
     rng = np.random.default_rng(np.random.SeedSequence([seed, 0x9E3779B9]))
     with fl.create_store(
         output,
@@ -108,7 +114,9 @@ def premix(
             ]
             try:
                 iterators = [iter(ld) for ld in loaders]
-                bar = tqdm(total=total, desc=f"premix {split}", unit="samples", disable=not progress)
+                bar = tqdm(
+                    total=total, desc=f"premix {split}", unit="samples", disable=not progress
+                )
                 for _ in range(n_blocks):
                     pieces, labels = [], []
                     for label, it in enumerate(iterators):
@@ -116,7 +124,9 @@ def premix(
                         if batch is None:
                             continue
                         pieces.append(_unpad(batch, parts[label], fields))
-                        labels.append(np.full(len(next(iter(batch.values()))), label, dtype=np.int64))
+                        labels.append(
+                            np.full(len(next(iter(batch.values()))), label, dtype=np.int64)
+                        )
                     if not pieces:
                         break
                     block = _concat(pieces, fields, parts[0])
@@ -131,7 +141,9 @@ def premix(
     return str(output)
 
 
-def _unpad(batch: dict[str, np.ndarray], split: fl.Split, fields: tuple[str, ...]) -> dict[str, object]:
+def _unpad(
+    batch: dict[str, np.ndarray], split: fl.Split, fields: tuple[str, ...]
+) -> dict[str, object]:
     """Copy a batch out of shared memory; ragged fields back to :class:`fastload.Ragged`."""
     out: dict[str, object] = {}
     for f in fields:
@@ -144,7 +156,9 @@ def _unpad(batch: dict[str, np.ndarray], split: fl.Split, fields: tuple[str, ...
     return out
 
 
-def _concat(pieces: list[dict[str, object]], fields: tuple[str, ...], split: fl.Split) -> dict[str, object]:
+def _concat(
+    pieces: list[dict[str, object]], fields: tuple[str, ...], split: fl.Split
+) -> dict[str, object]:
     block: dict[str, object] = {}
     for f in fields:
         if split.fields[f].ragged:
@@ -174,11 +188,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Command-line entry point; returns the exit code."""
     parser = argparse.ArgumentParser(prog="python -m converters premix", description=_DESCRIPTION)
     parser.add_argument("output", help="path of the premixed store to write")
-    parser.add_argument("sources", nargs="+", help="class stores, as PATH or NAME=PATH (NAME is the class name)")
-    parser.add_argument("--split", action="append", dest="splits", help="split to premix (repeatable; default: all common)")
+    parser.add_argument(
+        "sources", nargs="+", help="class stores, as PATH or NAME=PATH (NAME is the class name)"
+    )
+    parser.add_argument(
+        "--split",
+        action="append",
+        dest="splits",
+        help="split to premix (repeatable; default: all common)",
+    )
     parser.add_argument("--label-field", default="label")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--block-size", type=int, default=65536, help="samples per written block (memory bound)")
+    parser.add_argument(
+        "--block-size", type=int, default=65536, help="samples per written block (memory bound)"
+    )
     parser.add_argument("--window-chunks", type=int, default=4)
     parser.add_argument("--workers", type=int, default=1, help="decode workers per source")
     parser.add_argument("--codec", default="lz4", choices=("lz4", "zstd"))
@@ -192,7 +215,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             store = fl.open_store(path)
             sources[name or store.name] = store
         if len(sources) != len(args.sources):
-            raise ConfigError("source class names must be unique; name them explicitly as NAME=PATH")
+            raise ConfigError(
+                "source class names must be unique; name them explicitly as NAME=PATH"
+            )
         premix(
             args.output,
             sources,

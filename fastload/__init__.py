@@ -9,7 +9,7 @@ Public API (see docs/ and shared DESIGN)::
 
 from __future__ import annotations
 
-from fastload import errors
+from fastload import errors, transforms
 from fastload._spec import FieldSpec
 from fastload._version import __version__
 from fastload.loader import Loader
@@ -40,5 +40,6 @@ __all__ = [
     "create_store",
     "errors",
     "open_store",
+    "transforms",
     "write_arrays",
 ]

@@ -12,7 +12,14 @@ import numpy as np
 from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets
 from fastload._engine._pool import BACKENDS
 from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
-from fastload._order import EpochPlan, MixConfig, OrderConfig, SourceShape, plan_epoch, plan_fingerprint
+from fastload._order import (
+    EpochPlan,
+    MixConfig,
+    OrderConfig,
+    SourceShape,
+    plan_epoch,
+    plan_fingerprint,
+)
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError, FieldNotFoundError, closest
 from fastload.mix import Mix
@@ -114,11 +121,21 @@ class Loader:
             names = tuple(source.names)
             label_field = source.label_field
         else:
-            raise ConfigError(f"Loader source must be a store split or a fl.Mix, got {type(source).__name__}")
+            raise ConfigError(
+                f"Loader source must be a store split or a fl.Mix, got {type(source).__name__}"
+            )
         if backend not in BACKENDS:
             raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        for name, value, minimum in (("workers", workers, 0), ("prefetch", prefetch, 2), ("window_chunks", window_chunks, 1)):
-            if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+        for name, value, minimum in (
+            ("workers", workers, 0),
+            ("prefetch", prefetch, 2),
+            ("window_chunks", window_chunks, 1),
+        ):
+            if (
+                not isinstance(value, (int, np.integer))
+                or isinstance(value, bool)
+                or value < minimum
+            ):
                 raise ConfigError(f"Loader {name} must be an integer >= {minimum}, got {value!r}")
         self._order = OrderConfig(
             batch_size=batch_size,
@@ -130,10 +147,14 @@ class Loader:
             drop_last=drop_last,
         )
         self._mix = (
-            MixConfig(weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples) if mix is not None else None
+            MixConfig(weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples)
+            if mix is not None
+            else None
         )
         all_fields = tuple(splits[0].fields)
-        selected = tuple(fields) if fields is not None else (mix.common_fields() if mix else all_fields)
+        selected = (
+            tuple(fields) if fields is not None else (mix.common_fields() if mix else all_fields)
+        )
         for fname in selected:
             if fname not in splits[0].fields:
                 raise FieldNotFoundError(
@@ -178,14 +199,22 @@ class Loader:
         # validate the configuration (and output specs) now, not in the first next()
         self._preparing: dict[int, Any] = {}
         self._planner: ThreadPoolExecutor | None = None
-        self.plan(0)
+        if self.plan(0).n_batches == 0:
+            raise ConfigError(
+                f"an epoch of this loader has no batch: {sum(s.n for s in self._shapes)} samples, "
+                f"batch_size={batch_size}, world_size={world_size}, drop_last={drop_last}"
+                + (f", mix policy {self._mix.policy!r}" if self._mix else "")
+                + "; use a smaller batch_size or drop_last=False"
+            )
         if transform is not None:
             from fastload._engine._engine import input_specs
 
             try:
                 transform.output_spec(input_specs(self._spec))
             except AttributeError as exc:
-                raise ConfigError(f"transform {transform!r} has no output_spec(); see fastload.transforms") from exc
+                raise ConfigError(
+                    f"transform {transform!r} has no output_spec(); see fastload.transforms"
+                ) from exc
 
     # ------------------------------------------------------------------ info
     @property
@@ -253,7 +282,9 @@ class Loader:
     def set_epoch(self, epoch: int) -> None:
         """Make the next iteration run ``epoch`` from its start (like DistributedSampler)."""
         if self._in_epoch:
-            raise ConfigError("set_epoch() called during an iteration; finish or break out of the loop first")
+            raise ConfigError(
+                "set_epoch() called during an iteration; finish or break out of the loop first"
+            )
         self.epoch = int(epoch)
         self._start_batch = 0
 
@@ -285,7 +316,9 @@ class Loader:
         if self._closed:
             raise ConfigError("this Loader is closed")
         if self._in_epoch:
-            raise ConfigError("a Loader supports one iteration at a time; finish or break the previous loop")
+            raise ConfigError(
+                "a Loader supports one iteration at a time; finish or break the previous loop"
+            )
         return self._iterate()
 
     def _iterate(self) -> Iterator[Batch]:
@@ -321,12 +354,18 @@ class Loader:
         engine = self._engine
         # progress needs `slots_needed` slots (every batch one window of chunks feeds);
         # `prefetch` more let decoding the next window overlap consuming this one
-        if engine is not None and engine.batch_slots > table.slots_needed and engine.plan_capacity >= table.n_entries:
+        if (
+            engine is not None
+            and engine.batch_slots > table.slots_needed
+            and engine.plan_capacity >= table.n_entries
+        ):
             return engine
         if engine is not None:
             engine.close()
         slots = table.slots_needed + self._spec.batch_slots + 2  # +2: epochs differ slightly
-        self._engine = Engine(self._spec, batch_slots=slots, plan_capacity=max(table.n_entries, plan.n_samples))
+        self._engine = Engine(
+            self._spec, batch_slots=slots, plan_capacity=max(table.n_entries, plan.n_samples)
+        )
         return self._engine
 
     # --------------------------------------------------------------- adapters
@@ -361,7 +400,10 @@ class Loader:
         return self
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.close()
 

@@ -49,7 +49,9 @@ class Mix:
             raise ConfigError("Mix needs at least one source")
         for name, split in sources.items():
             if not isinstance(split, Split):
-                raise ConfigError(f"Mix source {name!r} must be a store split (store['train']), got {type(split).__name__}")
+                raise ConfigError(
+                    f"Mix source {name!r} must be a store split (store['train']), got {type(split).__name__}"
+                )
         self.sources: dict[str, Split] = dict(sources)
         names = list(self.sources)
         if weights is None:
@@ -67,7 +69,9 @@ class Mix:
                 raise ConfigError(f"Mix got {len(weights)} weights for {len(names)} sources")
             self.weights = tuple(float(w) for w in weights)
         if any(not (w > 0) for w in self.weights):
-            raise ConfigError(f"Mix weights must be > 0, got {dict(zip(names, self.weights, strict=True))}")
+            raise ConfigError(
+                f"Mix weights must be > 0, got {dict(zip(names, self.weights, strict=True))}"
+            )
         if policy not in POLICIES:
             raise ConfigError(f"Mix policy must be one of {POLICIES}, got {policy!r}")
         if policy == "cycle" and not num_samples:
@@ -96,7 +100,9 @@ class Mix:
                 )
             for name, split in self.sources.items():
                 if fname not in split.fields:
-                    raise ConfigError(f"field {fname!r} is missing from Mix source {name!r} ({split.store.path!r})")
+                    raise ConfigError(
+                        f"field {fname!r} is missing from Mix source {name!r} ({split.store.path!r})"
+                    )
                 a, b = first.fields[fname], split.fields[fname]
                 if (a.shape, a.dtype, a.ragged) != (b.shape, b.dtype, b.ragged):
                     raise ConfigError(

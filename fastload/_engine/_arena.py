@@ -19,6 +19,7 @@ of the worker, which then unlinks it (or warns) when the worker exits.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import secrets
@@ -65,7 +66,9 @@ class Layout:
 class Arena:
     """A mapped arena; ``arena[name]`` is a numpy view of a region."""
 
-    def __init__(self, layout: Layout, buffer: memoryview | bytearray | mmap.mmap, owner: object) -> None:
+    def __init__(
+        self, layout: Layout, buffer: memoryview | bytearray | mmap.mmap, owner: object
+    ) -> None:
         self.layout = layout
         self._buffer = buffer
         self._owner = owner  # keeps the mapping alive while views exist
@@ -75,7 +78,9 @@ class Arena:
         view = self._views.get(name)
         if view is None:
             r = self.layout.regions[name]
-            view = np.ndarray(r.shape, dtype=np.dtype(r.dtype), buffer=self._buffer, offset=r.offset)
+            view = np.ndarray(
+                r.shape, dtype=np.dtype(r.dtype), buffer=self._buffer, offset=r.offset
+            )
             self._views[name] = view
         return view
 
@@ -96,16 +101,12 @@ class SharedArena(Arena):
     def destroy(self) -> None:
         """Unlink the segment; the memory is freed when the last mapping goes away."""
         self.release()
-        try:
+        with contextlib.suppress(FileNotFoundError):
             self.shm.unlink()
-        except FileNotFoundError:
-            pass
-        try:
+        # BufferError: the consumer still holds views of a batch; the mapping stays valid
+        # for them and is released by the garbage collector (the name is already gone)
+        with contextlib.suppress(BufferError):
             self.shm.close()
-        except BufferError:
-            # the consumer still holds views of a batch: the mapping stays valid for
-            # them and is released by the garbage collector; the name is already gone
-            pass
 
 
 def attach(name: str, layout: Layout) -> Arena:

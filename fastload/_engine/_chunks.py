@@ -32,8 +32,10 @@ class DenseChunks:
     fill_value: Any
 
     def __post_init__(self) -> None:
-        self._local: str | None = None if "://" in self.url and not self.url.startswith("file://") else (
-            self.url.removeprefix("file://")
+        self._local: str | None = (
+            None
+            if "://" in self.url and not self.url.startswith("file://")
+            else (self.url.removeprefix("file://"))
         )
         self._array: Any = None
         self._remote_store: Any = None
@@ -42,11 +44,16 @@ class DenseChunks:
         suffix = "/".join(["0"] * (len(self.shape) - 1))
         self._suffix = f"/{suffix}" if suffix else ""
         self.chunk_nbytes = (
-            self.chunk_len * int(np.prod(self.shape[1:], dtype=np.int64)) * np.dtype(self.dtype).itemsize
+            self.chunk_len
+            * int(np.prod(self.shape[1:], dtype=np.int64))
+            * np.dtype(self.dtype).itemsize
         )
 
     def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("url", "key", "shape", "dtype", "chunk_len", "fast", "fill_value")}
+        return {
+            k: getattr(self, k)
+            for k in ("url", "key", "shape", "dtype", "chunk_len", "fast", "fill_value")
+        }
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
@@ -117,8 +124,12 @@ class DenseChunks:
             return rows
         raw = self._fetch(chunk)
         if raw is None:
-            out[:rows] = self.fill_value
-            return rows
+            # format 1 writes every chunk (write_empty_chunks): a missing file is damage,
+            # and filling it with the fill value would feed zeros to training silently
+            raise CorruptStoreError(
+                f"chunk {chunk} of {self.key!r} in {self.url!r} is missing; the store is damaged, "
+                "re-convert it"
+            )
         if self._blosc is None:
             import numcodecs
             from numcodecs import blosc
@@ -130,7 +141,9 @@ class DenseChunks:
         try:
             self._blosc.decode(raw, out=flat)
         except Exception as exc:
-            raise CorruptStoreError(f"chunk {chunk} of {self.key!r} in {self.url!r} cannot be decoded: {exc}") from exc
+            raise CorruptStoreError(
+                f"chunk {chunk} of {self.key!r} in {self.url!r} cannot be decoded: {exc}"
+            ) from exc
         return rows
 
 

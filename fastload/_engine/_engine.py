@@ -98,7 +98,9 @@ class Engine:
         self.plan_capacity = plan_capacity
         self.input_specs = input_specs(spec)
         self.output_specs = (
-            dict(spec.transform.output_spec(self.input_specs)) if spec.transform is not None else dict(self.input_specs)
+            dict(spec.transform.output_spec(self.input_specs))
+            if spec.transform is not None
+            else dict(self.input_specs)
         )
         layout = Layout()
         layout.add("plan_rows", (max(plan_capacity, 1),), np.int64)
@@ -107,7 +109,9 @@ class Engine:
             families.append(("stage", self.input_specs))
         for prefix, specs in families:
             for name, fspec in specs.items():
-                layout.add(f"{prefix}/{name}", (batch_slots, spec.batch_size, *fspec.shape), fspec.dtype)
+                layout.add(
+                    f"{prefix}/{name}", (batch_slots, spec.batch_size, *fspec.shape), fspec.dtype
+                )
         self.layout = layout
 
         self._res = _Resources()
@@ -147,7 +151,9 @@ class Engine:
         """Size of the shared arena."""
         return self.layout.size
 
-    def run(self, plan: EpochPlan, table: ChunkTable, start_batch: int) -> Iterator[dict[str, np.ndarray]]:
+    def run(
+        self, plan: EpochPlan, table: ChunkTable, start_batch: int
+    ) -> Iterator[dict[str, np.ndarray]]:
         """Yield views of each batch's slot; a view is valid until the next batch is requested."""
         batch_views = {name: self.arena[f"batch/{name}"] for name in self.output_specs}
         for slot, n in self.scheduler.run(plan, table, start_batch):

@@ -10,6 +10,8 @@ and re-sends, in their original order, to a fresh replacement.
 from __future__ import annotations
 
 import contextlib
+import copy
+import dataclasses
 import multiprocessing as mp
 import queue
 import sys
@@ -42,7 +44,9 @@ class _Worker:
 class _QueueConn:
     """The worker's end of a thread-backend channel (Connection-like)."""
 
-    def __init__(self, tasks: queue.SimpleQueue[Any], results: queue.SimpleQueue[Any], worker_id: int) -> None:
+    def __init__(
+        self, tasks: queue.SimpleQueue[Any], results: queue.SimpleQueue[Any], worker_id: int
+    ) -> None:
         self.tasks, self.results, self.worker_id = tasks, results, worker_id
 
     def recv(self) -> Any:
@@ -72,7 +76,11 @@ class Pool:
         self.arena = arena
         self.arena_name = arena_name
         self.workers = [_Worker(i) for i in range(max(n_workers, 1))]
-        self._ctx = mp.get_context(start_method or default_start_method()) if self.backend == "process" else None
+        self._ctx = (
+            mp.get_context(start_method or default_start_method())
+            if self.backend == "process"
+            else None
+        )
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._inline_replies: list[tuple[int, Any]] = []
         self._inline_executor: Executor | None = None
@@ -104,9 +112,16 @@ class Pool:
         else:
             tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
             conn = _QueueConn(tasks, self._results, worker.id)
-            executor = Executor(self.cfg, self.arena, worker.id)
+            # each thread gets its own chunk readers, as each process does: a reader
+            # reuses one buffer for the raw chunk bytes, so sharing it between threads
+            # lets one thread decode another's chunk (tests/test_loader.py found it)
+            cfg = dataclasses.replace(self.cfg, sources=copy.deepcopy(self.cfg.sources))
+            executor = Executor(cfg, self.arena, worker.id)
             thread = threading.Thread(
-                target=serve, args=(executor, conn), name=f"fastload-worker-{worker.id}", daemon=True
+                target=serve,
+                args=(executor, conn),
+                name=f"fastload-worker-{worker.id}",
+                daemon=True,
             )
             thread.start()
             worker.conn, worker.handle = tasks, thread
@@ -178,7 +193,12 @@ class Pool:
             self._inline_executor.run(task)
             reply: tuple[Any, ...] = ("done", task[1])
         except Exception as exc:
-            reply = ("error", task[1], f"{self._inline_executor.describe(task)}: {exc}", traceback.format_exc())
+            reply = (
+                "error",
+                task[1],
+                f"{self._inline_executor.describe(task)}: {exc}",
+                traceback.format_exc(),
+            )
         self._inline_replies.append((worker.id, reply))
 
     def events(self, timeout: float) -> list[tuple[str, _Worker, Any]]:
@@ -220,6 +240,11 @@ class Pool:
             if not worker.handle.is_alive():
                 events.append(("died", worker, worker.handle.exitcode))
         return events
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`shutdown` ran (no worker is left to reply)."""
+        return self._closed
 
     def alive(self) -> int:
         if self.backend == "inline":

@@ -59,7 +59,9 @@ class ChunkTable:
     slots_needed: int  # batch slots that guarantee progress
 
 
-def chunk_table(plan: EpochPlan, chunk_lens: np.ndarray, key_offsets: np.ndarray, start_batch: int) -> ChunkTable:
+def chunk_table(
+    plan: EpochPlan, chunk_lens: np.ndarray, key_offsets: np.ndarray, start_batch: int
+) -> ChunkTable:
     """Group the plan's samples (from ``start_batch`` on) by chunk, then batch."""
     n_batches = plan.n_batches
     lo = int(plan.batch_bounds[start_batch]) if n_batches else 0
@@ -73,8 +75,18 @@ def chunk_table(plan: EpochPlan, chunk_lens: np.ndarray, key_offsets: np.ndarray
     keys, batch, local, position = keys[order], batch[order], local[order], position[order]
     if keys.size == 0:
         empty = np.zeros(0, dtype=np.int64)
-        return ChunkTable(empty, np.zeros(1, np.int64), empty, empty, empty, empty, 0, empty,
-                          np.zeros(n_batches, np.int64), 2)
+        return ChunkTable(
+            empty,
+            np.zeros(1, np.int64),
+            empty,
+            empty,
+            empty,
+            empty,
+            0,
+            empty,
+            np.zeros(n_batches, np.int64),
+            2,
+        )
     run_start = np.flatnonzero(np.r_[True, (np.diff(keys) != 0) | (np.diff(batch) != 0)])
     key_start = np.flatnonzero(np.r_[True, np.diff(keys) != 0])
     run_end = np.r_[run_start[1:], keys.size]
@@ -131,7 +143,9 @@ class Scheduler:
         self._task_id = 0
         self._pending: dict[int, tuple[Any, ...]] = {}  # task id -> task, until done
 
-    def run(self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0) -> Iterator[tuple[int, int]]:
+    def run(
+        self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0
+    ) -> Iterator[tuple[int, int]]:
         """Deliver batches ``start_batch..`` of ``plan``; each yield holds its slot until resumed."""
         self.arena["plan_rows"][: table.n_entries] = table.rows
         pieces_left = table.pieces.copy()
@@ -219,6 +233,9 @@ class Scheduler:
         self.pool.submit(task)
 
     def _poll(self, on_done: Any, timeout: float) -> None:
+        # handle every event before raising: a reply dropped here would leave its task
+        # pending forever, and drain() would then wait out timeout_s for it
+        error: WorkerError | None = None
         for kind, worker, payload in self.pool.events(timeout):
             if kind == "reply":
                 worker.outstanding.pop(payload[1], None)
@@ -227,15 +244,19 @@ class Scheduler:
                 else:
                     _, task_id, message, tb = payload
                     self._pending.pop(task_id, None)
-                    raise WorkerError(f"{message}\n\nworker traceback:\n{tb}")
-            else:  # died
-                if worker.restarts >= self.max_restarts:
-                    lost = [self._pending.get(t) for t in worker.outstanding]
-                    raise WorkerError(
-                        f"worker {worker.id} died (exit code {payload}) {worker.restarts + 1} times; "
-                        f"giving up. It was running: {self._describe(lost)}"
-                    )
+                    error = error or WorkerError(f"{message}\n\nworker traceback:\n{tb}")
+            elif worker.restarts >= self.max_restarts:  # died, and no restart left
+                # its tasks will never finish: stop waiting for them
+                lost = [self._pending.pop(t, None) for t in worker.outstanding]
+                worker.outstanding.clear()
+                error = error or WorkerError(
+                    f"worker {worker.id} died (exit code {payload}) {worker.restarts + 1} times; "
+                    f"giving up. It was running: {self._describe(lost)}"
+                )
+            else:
                 self.pool.restart(worker)
+        if error is not None:
+            raise error
 
     def _describe(self, tasks: list[Any]) -> str:
         parts = []
@@ -251,7 +272,9 @@ class Scheduler:
     def drain(self) -> None:
         """Wait for every issued task to finish (bounded by ``timeout_s``)."""
         deadline = time.monotonic() + self.timeout_s
-        while self._pending and time.monotonic() < deadline:
+        # a closed pool (loader.close() or the engine's finalizer ran before this
+        # abandoned generator was finalized) has no worker left to wait for
+        while self._pending and not self.pool.closed and time.monotonic() < deadline:
             try:
                 self._poll(lambda task_id: self._pending.pop(task_id, None), 0.5)
             except WorkerError:
@@ -259,4 +282,3 @@ class Scheduler:
         self._pending.clear()
         for worker in self.pool.workers:
             worker.outstanding.clear()
-

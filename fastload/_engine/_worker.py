@@ -77,13 +77,24 @@ class Executor:
                 slots_len = self.arena[f"{prefix}/{fname}_len"]
                 for slot, lo, hi, dest in runs:
                     rows = plan_rows[lo:hi]
-                    _copy_ragged(values, offsets, rows, slots_out[slot, dest : dest + hi - lo], slots_len[slot, dest : dest + hi - lo])
+                    _copy_ragged(
+                        values,
+                        offsets,
+                        rows,
+                        slots_out[slot, dest : dest + hi - lo],
+                        slots_len[slot, dest : dest + hi - lo],
+                    )
             else:
                 scratch = self._dense_scratch(fname, reader)
                 reader.decode_into(chunk, scratch)
                 slots_out = self.arena[f"{prefix}/{fname}"]
                 for slot, lo, hi, dest in runs:
-                    np.take(scratch, plan_rows[lo:hi], axis=0, out=slots_out[slot, dest : dest + hi - lo])
+                    np.take(
+                        scratch,
+                        plan_rows[lo:hi],
+                        axis=0,
+                        out=slots_out[slot, dest : dest + hi - lo],
+                    )
         if cfg.label_field is not None:
             labels = self.arena[f"{prefix}/{cfg.label_field}"]
             for slot, lo, hi, dest in runs:
@@ -116,12 +127,20 @@ class Executor:
         result = cfg.transform(staged)
         for name, spec in cfg.output_specs.items():
             if name not in result:
-                raise TaskError(f"transform {cfg.transform!r} did not return its declared field {name!r}")
+                raise TaskError(
+                    f"transform {cfg.transform!r} did not return its declared field {name!r}"
+                )
             value = np.asarray(result[name])
             if value.shape != (n, *spec.shape):
                 raise TaskError(
                     f"transform {cfg.transform!r} returned field {name!r} of shape {value.shape}, "
                     f"but declared {(n, *spec.shape)} in output_spec()"
+                )
+            if value.dtype != spec.dtype:
+                # the slot would cast silently (float -> int truncates): refuse, as check_transform does
+                raise TaskError(
+                    f"transform {cfg.transform!r} returned field {name!r} as {value.dtype}, "
+                    f"but declared {spec.dtype} in output_spec()"
                 )
             self.arena[f"batch/{name}"][slot, :n] = value
 
@@ -145,7 +164,9 @@ class Executor:
                 f"worker {self.worker_id} reading chunk {chunk} of source {self.cfg.source_names[source]!r} "
                 f"(store {dense.url!r}, fields {list(self.cfg.fields)})"
             )
-        return f"worker {self.worker_id} applying transform {self.cfg.transform!r} to batch {task[4]}"
+        return (
+            f"worker {self.worker_id} applying transform {self.cfg.transform!r} to batch {task[4]}"
+        )
 
 
 def _copy_ragged(
