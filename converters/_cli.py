@@ -206,7 +206,14 @@ def _common_arguments() -> argparse.ArgumentParser:
     common.add_argument(
         "--codec", choices=("lz4", "zstd"), default="lz4", help="Blosc codec (default lz4)"
     )
-    common.add_argument("--clevel", type=int, default=5, help="compression level (default 5)")
+    common.add_argument(
+        "--clevel",
+        type=int,
+        choices=range(10),
+        default=5,
+        metavar="0-9",
+        help="compression level (default 5)",
+    )
     common.add_argument(
         "--chunk-bytes",
         type=parse_bytes,

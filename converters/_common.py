@@ -35,7 +35,7 @@ import sys
 import time
 import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -128,8 +128,6 @@ def make_options(options: ConvertOptions | None, overrides: Mapping[str, Any]) -
     unknown = set(overrides) - known
     if unknown:
         raise ConfigError(f"unknown conversion option(s) {sorted(unknown)}; known: {sorted(known)}")
-    from dataclasses import replace
-
     return replace(base, **overrides)
 
 
@@ -325,15 +323,21 @@ class NpzArchive:
                 "it is truncated, still downloading or not an npz file — download it again"
             ) from exc
         self.keys = [n[: -len(".npy")] for n in self._zip.namelist() if n.endswith(".npy")]
+        self._members: list[NpzMember] = []
 
     def close(self) -> None:
+        """Close every member stream and the archive (idempotent)."""
+        for member in self._members:
+            member.close()
         self._zip.close()
 
     def member(self, key: str) -> NpzMember:
         """The member ``key`` (without ``.npy``), or SourceKeyError with a closest-name hint."""
         if key not in self.keys:
             raise missing_key(key, self.keys, f"npz archive {str(self.path)!r}")
-        return NpzMember(self, key)
+        member = NpzMember(self, key)
+        self._members.append(member)
+        return member
 
 
 class NpzMember:

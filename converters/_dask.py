@@ -136,7 +136,8 @@ def convert_dask(
 
     ``task`` is the pass-2 task (``write_task`` or a wrapper of it with the same signature).
     """
-    plan_future = client.scatter(plan, broadcast=True)
+    # hash=False: a fresh key per run, so a finished run releasing its copy cannot take ours
+    plan_future = client.scatter(plan, broadcast=True, hash=False)
     if _needs_counting(plan):
         futures = client.map(
             count_task, [plan_future] * len(plan.blocks), plan.blocks, retries=retries, pure=False

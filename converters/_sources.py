@@ -159,6 +159,10 @@ class SourceReader:
                 ) from exc
         return out
 
+    def counter(self, name: str) -> str | None:
+        """The key holding the list lengths of jagged key ``name``, where the format has one."""
+        return None
+
     def jagged_counts(self, name: str, start: int, stop: int) -> np.ndarray:
         """Per-event list lengths of jagged key ``name`` for events ``[start, stop)``."""
         value = self.read([name], start, stop)[name]
@@ -246,7 +250,8 @@ class RootReader(SourceReader):
 
     def _describe(self, name: str) -> KeyInfo:
         if self.is_rntuple:
-            return _info_from_form(name, self.n_entries, self._tree[name].to_akform())
+            record = self._tree[name].to_akform()[0]  # (RecordForm of this one field, names)
+            return _info_from_form(name, self.n_entries, record.contents[0])
         from uproot.interpretation.jagged import AsJagged
         from uproot.interpretation.numerical import AsDtype
 
@@ -263,6 +268,10 @@ class RootReader(SourceReader):
     def _read_one(self, name: str, start: int, stop: int) -> np.ndarray | Ragged:
         array = self._tree[name].array(entry_start=start, entry_stop=stop, library="ak")
         return _from_awkward(array, self.info(name))
+
+    def counter(self, name: str) -> str | None:
+        count = None if self.is_rntuple else getattr(self._tree[name], "count_branch", None)
+        return None if count is None else str(count.name)
 
     def jagged_counts(self, name: str, start: int, stop: int) -> np.ndarray:
         if not self.is_rntuple:

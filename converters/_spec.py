@@ -10,14 +10,16 @@ A spec has six tables (see docs/byod.md for the full reference)::
     [split]    by = "fraction" | "files", fractions, seed, files
     [store]    codec, clevel, shuffle, chunk_len, chunk_bytes, checksum, allow_nonfinite
 
-This module only parses and checks a spec on its own (unknown keys, types,
-contradictions); whether its keys exist in the sources is checked by
-:mod:`converters.generic` before anything is written.  Every error names the
+This module parses and checks a spec on its own (unknown keys, types,
+contradictions) and applies its label and split rules to source paths; whether
+its keys exist in the sources is checked by :mod:`converters.generic` before
+anything is written.  Every error names the
 spec file and line (or the ``--set`` flag) of the offending key.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import re
@@ -747,3 +749,105 @@ def _parse_store(table: Mapping[str, Any], where: SpecLocator) -> StoreOptions:
         checksum=checksum,
         allow_nonfinite=_get(table, "allow_nonfinite", bool, "store", where, False),
     )
+
+
+# --------------------------------------------------------------------- applying the rules
+def _label_text(spec: ConversionSpec, rel: str) -> str | None:
+    rule = spec.label
+    target = rel if rule.kind == "file" else (Path(rel).parent.as_posix())
+    if rule.pattern:
+        m = re.search(rule.pattern, target)
+        if not m:
+            raise spec_error(
+                spec.where, "label.pattern", f"{rule.pattern!r} does not match source {rel!r}"
+            )
+        return m.group("label")
+    if rule.kind == "directory":
+        name = Path(rel).parent.name
+        if not name:
+            raise spec_error(
+                spec.where, "label.from", f"source {rel!r} is not inside a class directory"
+            )
+        return name
+    return None
+
+
+def label_classes(spec: ConversionSpec, rels: Sequence[str]) -> list[str]:
+    """Class names in label order, given the sources' paths relative to the source directory."""
+    rule = spec.label
+    if rule.kind not in ("file", "directory") or spec.task != "classification":
+        return list(rule.classes or ())
+    if rule.class_globs is not None:
+        return list(rule.class_globs)
+    found = sorted({t for t in (_label_text(spec, r) for r in rels) if t is not None})
+    if rule.classes is None:
+        return found
+    unknown = [t for t in found if t not in rule.classes]
+    if unknown:
+        raise spec_error(
+            spec.where,
+            "label.classes",
+            f"sources name classes {unknown} missing from classes = {list(rule.classes)}",
+        )
+    return list(rule.classes)
+
+
+def file_label(spec: ConversionSpec, rel: str, classes: Sequence[str]) -> float | None:
+    """The label of every event of source ``rel`` (``None`` unless labels come from files)."""
+    rule = spec.label
+    if rule.kind not in ("file", "directory"):
+        return None
+    if rule.class_globs is not None:
+        hits = [
+            c
+            for c, globs in rule.class_globs.items()
+            if any(fnmatch.fnmatchcase(rel, g) for g in globs)
+        ]
+        if len(hits) != 1:
+            raise spec_error(
+                spec.where,
+                "label.classes",
+                f"source {rel!r} matches {len(hits)} classes {hits}; it must match exactly one",
+            )
+        return float(classes.index(hits[0]))
+    text = _label_text(spec, rel)
+    assert text is not None
+    if spec.task == "regression":
+        try:
+            return float(text)
+        except ValueError:
+            raise spec_error(
+                spec.where,
+                "label.pattern",
+                f"label {text!r} of source {rel!r} is not a number (regression task)",
+            ) from None
+    return float(list(classes).index(text))
+
+
+def file_split(spec: ConversionSpec, rel: str) -> str | None:
+    """The split of every event of source ``rel`` (``None`` for a fraction split)."""
+    if spec.split.kind != "files":
+        return None
+    hits = [
+        s
+        for s, globs in spec.split.files.items()
+        if any(fnmatch.fnmatchcase(rel, g) for g in globs)
+    ]
+    if len(hits) != 1:
+        raise spec_error(
+            spec.where,
+            "split.files",
+            f"source {rel!r} matches {len(hits)} splits {hits}; it must match exactly one",
+        )
+    return hits[0]
+
+
+def seeded_uniform(seed: int, index: np.ndarray) -> np.ndarray:
+    """Uniform [0, 1) numbers from (seed, event index) by splitmix64: the same for any blocking."""
+    with np.errstate(over="ignore"):
+        z = index.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
+        z = z + np.uint64(0x9E3779B97F4A7C15)
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53

@@ -43,10 +43,14 @@ def detect_format(src: Path) -> str:
         return "root"
     if any(src.glob("*.npz")):
         return "npz"
-    raise ConfigError(f"{str(src)!r} holds no AHCAL .root or .npz files; pass the directory of ahcal_*.root files")
+    raise ConfigError(
+        f"{str(src)!r} holds no AHCAL .root or .npz files; pass the directory of ahcal_*.root files"
+    )
 
 
-def load_ahcal_spec(src: str | Path, fmt: str | None = None, overrides: Sequence[str] = ()) -> tuple[ConversionSpec, Path]:
+def load_ahcal_spec(
+    src: str | Path, fmt: str | None = None, overrides: Sequence[str] = ()
+) -> tuple[ConversionSpec, Path]:
     """The shipped spec for ``src`` (a directory or one file) and the directory its globs start from."""
     path = Path(src)
     if not path.exists():
@@ -66,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("src", help="directory of ahcal_*.root (or *.npz) files, or one file")
     parser.add_argument("dst", help="store to write, e.g. datasets/AHCAL.zarr")
-    parser.add_argument("--format", choices=tuple(SPEC_FILES), help="release format (default: from SRC)")
+    parser.add_argument(
+        "--format", choices=tuple(SPEC_FILES), help="release format (default: from SRC)"
+    )
     add_run_arguments(parser)
     try:
         args = parser.parse_args(list(argv) if argv is not None else None)

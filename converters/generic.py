@@ -25,10 +25,8 @@ depend on block size or worker count.
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import glob as _glob
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,7 +37,16 @@ import numpy as np
 
 import fastload as fl
 from converters._sources import KeyInfo, SourceReader, open_reader, read_counts
-from converters._spec import ConversionSpec, FieldMap, load_spec, spec_error
+from converters._spec import (
+    ConversionSpec,
+    FieldMap,
+    file_label,
+    file_split,
+    label_classes,
+    load_spec,
+    seeded_uniform,
+    spec_error,
+)
 from fastload.errors import (
     ConfigError,
     FastloadError,
@@ -165,7 +172,7 @@ def plan_conversion(spec: ConversionSpec, source_dir: str | Path) -> ConversionP
     files: list[SourceFile] = []
     plans: dict[str, FieldPlan] | None = None
     first_event = 0
-    classes = _label_classes(spec, [rel for _, rel in sources])
+    classes = label_classes(spec, [rel for _, rel in sources])
     for index, (path, rel) in enumerate(sources):
         with _open_for_plan(spec, path) as reader:
             file_plans = {name: _plan_field(spec, fm, reader) for name, fm in spec.fields.items()}
@@ -182,8 +189,8 @@ def plan_conversion(spec: ConversionSpec, source_dir: str | Path) -> ConversionP
                 format=reader.format,
                 n_events=n_events,
                 first_event=first_event,
-                split=_file_split(spec, rel),
-                label=_file_label(spec, rel, classes),
+                split=file_split(spec, rel),
+                label=file_label(spec, rel, classes),
             )
         )
         first_event += n_events
@@ -195,10 +202,9 @@ def plan_conversion(spec: ConversionSpec, source_dir: str | Path) -> ConversionP
         tuple(spec.split.fractions) if spec.split.kind == "fraction" else tuple(spec.split.files)
     )
     chunk_len = spec.store.chunk_len or _estimate_chunk_len(spec, files, plans, fields)
+    # whole sample chunks per block, so blocks of one file never share a chunk
     block_events = spec.source.block_events or 16 * chunk_len
-    block_events = (
-        -(-block_events // chunk_len) * chunk_len
-    )  # whole chunks per block where files allow
+    block_events = -(-block_events // chunk_len) * chunk_len
     blocks = tuple(
         Block(f.index, start, min(start + block_events, f.n_events))
         for f in files
@@ -222,22 +228,14 @@ def _open_for_plan(spec: ConversionSpec, path: str) -> SourceReader:
     src = spec.source
     try:
         return open_reader(path, src.format, tree=src.tree, group=src.group, key=src.key)
-    except SourceKeyError as exc:
-        key = (
-            "source.tree"
-            if src.tree
-            else "source.group"
-            if src.group
-            else "source.key"
-            if src.key
-            else "source"
-        )
-        raise SourceKeyError(f"{spec.where(key)}: {exc}") from None
+    except SourceKeyError as exc:  # a missing tree, group or table: point at the spec key naming it
+        named = [k for k in ("tree", "group", "key") if getattr(src, k)]
+        raise SourceKeyError(
+            f"{spec.where('source.' + named[0] if named else 'source')}: {exc}"
+        ) from None
 
 
-def _key_info(
-    spec: ConversionSpec, fm: FieldMap, key: str, reader: SourceReader, spec_key: str
-) -> KeyInfo:
+def _key_info(spec: ConversionSpec, key: str, reader: SourceReader, spec_key: str) -> KeyInfo:
     try:
         info = reader.info(key)
     except SourceKeyError as exc:
@@ -256,7 +254,7 @@ def _plan_field(spec: ConversionSpec, fm: FieldMap, reader: SourceReader) -> Fie
     """Check one field against one source and derive its stored shape and dtype."""
     prefix = f"fields.{fm.name}"
     key_field = f"{prefix}.{'columns' if fm.stacked else 'source'}"
-    infos = tuple(_key_info(spec, fm, k, reader, key_field) for k in fm.keys)
+    infos = tuple(_key_info(spec, k, reader, key_field) for k in fm.keys)
     if fm.flat:
         count_key = fm.counts or fm.offsets
         assert count_key is not None
@@ -267,7 +265,7 @@ def _plan_field(spec: ConversionSpec, fm: FieldMap, reader: SourceReader) -> Fie
                 where,
                 "ROOT lists are read as jagged branches; drop counts/offsets and use ragged = true",
             )
-        count_info = _key_info(spec, fm, count_key, reader, where)
+        count_info = _key_info(spec, count_key, reader, where)
         if (
             count_info.dtype is None
             or count_info.dtype.kind not in "iu"
@@ -299,6 +297,14 @@ def _plan_field(spec: ConversionSpec, fm: FieldMap, reader: SourceReader) -> Fie
             spec.where,
             key_field,
             f"with counts/offsets the value keys must be flat arrays, but a key of {reader.what} is jagged",
+        )
+    counters = {c for c in (reader.counter(i.name) for i in infos if i.jagged) if c}
+    if len(counters) > 1:
+        raise spec_error(
+            spec.where,
+            key_field,
+            f"jagged columns of {reader.what} have different counters {sorted(counters)}; "
+            "columns of one field need the same list length in every event (use separate fields)",
         )
     if jagged and not (fm.ragged or fm.pad):
         raise spec_error(
@@ -425,112 +431,14 @@ def _output_fields(spec: ConversionSpec, plans: Mapping[str, FieldPlan]) -> dict
     return fields
 
 
-# --------------------------------------------------------------------- labels and splits
-def _label_text(spec: ConversionSpec, rel: str) -> str | None:
-    rule = spec.label
-    target = rel if rule.kind == "file" else (Path(rel).parent.as_posix())
-    if rule.pattern:
-        m = re.search(rule.pattern, target)
-        if not m:
-            raise spec_error(
-                spec.where, "label.pattern", f"{rule.pattern!r} does not match source {rel!r}"
-            )
-        return m.group("label")
-    if rule.kind == "directory":
-        name = Path(rel).parent.name
-        if not name:
-            raise spec_error(
-                spec.where, "label.from", f"source {rel!r} is not inside a class directory"
-            )
-        return name
-    return None
-
-
-def _label_classes(spec: ConversionSpec, rels: Sequence[str]) -> list[str]:
-    rule = spec.label
-    if rule.kind not in ("file", "directory") or spec.task != "classification":
-        return list(rule.classes or ())
-    if rule.class_globs is not None:
-        return list(rule.class_globs)
-    found = sorted({t for t in (_label_text(spec, r) for r in rels) if t is not None})
-    if rule.classes is None:
-        return found
-    unknown = [t for t in found if t not in rule.classes]
-    if unknown:
-        raise spec_error(
-            spec.where,
-            "label.classes",
-            f"sources name classes {unknown} missing from classes = {list(rule.classes)}",
-        )
-    return list(rule.classes)
-
-
-def _file_label(spec: ConversionSpec, rel: str, classes: Sequence[str]) -> float | None:
-    rule = spec.label
-    if rule.kind not in ("file", "directory"):
-        return None
-    if rule.class_globs is not None:
-        hits = [
-            c
-            for c, globs in rule.class_globs.items()
-            if any(fnmatch.fnmatchcase(rel, g) for g in globs)
-        ]
-        if len(hits) != 1:
-            raise spec_error(
-                spec.where,
-                "label.classes",
-                f"source {rel!r} matches {len(hits)} classes {hits}; it must match exactly one",
-            )
-        return float(classes.index(hits[0]))
-    text = _label_text(spec, rel)
-    assert text is not None
-    if spec.task == "regression":
-        try:
-            return float(text)
-        except ValueError:
-            raise spec_error(
-                spec.where,
-                "label.pattern",
-                f"label {text!r} of source {rel!r} is not a number (regression task)",
-            ) from None
-    return float(list(classes).index(text))
-
-
-def _file_split(spec: ConversionSpec, rel: str) -> str | None:
-    if spec.split.kind != "files":
-        return None
-    hits = [
-        s
-        for s, globs in spec.split.files.items()
-        if any(fnmatch.fnmatchcase(rel, g) for g in globs)
-    ]
-    if len(hits) != 1:
-        raise spec_error(
-            spec.where,
-            "split.files",
-            f"source {rel!r} matches {len(hits)} splits {hits}; it must match exactly one",
-        )
-    return hits[0]
-
-
-def _uniform(seed: int, index: np.ndarray) -> np.ndarray:
-    """Uniform [0, 1) numbers from (seed, event index) by splitmix64: the same for any blocking."""
-    with np.errstate(over="ignore"):
-        z = index.astype(np.uint64) ^ np.uint64((seed * 0x9E3779B97F4A7C15) % 2**64)
-        z = z + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) * 2.0**-53
-
-
+# --------------------------------------------------------------------- splits
 def split_assignment(plan: ConversionPlan, block: Block) -> np.ndarray:
     """Index into ``plan.splits`` of every event of ``block``."""
     f = plan.files[block.file]
     n = block.stop - block.start
     if f.split is not None:
         return np.full(n, plan.splits.index(f.split), dtype=np.int64)
-    u = _uniform(
+    u = seeded_uniform(
         plan.spec.split.seed,
         np.arange(f.first_event + block.start, f.first_event + block.stop, dtype=np.int64),
     )
@@ -658,6 +566,12 @@ def read_block(
         if fp.map.flat:
             offsets = _flat_offsets(fp, reader, cache)
             r0, r1 = int(offsets[start]), int(offsets[stop])
+            available = reader.info(fp.map.keys[0]).length
+            if int(offsets[-1]) != available:
+                raise SourceFileError(
+                    f"{what}: {fp.map.counts or fp.map.offsets!r} account for {int(offsets[-1])} rows "
+                    f"but {fp.map.keys[0]!r} holds {available}"
+                )
             vals = reader.read(list(fp.map.keys), r0, r1)
             joined = _join_columns(fp, [vals[k] for k in fp.map.keys], what)
             value: np.ndarray | Ragged = Ragged(joined, offsets[start : stop + 1] - r0)
@@ -936,8 +850,8 @@ def run_from_args(
 ) -> int:
     """Run a conversion from parsed options; prints one line; returns the exit status.
 
-    0 converted; 1 failed (unreadable source, bad values); 2 refused (spec error, an
-    existing store without ``--overwrite``); 130 interrupted.
+    0 converted; 1 failed (unreadable source, bad values); 2 refused (the spec is wrong or
+    names a missing key, an existing store without ``--overwrite``); 130 interrupted.
     """
     workers = 0 if args.serial else args.workers
     if workers is None and args.scheduler is None:
@@ -955,7 +869,7 @@ def run_from_args(
             retries=args.retries,
             progress=not args.quiet,
         )
-    except (ConfigError, StoreExistsError) as exc:
+    except (ConfigError, SourceKeyError, StoreExistsError) as exc:  # the spec does not fit
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FastloadError, OSError) as exc:

@@ -5,26 +5,53 @@ Public API (see docs/ and shared DESIGN)::
     import fastload as fl
     fl.write_arrays("toy.zarr", {"train": {"X": X, "y": y}})
     store = fl.open_store("toy.zarr")
+    for batch in fl.Loader(store["train"], batch_size=1024):
+        ...
+
+Names are imported on first use, so that a prefetch worker (which imports
+``fastload._engine``) does not pay for zarr and the rest of the package, and
+``import fastload`` stays cheap and never loads torch or TensorFlow.
 """
 
 from __future__ import annotations
 
-from fastload import errors, transforms
-from fastload._spec import FieldSpec
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from fastload._version import __version__
-from fastload.loader import Loader
-from fastload.mix import Mix
-from fastload.store import (
-    FORMAT_VERSION,
-    FieldInfo,
-    Ragged,
-    Split,
-    Store,
-    StoreWriter,
-    create_store,
-    open_store,
-    write_arrays,
-)
+
+if TYPE_CHECKING:
+    from fastload import datasets, errors, synthetic, transforms
+    from fastload._spec import FieldSpec
+    from fastload.loader import Loader
+    from fastload.mix import Mix
+    from fastload.store import (
+        FORMAT_VERSION,
+        FieldInfo,
+        Ragged,
+        Split,
+        Store,
+        StoreWriter,
+        create_store,
+        open_store,
+        write_arrays,
+    )
+
+_LAZY = {
+    "FORMAT_VERSION": "fastload.store",
+    "FieldInfo": "fastload.store",
+    "FieldSpec": "fastload._spec",
+    "Loader": "fastload.loader",
+    "Mix": "fastload.mix",
+    "Ragged": "fastload.store",
+    "Split": "fastload.store",
+    "Store": "fastload.store",
+    "StoreWriter": "fastload.store",
+    "create_store": "fastload.store",
+    "open_store": "fastload.store",
+    "write_arrays": "fastload.store",
+}
+_SUBMODULES = ("datasets", "errors", "synthetic", "transforms")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -38,8 +65,25 @@ __all__ = [
     "StoreWriter",
     "__version__",
     "create_store",
+    "datasets",
     "errors",
     "open_store",
+    "synthetic",
     "transforms",
     "write_arrays",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"fastload.{name}")
+    else:
+        raise AttributeError(f"module 'fastload' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

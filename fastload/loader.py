@@ -338,6 +338,15 @@ class Loader:
             for batch in engine.run(plan, table, start):
                 self._delivered += 1
                 yield {k: v.copy() for k, v in batch.items()} if self.copy else batch
+        except GeneratorExit:
+            raise
+        except BaseException:
+            # WorkerError (the pool may have lost a worker for good) or an interrupt while
+            # waiting: tasks may still be in flight, so the next iteration gets a fresh engine
+            engine.close()
+            if self._engine is engine:
+                self._engine = None
+            raise
         finally:
             # also for an abandoned epoch (break, exception): the next iteration starts
             # the next epoch, as with a torch DataLoader; state_dict() taken inside the

@@ -90,12 +90,29 @@ class Arena:
 
 
 class SharedArena(Arena):
-    """The owner's side: creates, and finally unlinks, the shared-memory segment."""
+    """The owner's side: creates, and finally unlinks, the shared-memory segment.
+
+    ``SharedMemory`` creates the segment and registers it with the resource
+    tracker (which unlinks it if this process is killed), but the arena maps it
+    a second time with its own ``mmap`` and closes ``SharedMemory``'s mapping at
+    once.  numpy views do not pin the mapping they point into, so closing it
+    while the consumer still holds a batch would unmap memory under that batch
+    (a segfault on its next read).  The arena's own mapping is never closed
+    explicitly: it is unmapped when the arena and the last view are collected.
+    """
 
     def __init__(self, layout: Layout) -> None:
         name = f"{SHM_PREFIX}{os.getpid()}-{secrets.token_hex(4)}"
-        self.shm = shared_memory.SharedMemory(name=name, create=True, size=max(layout.size, ALIGN))
-        super().__init__(layout, self.shm.buf, self.shm)
+        size = max(layout.size, ALIGN)
+        self.shm = shared_memory.SharedMemory(name=name, create=True, size=size)
+        try:
+            mm = _map(self.shm.name, size)
+        except BaseException:
+            self.shm.close()
+            self.shm.unlink()
+            raise
+        self.shm.close()  # nothing refers to this mapping: closing it is safe
+        super().__init__(layout, mm, mm)
         self.name = self.shm.name
 
     def destroy(self) -> None:
@@ -103,19 +120,19 @@ class SharedArena(Arena):
         self.release()
         with contextlib.suppress(FileNotFoundError):
             self.shm.unlink()
-        # BufferError: the consumer still holds views of a batch; the mapping stays valid
-        # for them and is released by the garbage collector (the name is already gone)
-        with contextlib.suppress(BufferError):
-            self.shm.close()
+
+
+def _map(name: str, size: int) -> mmap.mmap:
+    fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
+    try:
+        return mmap.mmap(fd, size)
+    finally:
+        os.close(fd)
 
 
 def attach(name: str, layout: Layout) -> Arena:
     """Map an existing arena in a worker without involving the resource tracker."""
-    fd = os.open(f"/dev/shm/{name}", os.O_RDWR)
-    try:
-        mm = mmap.mmap(fd, max(layout.size, ALIGN))
-    finally:
-        os.close(fd)
+    mm = _map(name, max(layout.size, ALIGN))
     return Arena(layout, mm, mm)
 
 

@@ -92,7 +92,8 @@ class Pool:
             self._inline_executor = Executor(self.cfg, self.arena, 0)
             return
         if self.backend == "process" and self._ctx.get_start_method() == "forkserver":  # type: ignore[union-attr]
-            self._ctx.set_forkserver_preload(["fastload._engine._worker"])  # type: ignore[union-attr]
+            # preloading the main module too lets each worker skip re-importing it
+            self._ctx.set_forkserver_preload(["__main__", "fastload._engine._worker"])  # type: ignore[union-attr]
         for worker in self.workers:
             self._launch(worker)
 
@@ -132,7 +133,8 @@ class Pool:
         worker.restarts += 1
         self._launch(worker)
         for task in worker.outstanding.values():
-            worker.conn.send(task)
+            with contextlib.suppress(OSError):  # died again at once: reported by events()
+                worker.conn.send(task)
 
     def shutdown(self) -> None:
         """Stop every worker; terminate, then kill, those that do not stop in time."""
@@ -180,7 +182,11 @@ class Pool:
         if self.backend == "inline":
             self._run_inline(worker, task)
         elif self.backend == "process":
-            worker.conn.send(task)
+            # OSError (BrokenPipeError): the worker died and events() has not said so yet;
+            # the task stays in `outstanding`, so restart() re-sends it to the replacement
+            # (or the scheduler's error names it)
+            with contextlib.suppress(OSError):
+                worker.conn.send(task)
         else:
             worker.conn.put(task)
         return worker.id

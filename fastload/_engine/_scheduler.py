@@ -218,10 +218,14 @@ class Scheduler:
                 slot = slot_of.pop(b)
                 yield slot, batch_len(b)
                 free.append(slot)
-        finally:
-            # an abandoned epoch (break, exception) must not leave tasks writing into
-            # slots that the next epoch will reuse
+        except GeneratorExit:
+            # an abandoned epoch (break, close) must not leave tasks writing into slots
+            # that the next epoch will reuse
             self.drain()
+            raise
+        # any other exception (WorkerError, Ctrl-C while waiting) propagates without
+        # draining: waiting for queued work would delay Ctrl-C by all of it; the
+        # loader discards this engine instead
 
     # ---------------------------------------------------------------- helpers
     def _next_id(self) -> int:

@@ -442,7 +442,7 @@ class ParallelStore:
             lo, hi = max(r0, c * chunk), min(r1, (c + 1) * chunk)
             buf = io.BytesIO()
             np.save(buf, np.ascontiguousarray(data[lo - r0 : hi - r0]), allow_pickle=False)
-            self._put(f"{self.work}/frag/{key}/{c}/{lo:020d}.npy", buf.getvalue())
+            self._put(f"{self.work}/frag/{key}/{c:012d}-{lo:020d}.npy", buf.getvalue())
 
     def mark_done(self, block_id: str, result: Mapping[str, Any]) -> None:
         """Record that block ``block_id`` is fully written, with its JSON-able results."""
@@ -460,43 +460,47 @@ class ParallelStore:
         return found
 
     # ------------------------------------------------------------------ finishing
-    def pending_chunks(self) -> list[tuple[str, int]]:
-        """Shared chunks ``(array key, chunk index)`` that still have to be assembled from fragments."""
+    def _fragments(self) -> dict[tuple[str, int], list[tuple[int, str]]]:
+        """``{(array key, chunk): [(first row, path), ...]}`` of every saved fragment."""
         fs, _ = self._fsroot
         base = self._side("frag")
         if not fs.exists(base):
-            return []
-        chunks: set[tuple[str, int]] = set()
+            return {}
+        found: dict[tuple[str, int], list[tuple[int, str]]] = {}
         for path in fs.find(base):
-            if not path.endswith(".npy"):
-                continue
-            rel = path[len(base) + 1 :]
-            key, chunk, _ = rel.rsplit("/", 2)
-            chunks.add((key, int(chunk)))
-        return sorted(chunks)
+            key, _, name = path[len(base) + 1 :].rpartition("/")
+            chunk, _, start = name.removesuffix(".npy").partition("-")
+            if name.endswith(".npy") and chunk.isdigit() and start.isdigit():
+                found.setdefault((key, int(chunk)), []).append((int(start), path))
+        return found
+
+    def pending_chunks(self) -> list[tuple[str, int]]:
+        """Shared chunks ``(array key, chunk index)`` to assemble from fragments once all blocks are done."""
+        return sorted(self._fragments())
 
     def assemble(self, chunks: Sequence[tuple[str, int]]) -> None:
-        """Write each shared chunk from its fragments (run after every block is done)."""
+        """Write each shared chunk from its fragments (after every block is done, before :meth:`commit`).
+
+        Fragments stay until :meth:`commit` removes the work directory, so assembling
+        again after an interruption is harmless.
+        """
         fs, _ = self._fsroot
+        fragments = self._fragments()
         for key, c in chunks:
             arr = self._array(key)
             total, chunk = int(arr.shape[0]), int(arr.chunks[0])
             lo, hi = c * chunk, min((c + 1) * chunk, total)
-            paths = sorted(fs.ls(self._side(f"frag/{key}/{c}"), detail=False))
             parts, row = [], lo
-            for path in paths:
-                if not path.endswith(".npy"):
-                    continue
-                start = int(Path(path).stem)
-                part = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
+            for start, path in sorted(fragments.get((key, c), [])):
                 if start != row:
                     break
+                part = np.load(io.BytesIO(fs.cat_file(path)), allow_pickle=False)
                 parts.append(part)
                 row += len(part)
             if row != hi:
                 raise CorruptStoreError(
                     f"chunk {c} of {key!r} in {self.url!r}: fragments cover rows {lo}..{row} of {lo}..{hi}; "
-                    "a block is missing — rerun the conversion with resume"
+                    "a block is missing -- rerun the conversion with resume"
                 )
             arr[lo:hi] = np.concatenate(parts) if len(parts) > 1 else parts[0]
 
@@ -541,11 +545,11 @@ class ParallelStore:
     ) -> str:
         """Mark the store complete and move it into place; returns its path.
 
+        Call it after every block is written and :meth:`assemble` has run on
+        :meth:`pending_chunks`.
+
         ``max_len`` is ``{split: {ragged field: longest sample}}`` gathered from the blocks.
         """
-        left = self.pending_chunks()
-        if left:
-            self.assemble(left)
         root = zarr.open_group(self.url, mode="r+")
         for split in self.sizes:
             info = self._schema(max_len, sources, complete=True).splits[split]

@@ -42,6 +42,7 @@ from typing import Any
 from ..errors import ConfigError, closest
 from ._ahcal import make_ahcal
 from ._airshower import make_airshower
+from ._belle import PID_INDEX as BELLE_PID_INDEX  # PDG code -> Belle PID feature value
 from ._belle import make_belle
 from ._heavyion import make_eosl, make_spinodal
 from ._jets import make_toptagging_landscape, make_toptagging_pd4ml
@@ -49,6 +50,7 @@ from ._lcd import make_lcd
 from ._photons import make_photon_showers
 
 __all__ = [
+    "BELLE_PID_INDEX",
     "GENERATORS",
     "generate",
     "make_ahcal",

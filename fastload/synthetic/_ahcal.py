@@ -25,6 +25,8 @@ with the beam energy.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,53 +71,67 @@ def file_energies(index: int, n_files: int) -> tuple[float, ...]:
 
 
 def _deposits(rng: np.random.Generator, beam: np.ndarray):
-    """Flat raw deposits: event, layer, column, row, energy (MIP), time (ns)."""
+    """Flat raw deposits: tile key (event, layer, column, row), energy (MIP), time (ns).
+
+    Millions of deposits per block: draws are float32 and each random number
+    is drawn only for the deposits that need it.
+    """
+    f4 = np.float32
     n = beam.size
     energy = beam * (1.0 + 0.01 * rng.standard_normal(n))
     start = rng.exponential(1.0, n) / _LAMBDA_PER_LAYER  # first interaction, in layers
-    axis = rng.normal(0.0, 10.0, (n, 2))  # beam spot, mm
+    axis = rng.normal(0.0, 10.0, (n, 2)).astype(f4)  # beam spot, mm
 
-    # MIP track up to the interaction
+    # MIP track up to the interaction: one deposit per layer on the beam axis
     n_mip = np.minimum(np.floor(start).astype(np.int64), N_LAYERS)
     ev_m = np.repeat(np.arange(n), n_mip)
     layer_m = np.arange(ev_m.size) - np.repeat(np.cumsum(n_mip) - n_mip, n_mip)
-    e_m = rng.gamma(6.0, 1.0 / 6.0, ev_m.size)
-    xy_m = axis[ev_m]
-    t_m = 0.5 * rng.standard_normal(ev_m.size)
+    e_m = rng.standard_gamma(6.0, ev_m.size, dtype=f4) / f4(6.0)
+    t_m = f4(0.5) * rng.standard_normal(ev_m.size, dtype=f4)
 
     # shower: deposit count and visible energy grow with the beam energy
     f_em = np.clip(1.0 - energy ** (0.82 - 1.0) + 0.08 * rng.standard_normal(n), 0.02, 0.95)
     visible = _MIP_PER_GEV * energy * (f_em + 0.65 * (1.0 - f_em))
     n_dep = rng.poisson(50.0 * energy**0.8) * (start < N_LAYERS)
     ev_s = np.repeat(np.arange(n), n_dep)
-    core = rng.random(ev_s.size) < f_em[ev_s]
-    a = 2.0 + 0.3 * np.log(energy[ev_s])
-    depth = np.where(core, rng.gamma(2.0, 0.3, ev_s.size), rng.gamma(a, 1.0 / 1.2))
-    layer_s = np.floor(start[ev_s] + depth / _LAMBDA_PER_LAYER).astype(np.int64)
-    radius = rng.gamma(2.0, np.where(core, 12.0, 60.0))
-    angle = rng.uniform(-np.pi, np.pi, ev_s.size)
-    xy_s = axis[ev_s] + radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
-    e_s = rng.gamma(1.5, 1.0 / 1.5, ev_s.size) * (visible / np.maximum(n_dep, 1))[ev_s]
-    delayed = ~core & (rng.random(ev_s.size) < 0.1)
-    t_s = rng.standard_normal(ev_s.size) + delayed * rng.exponential(50.0, ev_s.size)
+    m = ev_s.size
+    core = rng.random(m, dtype=f4) < f_em[ev_s]
+    halo = ~core
+    n_core = int(core.sum())
+    # compact EM core; hadronic halo deeper (mean ~ (2 + 0.3 ln E) / 1.2 lambda) and wider
+    depth = np.empty(m, dtype=f4)
+    depth[core] = f4(0.3) * rng.standard_gamma(2.0, n_core, dtype=f4)
+    halo_mean = ((2.0 + 0.3 * np.log(energy)) / 1.2).astype(f4)[ev_s[halo]]
+    depth[halo] = halo_mean / f4(3.0) * rng.standard_gamma(3.0, m - n_core, dtype=f4)
+    layer_s = np.floor(start[ev_s] + depth / f4(_LAMBDA_PER_LAYER)).astype(np.int64)
+    radius = rng.standard_gamma(2.0, m, dtype=f4) * np.where(core, f4(12.0), f4(60.0))
+    angle = rng.random(m, dtype=f4) * f4(2.0 * np.pi)
+    x_s = axis[ev_s, 0] + radius * np.cos(angle)
+    y_s = axis[ev_s, 1] + radius * np.sin(angle)
+    per_deposit = (visible / np.maximum(n_dep, 1)).astype(f4)
+    e_s = rng.standard_gamma(1.5, m, dtype=f4) / f4(1.5) * per_deposit[ev_s]
+    t_s = rng.standard_normal(m, dtype=f4)
+    delayed = np.flatnonzero(halo & (rng.random(m, dtype=f4) < f4(0.1)))  # neutrons
+    t_s[delayed] += f4(50.0) * rng.standard_exponential(delayed.size, dtype=f4)
 
     ev = np.concatenate([ev_m, ev_s])
     layer = np.concatenate([layer_m, layer_s])
-    xy = np.concatenate([xy_m, xy_s])
-    col = np.floor(xy[:, 0] / CELL_MM + N_CELLS / 2.0).astype(np.int64)
-    row = np.floor(xy[:, 1] / CELL_MM + N_CELLS / 2.0).astype(np.int64)
+    x = np.concatenate([axis[ev_m, 0], x_s])
+    y = np.concatenate([axis[ev_m, 1], y_s])
+    col = np.floor(x / f4(CELL_MM) + f4(N_CELLS / 2.0)).astype(np.int64)
+    row = np.floor(y / f4(CELL_MM) + f4(N_CELLS / 2.0)).astype(np.int64)
     e = np.concatenate([e_m, e_s])
-    t = np.concatenate([t_m, t_s]) + layer * LAYER_PITCH_MM / _C_MM_PER_NS
+    t = np.concatenate([t_m, t_s]) + (layer * (LAYER_PITCH_MM / _C_MM_PER_NS)).astype(f4)
     inside = (layer < N_LAYERS) & (col >= 0) & (col < N_CELLS) & (row >= 0) & (row < N_CELLS)
-    return ev[inside], layer[inside], col[inside], row[inside], e[inside], t[inside]
+    cells = N_LAYERS * N_CELLS * N_CELLS
+    key = ev * cells + (layer * N_CELLS + col) * N_CELLS + row
+    return key[inside], e[inside], t[inside]
 
 
 def _block(rng: np.random.Generator, beam: np.ndarray):
     """Hits of a block of events: (n_hits (n,) int32, dict of flat hit arrays)."""
     n = beam.size
-    ev, layer, col, row, e, t = _deposits(rng, beam)
-    cells = N_LAYERS * N_CELLS * N_CELLS
-    key = ev * cells + (layer * N_CELLS + col) * N_CELLS + row
+    key, e, t = _deposits(rng, beam)
     # sum deposits per tile; a tile's time is its earliest deposit
     order = np.argsort(key, kind="stable")
     key, e, t = key[order], e[order], t[order]
@@ -126,7 +142,7 @@ def _block(rng: np.random.Generator, beam: np.ndarray):
     keep = energy >= _THRESHOLD_MIP
     key, energy, time = key[keep], energy[keep], time[keep]
 
-    event, cell = np.divmod(key, cells)
+    event, cell = np.divmod(key, N_LAYERS * N_CELLS * N_CELLS)
     layer, rest = np.divmod(cell, N_CELLS * N_CELLS)
     col, row = np.divmod(rest, N_CELLS)
     hits = {
@@ -150,11 +166,11 @@ def _check_formats(formats) -> tuple[str, ...]:
 
 
 def make_ahcal(
-    out_dir,
+    out_dir: str | os.PathLike[str],
     n_events: int = 10_000,
     n_files: int = 1,
     seed: int = 0,
-    formats=FORMATS,
+    formats: str | Sequence[str] = FORMATS,
     *,
     progress: bool = False,
 ) -> list[Path]:

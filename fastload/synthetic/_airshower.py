@@ -25,6 +25,7 @@ Phys. 97 (2018) 46, used by pd4ml):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -140,7 +141,12 @@ def _block(rng: np.random.Generator, n: int, pos: np.ndarray):
 
 
 def make_airshower(
-    out_dir, n_train: int = 7_000, n_test: int = 3_000, seed: int = 0, *, progress: bool = False
+    out_dir: str | os.PathLike[str],
+    n_train: int = 7_000,
+    n_test: int = 3_000,
+    seed: int = 0,
+    *,
+    progress: bool = False,
 ) -> Path:
     """Write ``4_airshower_100k_regression.npz`` in the pd4ml layout.
 

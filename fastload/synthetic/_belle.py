@@ -30,6 +30,7 @@ index (a float, 0 = padding): :data:`PID_INDEX` maps PDG codes to it.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -301,7 +302,12 @@ def _block(rng: np.random.Generator, n: int):
 
 
 def make_belle(
-    out_dir, n_train: int = 28_000, n_test: int = 12_000, seed: int = 0, *, progress: bool = False
+    out_dir: str | os.PathLike[str],
+    n_train: int = 28_000,
+    n_test: int = 12_000,
+    seed: int = 0,
+    *,
+    progress: bool = False,
 ) -> Path:
     """Write ``6_belle_selective_400k.npz`` in the pd4ml layout.
 

@@ -25,6 +25,7 @@ EOSL
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -126,7 +127,12 @@ def _make_images(name, filename, tag, block_fn, shape, out_dir, n_train, n_test,
 
 
 def make_spinodal(
-    out_dir, n_train: int = 20_300, n_test: int = 8_700, seed: int = 0, *, progress: bool = False
+    out_dir: str | os.PathLike[str],
+    n_train: int = 20_300,
+    n_test: int = 8_700,
+    seed: int = 0,
+    *,
+    progress: bool = False,
 ) -> Path:
     """Write ``2_spinodal_29k.npz`` in the pd4ml layout.
 
@@ -162,7 +168,12 @@ def make_spinodal(
 
 
 def make_eosl(
-    out_dir, n_train: int = 12_600, n_test: int = 5_400, seed: int = 0, *, progress: bool = False
+    out_dir: str | os.PathLike[str],
+    n_train: int = 12_600,
+    n_test: int = 5_400,
+    seed: int = 0,
+    *,
+    progress: bool = False,
 ) -> Path:
     """Write ``3_EOSL_or_EOSQ_180k.npz`` in the pd4ml layout.
 

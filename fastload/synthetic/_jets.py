@@ -21,6 +21,7 @@ Physics model (a sketch that keeps what a tagger learns from):
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -188,7 +189,12 @@ def _labels(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def make_toptagging_pd4ml(
-    out_dir, n_train: int = 16_000, n_test: int = 4_000, seed: int = 0, *, progress: bool = False
+    out_dir: str | os.PathLike[str],
+    n_train: int = 16_000,
+    n_test: int = 4_000,
+    seed: int = 0,
+    *,
+    progress: bool = False,
 ) -> Path:
     """Write ``1_top_tagging_2M.npz`` in the pd4ml layout.
 
@@ -241,7 +247,7 @@ def landscape_columns() -> list[str]:
 
 
 def make_toptagging_landscape(
-    out_dir,
+    out_dir: str | os.PathLike[str],
     n_train: int = 12_000,
     n_val: int = 4_000,
     n_test: int = 4_000,

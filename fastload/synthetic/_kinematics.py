@@ -70,24 +70,24 @@ def phase_space(
     q -= (q.sum(axis=-2) / n_used)[..., None, :]
     q *= used[..., None]
     qn = np.linalg.norm(q, axis=-1)
-    budget = parent_mass[..., None]
-    # Start where sum(s*|q|) = M: f(s) >= 0 there and f is convex, so Newton
-    # descends monotonically onto the root.
-    s = budget[..., 0] / np.maximum(qn.sum(axis=-1), 1e-12)
+    # Start where sum(s*|q|) = M: f(s) >= 0 there and f is convex and rising,
+    # so Newton descends monotonically onto the root.
+    s = parent_mass / np.maximum(qn.sum(axis=-1), 1e-12)
     for _ in range(40):
         e = np.sqrt(m**2 + (s[..., None] * qn) ** 2)
-        f = e.sum(axis=-1) - budget[..., 0]
-        df = np.sum(np.where(e > 0, s[..., None] * qn**2 / np.maximum(e, 1e-300), 0.0), axis=-1)
-        step = np.where(df > 0, f / np.maximum(df, 1e-300), 0.0)
-        s = np.maximum(s - step, 0.0)
-        if np.all(np.abs(f) < 1e-9 * np.maximum(budget[..., 0], 1.0)):
+        f = e.sum(axis=-1) - parent_mass
+        df = np.sum(s[..., None] * qn**2 / np.maximum(e, 1e-300), axis=-1)
+        s = np.maximum(s - np.where(df > 0, f / np.maximum(df, 1e-300), 0.0), 0.0)
+        if np.all(np.abs(f) < 1e-9 * np.maximum(parent_mass, 1.0)):
             break
     p = q * s[..., None, None]
     e = np.sqrt(m**2 + np.sum(p**2, axis=-1)) * used
     return np.concatenate([e[..., None], p], axis=-1)
 
 
-def from_pt_eta_phi(pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, m: float | np.ndarray = 0.0):
+def from_pt_eta_phi(
+    pt: np.ndarray, eta: np.ndarray, phi: np.ndarray, m: float | np.ndarray = 0.0
+) -> np.ndarray:
     """Four-vectors ``(E, px, py, pz)`` from transverse momentum, pseudorapidity and azimuth."""
     px = pt * np.cos(phi)
     py = pt * np.sin(phi)

@@ -27,6 +27,8 @@ Showers by class (energy uniform in 10-510 GeV):
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
@@ -187,10 +189,10 @@ def lcd_filename(particle: str, index: int) -> str:
 
 
 def make_lcd(
-    out_dir,
+    out_dir: str | os.PathLike[str],
     events_per_file: int = 1000,
     files_per_particle: int = 1,
-    particles=PARTICLES,
+    particles: Sequence[str] = PARTICLES,
     seed: int = 0,
     *,
     progress: bool = False,

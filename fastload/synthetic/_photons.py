@@ -17,6 +17,7 @@ fluctuate with the number of crossing particles, and cells below half a MIP
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import h5py
@@ -63,7 +64,9 @@ def _block(rng: np.random.Generator, n: int):
     return energy[:, None].astype(np.float32), layers.astype(np.float32)
 
 
-def make_photon_showers(out_dir, n: int = 10_000, seed: int = 0, *, progress: bool = False) -> Path:
+def make_photon_showers(
+    out_dir: str | os.PathLike[str], n: int = 10_000, seed: int = 0, *, progress: bool = False
+) -> Path:
     """Write ``photon_showers.h5`` in the "Getting High" layout.
 
     Parameters

@@ -78,23 +78,33 @@ def sample_cells(
     """Fluctuate cell energies (variance ``quantum * mean``) and zero those below threshold.
 
     A cell collects a Poisson number of particles, each leaving an exponential
-    energy of mean ``quantum / 2`` (a compound Poisson sum, variance
-    ``quantum * mean``).  Cells with many particles use the normal limit.
-    Drawing Poisson counts first keeps the slow Gamma draws to the few
-    non-empty cells.
+    energy of mean ``quantum / 2`` (a compound Poisson sum: mean ``mean``,
+    variance ``quantum * mean``).  Cells expecting many particles use the
+    normal limit.  Most cells expect almost none: for those, the total count
+    is drawn once and spread over the cells in proportion to their
+    expectations (the multinomial that independent Poissons are, given their
+    sum), which is exact and avoids millions of Poisson draws.
     """
     theta = quantum / 2.0
-    lam = np.maximum(mean, 0.0) / theta
-    out = np.zeros(mean.shape)
-    large = lam >= 60.0
-    out[large] = mean[large] + np.sqrt(quantum * mean[large]) * rng.standard_normal(
-        int(large.sum())
+    flat_mean = np.maximum(mean, 0.0).ravel()
+    lam = flat_mean / theta
+    count = np.zeros(lam.size, dtype=np.int64)
+    out = np.zeros(lam.size)
+
+    large = np.flatnonzero(lam >= 60.0)
+    out[large] = flat_mean[large] + np.sqrt(quantum * flat_mean[large]) * rng.standard_normal(
+        large.size
     )
-    small = ~large
-    count = rng.poisson(lam[small])
-    filled = count > 0
-    values = np.zeros(count.shape)
-    values[filled] = rng.gamma(count[filled], theta)
-    out[small] = values
+    middle = np.flatnonzero((lam >= 0.05) & (lam < 60.0))
+    count[middle] = rng.poisson(lam[middle])
+    sparse = np.flatnonzero((lam > 0.0) & (lam < 0.05))
+    if sparse.size:
+        cum = np.cumsum(lam[sparse])
+        total = rng.poisson(cum[-1])
+        picks = np.searchsorted(cum, rng.random(total) * cum[-1], side="right")
+        np.add.at(count, sparse[np.minimum(picks, sparse.size - 1)], 1)
+
+    filled = np.flatnonzero(count > 0)
+    out[filled] = rng.gamma(count[filled], theta)
     out[out < threshold] = 0.0
-    return out
+    return out.reshape(mean.shape)

@@ -1,0 +1,402 @@
+"""A fastload loader as PyTorch tensors: zero-copy on the CPU, pinned and asynchronous to a GPU.
+
+CPU (``device=None`` or ``"cpu"``)
+    ``torch.from_numpy`` on the loader's shared-memory views: no copy.  Like
+    the views, the tensors are valid only until the next batch is requested;
+    ``copy=True`` gives tensors that own their memory.
+
+CUDA (``device="cuda"``, ``"cuda:1"``, ...)
+    Each batch is copied once into one of a small ring of pinned host buffers
+    and sent to the GPU with ``non_blocking`` copies on a side CUDA stream.  The
+    iterator stays one batch ahead: when it hands out batch ``i`` (after making
+    the caller's stream wait for that copy's event), the copy of batch ``i + 1``
+    is already queued, so it overlaps the training step of batch ``i``.  A
+    pinned buffer is refilled only after the event of the copy that last read
+    it has completed.  GPU tensors own their memory and stay valid.
+
+Other devices (``"mps"``, ...) get a plain synchronous ``.to(device)``.
+
+With ``torch.utils.data.DataLoader``, wrap the loader in
+:class:`FastloadIterableDataset` and use ``DataLoader(ds, batch_size=None,
+num_workers=0)``: fastload batches and parallelises itself.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastload.errors import ConfigError
+
+try:
+    import torch
+    from torch.utils.data import IterableDataset, get_worker_info
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        "loader.torch() needs PyTorch; install it with `pip install 'fastload[torch]'`"
+    ) from exc
+
+if TYPE_CHECKING:
+    from fastload._spec import FieldSpec
+    from fastload.loader import Loader
+    from fastload.mix import Mix
+    from fastload.store import Split
+
+__all__ = [
+    "FastloadIterableDataset",
+    "TorchBatches",
+    "distributed_loader",
+    "distributed_rank",
+    "to_torch",
+]
+
+TensorBatch = dict[str, "torch.Tensor"]
+
+
+def torch_dtype(dtype: np.dtype | str) -> torch.dtype:
+    """The torch dtype ``torch.from_numpy`` gives an array of numpy ``dtype``."""
+    try:
+        return torch.from_numpy(np.empty(0, dtype=np.dtype(dtype))).dtype
+    except TypeError as exc:
+        raise ConfigError(
+            f"numpy dtype {np.dtype(dtype)} has no torch equivalent; convert the field with "
+            "fastload.transforms.Cast in the loader's transform"
+        ) from exc
+
+
+def _view_tensor(array: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``array``'s memory."""
+    if array.flags.writeable:
+        return torch.from_numpy(array)
+    # torch warns that writing through the tensor would be undefined; the batch
+    # contract already forbids writing into a loader's batch
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(array)
+
+
+def _owned_tensor(array: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.array(array, copy=True, order="C"))
+
+
+def _resolve_device(device: Any) -> torch.device:
+    try:
+        return torch.device("cpu" if device is None else device)
+    except (RuntimeError, TypeError) as exc:
+        raise ConfigError(
+            f"unknown torch device {device!r} (examples: 'cpu', 'cuda', 'cuda:1')"
+        ) from exc
+
+
+class _PinnedStager:
+    """Ring of pinned host buffers and a side stream for host-to-GPU copies.
+
+    ``stage(batch)`` waits until the buffer it will overwrite is no longer read
+    by an in-flight copy, copies the batch into it, queues the copies to the GPU
+    on the side stream and records an event after them.
+    """
+
+    def __init__(
+        self, specs: Mapping[str, FieldSpec], batch_size: int, device: torch.device, n_buffers: int
+    ) -> None:
+        self.device = device
+        self.stream = torch.cuda.Stream(device=device)
+        self.buffers = [
+            {
+                name: torch.empty(
+                    (batch_size, *spec.shape), dtype=torch_dtype(spec.dtype), pin_memory=True
+                )
+                for name, spec in specs.items()
+            }
+            for _ in range(n_buffers)
+        ]
+        self.events: list[torch.cuda.Event | None] = [None] * n_buffers
+        self._next = 0
+
+    def stage(self, batch: Mapping[str, np.ndarray]) -> tuple[TensorBatch, torch.cuda.Event]:
+        slot = self._next
+        self._next = (slot + 1) % len(self.buffers)
+        previous = self.events[slot]
+        if previous is not None:
+            previous.synchronize()  # the copy that last read this buffer has finished
+        host = self.buffers[slot]
+        out: TensorBatch = {}
+        with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
+            for name, array in batch.items():
+                pinned = host[name][: array.shape[0]]
+                pinned.copy_(_view_tensor(array))  # the one CPU copy, out of shared memory
+                out[name] = pinned.to(self.device, non_blocking=True)
+            event = torch.cuda.Event()
+            event.record(self.stream)
+        self.events[slot] = event
+        return out, event
+
+    def hand_over(self, tensors: TensorBatch, event: torch.cuda.Event) -> TensorBatch:
+        """Make the caller's current stream wait for the copies, then give the tensors to it."""
+        consumer = torch.cuda.current_stream(self.device)
+        consumer.wait_event(event)
+        for tensor in tensors.values():
+            # allocated on the side stream: without this the caching allocator could
+            # reuse their memory for the next copy while the consumer still reads it
+            tensor.record_stream(consumer)
+        return tensors
+
+
+class TorchBatches:
+    """Iterable of a loader's batches as ``dict[str, torch.Tensor]``; see :func:`to_torch`.
+
+    Each ``iter()`` runs one loader epoch.  ``len()``, ``set_epoch``,
+    ``state_dict`` and ``load_state_dict`` are the loader's.
+    """
+
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        device: Any = None,
+        pin_memory: bool | None = None,
+        copy: bool = False,
+        staging_buffers: int = 3,
+    ) -> None:
+        self.loader = loader
+        self.device = _resolve_device(device)
+        is_cuda = self.device.type == "cuda"
+        if pin_memory is None:
+            pin_memory = is_cuda
+        if (pin_memory or is_cuda) and not torch.cuda.is_available():
+            raise ConfigError(
+                f"device={device!r} / pin_memory={pin_memory!r} need CUDA, but torch.cuda.is_available() "
+                f"is False (torch {torch.__version__}); use device=None for CPU tensors"
+            )
+        if is_cuda and not pin_memory:
+            warnings.warn(
+                "to_torch(device='cuda', pin_memory=False) copies synchronously from pageable memory; "
+                "pin_memory=True overlaps the copy with training",
+                stacklevel=3,
+            )
+        if (
+            isinstance(staging_buffers, bool)
+            or not isinstance(staging_buffers, int)
+            or staging_buffers < 2
+        ):
+            raise ConfigError(f"staging_buffers must be an integer >= 2, got {staging_buffers!r}")
+        for name, spec in loader.output_specs.items():
+            try:
+                torch_dtype(spec.dtype)
+            except ConfigError as exc:
+                raise ConfigError(f"field {name!r}: {exc}") from None
+        self.pin_memory = bool(pin_memory)
+        self.copy = bool(copy)
+        self.staging_buffers = staging_buffers
+        self._stager: _PinnedStager | None = None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __repr__(self) -> str:
+        return f"<TorchBatches device={str(self.device)!r} pin_memory={self.pin_memory} copy={self.copy} {self.loader!r}>"
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.loader.load_state_dict(state)
+
+    def __iter__(self) -> Iterator[TensorBatch]:
+        if self.device.type == "cuda" and self.pin_memory:
+            return self._iter_cuda()
+        if self.device.type == "cpu":
+            return self._iter_cpu()
+        return self._iter_other()
+
+    def _iter_cpu(self) -> Iterator[TensorBatch]:
+        if self.pin_memory:
+            for batch in self.loader:
+                yield {k: _view_tensor(v).pin_memory() for k, v in batch.items()}
+        elif self.copy:
+            for batch in self.loader:
+                yield {k: _owned_tensor(v) for k, v in batch.items()}
+        else:
+            for batch in self.loader:
+                yield {k: _view_tensor(v) for k, v in batch.items()}
+
+    def _iter_other(self) -> Iterator[TensorBatch]:
+        for batch in self.loader:
+            yield {k: _view_tensor(v).to(self.device) for k, v in batch.items()}
+
+    def _iter_cuda(self) -> Iterator[TensorBatch]:
+        if self._stager is None:
+            self._stager = _PinnedStager(
+                self.loader.output_specs, self.loader.batch_size, self.device, self.staging_buffers
+            )
+        stager = self._stager
+        pending: tuple[TensorBatch, torch.cuda.Event] | None = None
+        for (
+            batch
+        ) in self.loader:  # asking for batch i+1 frees batch i's slot: it was copied already
+            staged = stager.stage(batch)
+            if pending is not None:
+                yield stager.hand_over(*pending)
+            pending = staged
+        if pending is not None:
+            yield stager.hand_over(*pending)
+
+
+def to_torch(
+    loader: Loader,
+    device: Any = None,
+    pin_memory: bool | None = None,
+    *,
+    copy: bool = False,
+    staging_buffers: int = 3,
+) -> TorchBatches:
+    """Iterate a loader as dicts of torch tensors (``loader.torch(...)`` calls this).
+
+    Parameters
+    ----------
+    loader : fastload.Loader
+        The loader.
+    device : str | torch.device | None
+        ``None``/``"cpu"``: CPU tensors sharing the loader's shared memory (no copy).
+        ``"cuda[:n]"``: GPU tensors, copied through pinned buffers on a side stream.
+    pin_memory : bool | None
+        Default: True for CUDA devices.  With a CPU device, True returns pinned
+        copies (for your own ``.to("cuda", non_blocking=True)``).
+    copy : bool
+        CPU only: tensors that own their memory instead of shared-memory views.
+    staging_buffers : int
+        CUDA only: pinned host buffers in the ring (>= 2).
+
+    Returns
+    -------
+    TorchBatches
+        Iterable (one loader epoch per ``iter()``) with ``len()``.
+
+    Notes
+    -----
+    Zero-copy CPU tensors are valid only until the next batch is requested
+    (the loader reuses the memory); do not keep them across steps or write to
+    them — pass ``copy=True`` (or ``.clone()`` what you keep) if you must.
+    GPU tensors and copies have no such limit.
+    """
+    return TorchBatches(
+        loader, device=device, pin_memory=pin_memory, copy=copy, staging_buffers=staging_buffers
+    )
+
+
+class FastloadIterableDataset(IterableDataset):
+    """A loader as a ``torch.utils.data.IterableDataset``, for code built around ``DataLoader``.
+
+    Use ``DataLoader(FastloadIterableDataset(loader), batch_size=None, num_workers=0)``:
+    items are already batches (``batch_size=None`` turns off the DataLoader's
+    batching), and fastload's own workers do the parallel reading, so
+    DataLoader workers would only add copies (they are refused).
+    ``DataLoader(..., pin_memory=True)`` works and copies into pinned memory.
+
+    Parameters
+    ----------
+    loader : fastload.Loader
+        The loader; each ``iter()`` is one loader epoch.
+    copy : bool
+        Tensors that own their memory (default: views, valid until the next batch).
+    """
+
+    def __init__(self, loader: Loader, *, copy: bool = False) -> None:
+        super().__init__()
+        self.loader = loader
+        self.batches = TorchBatches(loader, copy=copy, pin_memory=False)
+
+    def __iter__(self) -> Iterator[TensorBatch]:
+        info = get_worker_info()
+        if info is not None:
+            raise ConfigError(
+                f"FastloadIterableDataset is being iterated in DataLoader worker {info.id}; use "
+                "DataLoader(ds, batch_size=None, num_workers=0): fastload runs its own workers"
+            )
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __getstate__(self) -> Any:
+        # DataLoader workers with spawn/forkserver pickle the dataset; say why that cannot work
+        raise ConfigError(
+            "FastloadIterableDataset cannot be sent to DataLoader worker processes; use "
+            "DataLoader(ds, batch_size=None, num_workers=0): fastload runs its own workers"
+        )
+
+
+def distributed_rank(group: Any = None) -> tuple[int, int]:
+    """``(rank, world_size)`` of this process in ``torch.distributed``, or ``(0, 1)`` when not initialised.
+
+    Parameters
+    ----------
+    group : torch.distributed.ProcessGroup | None
+        Process group (default: the world).
+    """
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return 0, 1
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
+def distributed_loader(
+    source: Split | Mix,
+    batch_size: int,
+    *,
+    group: Any = None,
+    drop_last: bool = True,
+    require_initialized: bool = True,
+    **options: Any,
+) -> Loader:
+    """A :class:`fastload.Loader` whose ``rank``/``world_size`` come from ``torch.distributed``.
+
+    Parameters
+    ----------
+    source : Split | Mix
+        As for :class:`fastload.Loader`.
+    batch_size : int
+        Samples per batch *per rank*.
+    group : torch.distributed.ProcessGroup | None
+        Process group whose ranks share the data (default: the world).
+    drop_last : bool
+        Default True: every rank gets the same number of full batches, which
+        DDP's collective operations need (unequal counts hang).
+    require_initialized : bool
+        Raise if ``torch.distributed`` is not initialised (default), instead of
+        quietly loading the whole dataset on a single rank.
+    **options
+        Other :class:`fastload.Loader` options.  ``seed`` must be the same on
+        every rank (the default 0 is); ranks then read disjoint shards.
+
+    Returns
+    -------
+    fastload.Loader
+    """
+    from fastload.loader import Loader
+
+    for name in ("rank", "world_size"):
+        if name in options:
+            raise ConfigError(
+                f"distributed_loader takes {name} from torch.distributed; build fl.Loader(..., "
+                f"{name}=...) directly to choose it yourself"
+            )
+    import torch.distributed as dist
+
+    if require_initialized and not (dist.is_available() and dist.is_initialized()):
+        raise ConfigError(
+            "distributed_loader: torch.distributed is not initialised; call "
+            "torch.distributed.init_process_group(...) first, or pass require_initialized=False "
+            "to load on a single rank"
+        )
+    rank, world_size = distributed_rank(group)
+    return Loader(
+        source, batch_size, drop_last=drop_last, rank=rank, world_size=world_size, **options
+    )
