@@ -147,4 +147,12 @@ def epoch_seed(cfg: RunConfig, epoch: int) -> np.random.SeedSequence:
     return np.random.SeedSequence([cfg.seed, epoch])
 
 
-__all__ = ["Batch", "Contender", "RunConfig", "Session", "ensure_format", "epoch_seed", "format_dir"]
+__all__ = [
+    "Batch",
+    "Contender",
+    "RunConfig",
+    "Session",
+    "ensure_format",
+    "epoch_seed",
+    "format_dir",
+]

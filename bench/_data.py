@@ -110,7 +110,9 @@ def _toptagging(rng: np.random.Generator, y: np.ndarray, meta: dict[str, np.ndar
     spread = np.where(y == 1, 0.35, 0.2)[:, None]
     eta = rng.uniform(-2.0, 2.0, n)[:, None] + spread * rng.standard_normal((n, cap))
     phi = rng.uniform(-np.pi, np.pi, n)[:, None] + spread * rng.standard_normal((n, cap))
-    x = np.stack([pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1)
+    x = np.stack(
+        [pt * np.cosh(eta), pt * np.cos(phi), pt * np.sin(phi), pt * np.sinh(eta)], axis=-1
+    )
     x[~present] = 0.0
     return {"X": x.astype(np.float32), "y": y.astype(np.int64)}
 
@@ -138,8 +140,14 @@ def _eos(rng: np.random.Generator, y: np.ndarray, meta: dict[str, np.ndarray]) -
 
 
 def _shower(
-    rng: np.random.Generator, energy: np.ndarray, grid: tuple[int, int, int], *, depth: float,
-    radius: np.ndarray, centres: list[tuple[np.ndarray, np.ndarray, np.ndarray]], threshold: float,
+    rng: np.random.Generator,
+    energy: np.ndarray,
+    grid: tuple[int, int, int],
+    *,
+    depth: float,
+    radius: np.ndarray,
+    centres: list[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    threshold: float,
 ) -> np.ndarray:
     """Energy deposits of showers on an (x, y, z) grid, zeroed below ``threshold`` x E."""
     nx, ny, nz = grid
@@ -176,13 +184,23 @@ def _lcd(rng: np.random.Generator, y: np.ndarray, meta: dict[str, np.ndarray]) -
     split = np.where(y == 1, rng.uniform(1.0, 3.5, n), 0.0)
     share = np.where(y == 1, rng.uniform(0.3, 0.7, n), 1.0)
     ecal = _shower(
-        rng, energy, (25, 25, 25), depth=8.0, radius=rng.uniform(0.8, 1.4, n),
-        centres=[(cx - split / 2, cy, share), (cx + split / 2, cy, 1 - share)], threshold=2e-5,
+        rng,
+        energy,
+        (25, 25, 25),
+        depth=8.0,
+        radius=rng.uniform(0.8, 1.4, n),
+        centres=[(cx - split / 2, cy, share), (cx + split / 2, cy, 1 - share)],
+        threshold=2e-5,
     )
     leak = energy * rng.uniform(0.001, 0.05, n)
     hcal = _shower(
-        rng, leak, (5, 5, 60), depth=20.0, radius=rng.uniform(0.5, 1.0, n),
-        centres=[(np.full(n, 2.0), np.full(n, 2.0), np.ones(n))], threshold=1e-4,
+        rng,
+        leak,
+        (5, 5, 60),
+        depth=20.0,
+        radius=rng.uniform(0.5, 1.0, n),
+        centres=[(np.full(n, 2.0), np.full(n, 2.0), np.ones(n))],
+        threshold=1e-4,
     )
     return {"ECAL": ecal, "HCAL": hcal, "y": y.astype(np.int64)}
 
@@ -213,7 +231,9 @@ def _ahcal(rng: np.random.Generator, y: np.ndarray, meta: dict[str, np.ndarray])
     iy = np.clip(np.rint(11.5 + width * rng.standard_normal(total)), 0, 23)
     iz = np.clip(np.floor(depth), 0, 37)
     e_mip = rng.lognormal(0.3, 0.6, total)
-    hits = np.stack([ix * 30.0 - 345.0, iy * 30.0 - 345.0, iz * 26.1, e_mip], axis=-1).astype(np.float32)
+    hits = np.stack([ix * 30.0 - 345.0, iy * 30.0 - 345.0, iz * 26.1, e_mip], axis=-1).astype(
+        np.float32
+    )
     return {
         "hits": (hits, counts),
         "y": y.astype(np.int64),
@@ -225,26 +245,56 @@ DATASETS: dict[str, DatasetDef] = {
     d.name: d
     for d in (
         DatasetDef(
-            "toptagging", "TopTagging", "jets as 200 constituents x (E, px, py, pz), float32",
+            "toptagging",
+            "TopTagging",
+            "jets as 200 constituents x (E, px, py, pz), float32",
             (FieldDef("X", (200, 4), "float32"), FieldDef("y", (), "int64")),
-            ("qcd", "top"), default_n=60_000, quick_n=4_096, make_meta=_no_meta, make_block=_toptagging,
+            ("qcd", "top"),
+            default_n=32_768,
+            quick_n=4_096,
+            make_meta=_no_meta,
+            make_block=_toptagging,
         ),
         DatasetDef(
-            "eos", "EoS", "24x24 (pT, phi) pion spectra, float32",
+            "eos",
+            "EoS",
+            "24x24 (pT, phi) pion spectra, float32",
             (FieldDef("X", (24, 24), "float32"), FieldDef("y", (), "int64")),
-            ("eosq", "eosl"), default_n=80_000, quick_n=4_096, make_meta=_no_meta, make_block=_eos,
+            ("eosq", "eosl"),
+            default_n=49_152,
+            quick_n=4_096,
+            make_meta=_no_meta,
+            make_block=_eos,
         ),
         DatasetDef(
-            "lcd", "LCD calorimeter", "ECAL 25x25x25 + HCAL 5x5x60 cell energies, float32",
-            (FieldDef("ECAL", (25, 25, 25), "float32"), FieldDef("HCAL", (5, 5, 60), "float32"),
-             FieldDef("y", (), "int64")),
-            ("gamma", "pi0"), default_n=3_000, quick_n=512, make_meta=_lcd_meta, make_block=_lcd,
+            "lcd",
+            "LCD calorimeter",
+            "ECAL 25x25x25 + HCAL 5x5x60 cell energies, float32",
+            (
+                FieldDef("ECAL", (25, 25, 25), "float32"),
+                FieldDef("HCAL", (5, 5, 60), "float32"),
+                FieldDef("y", (), "int64"),
+            ),
+            ("gamma", "pi0"),
+            default_n=1_536,
+            quick_n=512,
+            make_meta=_lcd_meta,
+            make_block=_lcd,
         ),
         DatasetDef(
-            "ahcal", "AHCAL", "ragged hit lists (x, y, z, E), float32, padded to the longest event",
-            (FieldDef("hits", (4,), "float32", ragged=True), FieldDef("y", (), "int64"),
-             FieldDef("energy", (), "float32")),
-            ("e", "pi"), default_n=40_000, quick_n=4_096, make_meta=_ahcal_meta, make_block=_ahcal,
+            "ahcal",
+            "AHCAL",
+            "ragged hit lists (x, y, z, E), float32, padded to the longest event",
+            (
+                FieldDef("hits", (4,), "float32", ragged=True),
+                FieldDef("y", (), "int64"),
+                FieldDef("energy", (), "float32"),
+            ),
+            ("e", "pi"),
+            default_n=16_384,
+            quick_n=4_096,
+            make_meta=_ahcal_meta,
+            make_block=_ahcal,
         ),
     )
 }
@@ -291,7 +341,10 @@ class BenchData:
 
     @property
     def field_defs(self) -> list[FieldDef]:
-        return [FieldDef(f["name"], tuple(f["shape"]), f["dtype"], bool(f["ragged"])) for f in self.fields]
+        return [
+            FieldDef(f["name"], tuple(f["shape"]), f["dtype"], bool(f["ragged"]))
+            for f in self.fields
+        ]
 
     @property
     def block_len(self) -> int:
@@ -356,7 +409,9 @@ def dataset_def(name: str) -> DatasetDef:
     try:
         return DATASETS[name.lower()]
     except KeyError:
-        raise ConfigError(f"unknown benchmark dataset {name!r}; choose from {sorted(DATASETS)}") from None
+        raise ConfigError(
+            f"unknown benchmark dataset {name!r}; choose from {sorted(DATASETS)}"
+        ) from None
 
 
 def build_dataset(
@@ -441,7 +496,9 @@ def _generate(
     writers = [
         fl.create_store(folder / "premixed.zarr", name=f"{ddef.title} (premixed)", **store_opts),
         *(
-            fl.create_store(folder / f"class{k}.zarr", name=f"{ddef.title} ({ddef.labels[k]})", **store_opts)
+            fl.create_store(
+                folder / f"class{k}.zarr", name=f"{ddef.title} ({ddef.labels[k]})", **store_opts
+            )
             for k in range(2)
         ),
     ]
@@ -451,13 +508,21 @@ def _generate(
             for f in ddef.fields:
                 if f.ragged:
                     g = h5.create_group(f.name)
-                    g.create_dataset("values", shape=(totals[f.name], *f.shape), dtype=f.dtype, **h5_opts)
+                    g.create_dataset(
+                        "values", shape=(totals[f.name], *f.shape), dtype=f.dtype, **h5_opts
+                    )
                     g.create_dataset("offsets", shape=(n + 1,), dtype="int64")
                     g["offsets"][0] = 0
                 else:
                     h5.create_dataset(f.name, shape=(n, *f.shape), dtype=f.dtype, **h5_opts)
             h5.attrs["labels"] = list(ddef.labels)
-            bar = tqdm(total=n, desc=f"generate {ddef.name}", unit="samples", disable=not progress, leave=False)
+            bar = tqdm(
+                total=n,
+                desc=f"generate {ddef.name}",
+                unit="samples",
+                disable=not progress,
+                leave=False,
+            )
             with bar:
                 ranges = list(_block_ranges(n, block))
                 for (start, stop), seq in zip(ranges, block_seq.spawn(len(ranges)), strict=True):
@@ -481,7 +546,9 @@ def _generate(
         row = int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
         spec_bytes += (row * max_len[f.name] + LEN_DTYPE.itemsize) if f.ragged else row
     raw = sum(
-        (totals[f.name] if f.ragged else n) * int(np.prod(f.shape, dtype=np.int64)) * np.dtype(f.dtype).itemsize
+        (totals[f.name] if f.ragged else n)
+        * int(np.prod(f.shape, dtype=np.int64))
+        * np.dtype(f.dtype).itemsize
         for f in ddef.fields
     )
     sizes = {p.name: _dir_bytes(p) for p in sorted(folder.iterdir())}
@@ -491,7 +558,10 @@ def _generate(
         folder=str(folder),
         n=n,
         labels=list(ddef.labels),
-        fields=[{"name": f.name, "shape": list(f.shape), "dtype": f.dtype, "ragged": f.ragged} for f in ddef.fields],
+        fields=[
+            {"name": f.name, "shape": list(f.shape), "dtype": f.dtype, "ragged": f.ragged}
+            for f in ddef.fields
+        ],
         max_len=max_len,
         chunk_len=chunk_len,
         sums=sums,
@@ -514,7 +584,9 @@ def _delivered_names(ddef: DatasetDef) -> list[str]:
     return names
 
 
-def _write_h5_block(h5: Any, ddef: DatasetDef, data: Block, start: int, stop: int, pos: dict[str, int]) -> None:
+def _write_h5_block(
+    h5: Any, ddef: DatasetDef, data: Block, start: int, stop: int, pos: dict[str, int]
+) -> None:
     for f in ddef.fields:
         if f.ragged:
             values, counts = data[f.name]
@@ -526,7 +598,9 @@ def _write_h5_block(h5: Any, ddef: DatasetDef, data: Block, start: int, stop: in
             h5[f.name][start:stop] = data[f.name]
 
 
-def _accumulate(ddef: DatasetDef, data: Block, sums: dict[str, float], abs_sums: dict[str, float]) -> None:
+def _accumulate(
+    ddef: DatasetDef, data: Block, sums: dict[str, float], abs_sums: dict[str, float]
+) -> None:
     for f in ddef.fields:
         if f.ragged:
             values, counts = data[f.name]
@@ -564,20 +638,6 @@ def _append_stores(writers: list[Any], ddef: DatasetDef, data: Block, y: np.ndar
             writers[1 + k].append("train", as_store_block(mask))
 
 
-def source_nbytes(data: BenchData) -> int:
-    """Bytes of one delivered epoch (padded ragged fields included)."""
-    return data.n * data.sample_nbytes
-
-
-def human_bytes(n: float) -> str:
-    """``1234567`` -> ``"1.2 MB"`` (decimal units, as throughput is quoted in MB/s)."""
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(n) < 1000 or unit == "TB":
-            return f"{n:.3g} {unit}" if unit != "B" else f"{int(n)} B"
-        n /= 1000
-    return f"{n:.3g} TB"  # pragma: no cover
-
-
 def default_events(name: str, *, quick: bool) -> int:
     """Default sample count of dataset ``name`` (full run or ``--quick``)."""
     d = dataset_def(name)
@@ -595,7 +655,5 @@ __all__ = [
     "build_dataset",
     "dataset_def",
     "default_events",
-    "human_bytes",
     "pad_ragged",
-    "source_nbytes",
 ]

@@ -76,6 +76,7 @@ class Consumer:
         self.signature: list[list[Any]] | None = None
         self.epoch_samples = 0
         self.epoch_sums: dict[str, float] = dict.fromkeys(spec, 0.0)
+        self.epoch_counts: list[int] = []  # samples of every completed epoch
         self._previous: list[weakref.ref[np.ndarray]] = []
 
     def __call__(self, batch: Batch) -> None:
@@ -98,14 +99,18 @@ class Consumer:
             raise BatchError(f"batch of {rows} samples (batch_size {self.batch_size})")
         # the same array object again would be measured as free: refuse it
         if any(ref() is batch[key] for ref, key in zip(self._previous, self.spec, strict=False)):
-            raise BatchError("the contender returned the same array object as for the previous batch")
+            raise BatchError(
+                "the contender returned the same array object as for the previous batch"
+            )
         self._previous = [weakref.ref(batch[key]) for key in self.spec]
         for key in self.spec:
             arr = batch[key]
             self.epoch_sums[key] += float(arr.sum())  # reads every byte
             self.nbytes += arr.nbytes
         if self.signature is None:
-            self.signature = [[k, list(batch[k].shape), batch[k].dtype.str] for k in sorted(self.spec)]
+            self.signature = [
+                [k, list(batch[k].shape), batch[k].dtype.str] for k in sorted(self.spec)
+            ]
         self.samples += rows
         self.epoch_samples += rows
         self.batches += 1
@@ -113,6 +118,7 @@ class Consumer:
     def end_epoch(self, data: BenchData) -> str:
         """Compare the epoch's sample count and sums with the dataset's; reset the epoch counters."""
         verdict = "ok"
+        self.epoch_counts.append(self.epoch_samples)
         if self.epoch_samples != data.n:
             verdict = f"{self.epoch_samples} of {data.n} samples"
         else:
@@ -161,7 +167,9 @@ class ResourceSampler:
         self._child_cpu: dict[int, float] = {}
         self._child_cpu0: dict[int, float] = {}
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="bench-resource-sampler", daemon=True)
+        self._thread = threading.Thread(
+            target=self._run, name="bench-resource-sampler", daemon=True
+        )
 
     def start(self) -> None:
         for child in self._children():
@@ -212,7 +220,9 @@ class ResourceSampler:
 
     def live_children_cpu_s(self) -> float:
         """CPU seconds used during the run by descendants seen alive (grandchildren included)."""
-        return sum(max(0.0, cpu - self._child_cpu0.get(pid, 0.0)) for pid, cpu in self._child_cpu.items())
+        return sum(
+            max(0.0, cpu - self._child_cpu0.get(pid, 0.0)) for pid, cpu in self._child_cpu.items()
+        )
 
 
 def _own_and_reaped_cpu(me: psutil.Process) -> tuple[float, float]:
@@ -269,7 +279,8 @@ def _run_repeat(
         sampler.stop()
     own1, reaped1 = _own_and_reaped_cpu(me)
     cpu = (own1 - own0) + max(reaped1 - reaped0, sampler.live_children_cpu_s())
-    assert t_first is not None and t_end is not None and t_open is not None
+    if t_first is None or t_end is None or t_open is None:
+        raise BatchError(f"{contender.key} delivered no batch at all")
     steady_s = t_end - t_first
     steady_samples = consumer.samples - first_samples
     if steady_samples <= 0 or steady_s <= 0:  # a single batch: fall back to the whole run
@@ -281,6 +292,7 @@ def _run_repeat(
         "bytes": consumer.nbytes,
         "epochs_completed": len(checks),
         "epoch_checks": checks,
+        "epoch_samples": consumer.epoch_counts,
         "signature": consumer.signature,
         "signature_hash": consumer.signature_hash(),
         "open_s": t_open,
@@ -318,8 +330,11 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
         return {"status": "ok", "prepare_s": time.perf_counter() - t0}
     repeats = [
         _run_repeat(
-            contender, data, replace(cfg, seed=cfg.seed + r),
-            min_seconds=float(spec["min_seconds"]), max_seconds=float(spec["max_seconds"]),
+            contender,
+            data,
+            replace(cfg, seed=cfg.seed + r),
+            min_seconds=float(spec["min_seconds"]),
+            max_seconds=float(spec["max_seconds"]),
         )
         for r in range(int(spec["repeats"]))
     ]
@@ -350,7 +365,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         result = run_cell(spec)
     except BaseException as exc:  # the parent reports it; the cell must still write a result
-        result = {"status": "error", "note": f"{type(exc).__name__}: {exc}", "traceback": traceback.format_exc()}
+        result = {
+            "status": "error",
+            "note": f"{type(exc).__name__}: {exc}",
+            "traceback": traceback.format_exc(),
+        }
     result_path.write_text(json.dumps(result))
     sys.stdout.flush()
     return 0
@@ -407,10 +426,17 @@ def run_isolated(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     tag = f"{contender_key}-{data.name}-{mode}-{uuid.uuid4().hex[:6]}"
-    spec_path, result_path, log_path = (workdir / f"{tag}.{ext}" for ext in ("spec.json", "result.json", "log"))
+    spec_path, result_path, log_path = (
+        workdir / f"{tag}.{ext}" for ext in ("spec.json", "result.json", "log")
+    )
     spec = {
-        "mode": mode, "contender": contender_key, "data": data.to_json(), "config": asdict(cfg),
-        "repeats": repeats, "min_seconds": min_seconds, "max_seconds": max_seconds,
+        "mode": mode,
+        "contender": contender_key,
+        "data": data.to_json(),
+        "config": asdict(cfg),
+        "repeats": repeats,
+        "min_seconds": min_seconds,
+        "max_seconds": max_seconds,
     }
     spec_path.write_text(json.dumps(spec))
     env = dict(os.environ)
@@ -420,7 +446,11 @@ def run_isolated(
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bench._measure", str(spec_path), str(result_path)],
-            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env, start_new_session=True,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+            start_new_session=True,
         )
         timed_out = False
         try:
@@ -447,7 +477,8 @@ def run_isolated(
     # of the cell's process ids (fastload's do) are attributed to the cell
     pids = {proc.pid} | {pid for rep in result.get("repeats", []) for pid in rep.pop("pids", [])}
     leaked = [
-        name for name in sorted(_shm_entries() - shm_before)
+        name
+        for name in sorted(_shm_entries() - shm_before)
         if any(re.search(rf"(?<!\d){pid}(?!\d)", name) for pid in pids)
     ]
     if leaked:

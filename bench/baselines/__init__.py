@@ -8,7 +8,12 @@ from __future__ import annotations
 
 from bench._contender import Contender
 from bench.baselines.blosc2_ndarray import Blosc2NDArray
-from bench.baselines.fastload_loader import FastloadMix, FastloadMixThread, FastloadPremixed, FastloadPremixedThread
+from bench.baselines.fastload_loader import (
+    FastloadMix,
+    FastloadMixThread,
+    FastloadPremixed,
+    FastloadPremixedThread,
+)
 from bench.baselines.in_memory import InMemory
 from bench.baselines.litdata_stream import LitdataStreaming
 from bench.baselines.naive_generator import NaiveGenerator

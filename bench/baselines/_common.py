@@ -102,7 +102,9 @@ def stack_samples(samples: Sequence[dict[str, np.ndarray]], data_max_len: dict[s
             parts = [s[key] for s in samples]
             counts = np.array([len(p) for p in parts], dtype=np.int64)
             offsets = np.concatenate([[0], np.cumsum(counts)])
-            out[key], out[f"{key}_len"] = pad_ragged(np.concatenate(parts), offsets, data_max_len[key])
+            out[key], out[f"{key}_len"] = pad_ragged(
+                np.concatenate(parts), offsets, data_max_len[key]
+            )
         else:
             out[key] = np.stack([s[key] for s in samples])
     return out

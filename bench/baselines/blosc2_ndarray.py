@@ -33,14 +33,23 @@ def _write_b2nd(data: BenchData, folder: Path) -> None:
     with h5py.File(data.hdf5, "r") as h5:
         arrays: dict[str, Any] = {}
         for f in data.field_defs:
-            sources = {f.name: h5[f.name]} if not f.ragged else {
-                f"{f.name}.values": h5[f.name]["values"], f"{f.name}.offsets": h5[f.name]["offsets"]
-            }
+            sources = (
+                {f.name: h5[f.name]}
+                if not f.ragged
+                else {
+                    f"{f.name}.values": h5[f.name]["values"],
+                    f"{f.name}.offsets": h5[f.name]["offsets"],
+                }
+            )
             for name, src in sources.items():
                 chunk = _chunk_rows(data, src.shape, src.dtype.itemsize)
                 dst = blosc2.empty(
-                    shape=src.shape, dtype=src.dtype, chunks=(chunk, *src.shape[1:]),
-                    urlpath=str(folder / f"{name}.b2nd"), mode="w", cparams=cparams,
+                    shape=src.shape,
+                    dtype=src.dtype,
+                    chunks=(chunk, *src.shape[1:]),
+                    urlpath=str(folder / f"{name}.b2nd"),
+                    mode="w",
+                    cparams=cparams,
                 )
                 arrays[name] = (src, dst)
         step = 8 * data.block_len
@@ -61,7 +70,10 @@ class _Blosc2Session(BlockSession):
         for f in data.field_defs:
             if f.ragged:
                 offsets = blosc2.open(str(folder / f"{f.name}.offsets.b2nd"), mode="r")[:]
-                self.ragged[f.name] = (blosc2.open(str(folder / f"{f.name}.values.b2nd"), mode="r"), offsets)
+                self.ragged[f.name] = (
+                    blosc2.open(str(folder / f"{f.name}.values.b2nd"), mode="r"),
+                    offsets,
+                )
             else:
                 self.dense[f.name] = blosc2.open(str(folder / f"{f.name}.b2nd"), mode="r")
 
@@ -73,7 +85,9 @@ class _Blosc2Session(BlockSession):
         out: Batch = {k: a[start:stop] for k, a in self.dense.items()}
         for k, (values, offsets) in self.ragged.items():
             off = offsets[start : stop + 1]
-            out[k], out[f"{k}_len"] = pad_ragged(values[int(off[0]) : int(off[-1])], off, self.data.max_len[k])
+            out[k], out[f"{k}_len"] = pad_ragged(
+                values[int(off[0]) : int(off[-1])], off, self.data.max_len[k]
+            )
         return out
 
 
@@ -84,11 +98,12 @@ class Blosc2NDArray(Contender):
     requires = ("blosc2",)
     install = "pip install blosc2"
     parallel = True
-    how = "one .b2nd per field (LZ4+shuffle), chunk-aligned slices in shuffled order, blosc2 threads"
+    how = (
+        "one .b2nd per field (LZ4+shuffle), chunk-aligned slices in shuffled order, blosc2 threads"
+    )
 
     def prepare(self, data: BenchData) -> None:
         ensure_format(data, self.key, lambda folder: _write_b2nd(data, folder))
 
     def open(self, data: BenchData, cfg: RunConfig) -> Session:
         return _Blosc2Session(data, cfg)
-

@@ -22,7 +22,10 @@ class _FastloadSession(Session):
 
         if mixed:
             source: Any = fl.Mix(
-                {label: fl.open_store(path)["train"] for label, path in zip(data.labels, data.class_stores, strict=True)},
+                {
+                    label: fl.open_store(path)["train"]
+                    for label, path in zip(data.labels, data.class_stores, strict=True)
+                },
                 weights={label: 0.5 for label in data.labels},
                 label_field=LABEL_FIELD,
             )

@@ -16,12 +16,22 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import Batch, Contender, RunConfig, Session, ensure_format, epoch_seed, format_dir
+from bench._contender import (
+    Batch,
+    Contender,
+    RunConfig,
+    Session,
+    ensure_format,
+    epoch_seed,
+    format_dir,
+)
 from bench._data import BenchData
 from bench.baselines._common import stack_samples, to_numpy
 
 
-def samples_of_range(item: tuple[str, list[tuple[str, bool]], int, int]) -> Iterator[dict[str, np.ndarray]]:
+def samples_of_range(
+    item: tuple[str, list[tuple[str, bool]], int, int],
+) -> Iterator[dict[str, np.ndarray]]:
     """``optimize`` worker function: the samples ``[start, stop)`` of the HDF5 file."""
     import h5py
 
@@ -31,7 +41,10 @@ def samples_of_range(item: tuple[str, list[tuple[str, bool]], int, int]) -> Iter
         for name, ragged in fields:
             if ragged:
                 offsets = h5[name]["offsets"][start : stop + 1]
-                block[name] = (h5[name]["values"][int(offsets[0]) : int(offsets[-1])], offsets - offsets[0])
+                block[name] = (
+                    h5[name]["values"][int(offsets[0]) : int(offsets[-1])],
+                    offsets - offsets[0],
+                )
             else:
                 block[name] = h5[name][start:stop]
     for i in range(stop - start):
@@ -52,8 +65,14 @@ def _optimize(data: BenchData, folder: Path) -> None:
     step = max(1, data.block_len)
     inputs = [(data.hdf5, fields, s, min(data.n, s + step)) for s in range(0, data.n, step)]
     optimize(
-        fn=samples_of_range, inputs=inputs, output_dir=str(folder), chunk_bytes="16MB",
-        num_workers=1, mode="overwrite", verbose=False, start_method="spawn",
+        fn=samples_of_range,
+        inputs=inputs,
+        output_dir=str(folder),
+        chunk_bytes="16MB",
+        num_workers=1,
+        mode="overwrite",
+        verbose=False,
+        start_method="spawn",
     )
 
 
@@ -68,36 +87,39 @@ class Collate:
         fixed = []
         for s in samples:
             arrays = to_numpy(s)
-            fixed.append({k: v.reshape(self.shapes[k]) if k in self.shapes else v for k, v in arrays.items()})
+            fixed.append(
+                {k: v.reshape(self.shapes[k]) if k in self.shapes else v for k, v in arrays.items()}
+            )
         return stack_samples(fixed, self.max_len)
 
 
 class _LitdataSession(Session):
     def __init__(self, data: BenchData, cfg: RunConfig) -> None:
-        self.data, self.cfg = data, cfg
-        self.folder = str(format_dir(data, LitdataStreaming.key))
-        self._loader: Any = None
-
-    def epoch(self, epoch: int) -> Iterator[Batch]:
         from litdata import StreamingDataLoader, StreamingDataset
 
-        seed = int(epoch_seed(self.cfg, epoch).generate_state(1)[0] % 2**31)
-        ds = StreamingDataset(self.folder, shuffle=True, seed=seed, drop_last=False)
-        self._loader = StreamingDataLoader(
-            ds, batch_size=self.cfg.batch_size, num_workers=self.cfg.workers, collate_fn=Collate(self.data)
+        seed = int(epoch_seed(cfg, 0).generate_state(1)[0] % 2**31)
+        dataset = StreamingDataset(
+            str(format_dir(data, LitdataStreaming.key)), shuffle=True, seed=seed, drop_last=False
         )
-        it = iter(self._loader)
-        try:
-            for batch in it:
-                yield to_numpy(batch)
-        finally:
-            with contextlib.suppress(Exception):
-                if hasattr(it, "_shutdown_workers"):
-                    it._shutdown_workers()
-            self._loader = None
+        # built once: the loader reshuffles every epoch itself (seed + epoch)
+        self._loader: Any = StreamingDataLoader(
+            dataset,
+            batch_size=cfg.batch_size,
+            num_workers=cfg.workers,
+            collate_fn=Collate(data),
+            persistent_workers=cfg.workers > 0,
+        )
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for batch in self._loader:
+            yield to_numpy(batch)
 
     def close(self) -> None:
-        self._loader = None
+        loader, self._loader = self._loader, None
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            with contextlib.suppress(Exception):
+                it._shutdown_workers()
 
 
 class LitdataStreaming(Contender):

@@ -47,13 +47,22 @@ class _PipeSession(Session):
         self._stop: Any = None
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        ranges = [(int(a), int(b)) for a, b in shuffled_ranges(self.data.n, self.cfg.batch_size, epoch_seed(self.cfg, epoch))]
+        ranges = [
+            (int(a), int(b))
+            for a, b in shuffled_ranges(
+                self.data.n, self.cfg.batch_size, epoch_seed(self.cfg, epoch)
+            )
+        ]
         workers = max(1, self.cfg.workers)
         self._queue = self.ctx.Queue(maxsize=max(1, self.cfg.prefetch))
         self._stop = self.ctx.Event()
         reader = H5Reader(self.data)
         self._procs = [
-            self.ctx.Process(target=_worker, args=(reader, ranges[w::workers], self._queue, self._stop), daemon=True)
+            self.ctx.Process(
+                target=_worker,
+                args=(reader, ranges[w::workers], self._queue, self._stop),
+                daemon=True,
+            )
             for w in range(workers)
         ]
         try:
@@ -64,7 +73,9 @@ class _PipeSession(Session):
                 try:
                     kind, payload = self._queue.get(timeout=_GET_TIMEOUT_S)
                 except queue.Empty:
-                    raise TimeoutError(f"pipe/queue baseline: no batch for {_GET_TIMEOUT_S} s") from None
+                    raise TimeoutError(
+                        f"pipe/queue baseline: no batch for {_GET_TIMEOUT_S} s"
+                    ) from None
                 if kind == "batch":
                     yield payload
                 elif kind == "done":

@@ -15,7 +15,15 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import Batch, Contender, RunConfig, Session, ensure_format, epoch_seed, format_dir
+from bench._contender import (
+    Batch,
+    Contender,
+    RunConfig,
+    Session,
+    ensure_format,
+    epoch_seed,
+    format_dir,
+)
 from bench._data import BenchData, pad_ragged
 
 _PIPELINE_TIMEOUT_S = 120.0
@@ -31,7 +39,9 @@ def _write_npz(data: BenchData, folder: Path) -> None:
             for f in data.field_defs:
                 if f.ragged:
                     offsets = h5[f.name]["offsets"][start : stop + 1]
-                    arrays[f"{f.name}.values"] = h5[f.name]["values"][int(offsets[0]) : int(offsets[-1])]
+                    arrays[f"{f.name}.values"] = h5[f.name]["values"][
+                        int(offsets[0]) : int(offsets[-1])
+                    ]
                     arrays[f"{f.name}.offsets"] = offsets - offsets[0]
                 else:
                     arrays[f.name] = h5[f.name][start:stop]
@@ -82,7 +92,9 @@ class _SpdlSession(Session):
         for key in npz.files:
             name, _, part = key.partition(".")
             if part == "values":
-                out[name], out[f"{name}_len"] = pad_ragged(npz[key], npz[f"{name}.offsets"], self.data.max_len[name])
+                out[name], out[f"{name}_len"] = pad_ragged(
+                    npz[key], npz[f"{name}.offsets"], self.data.max_len[name]
+                )
             elif not part:
                 out[name] = npz[key]
         return seed, out
@@ -92,7 +104,10 @@ class _SpdlSession(Session):
         rng = np.random.default_rng(seed)
         n = len(next(iter(block.values())))
         perm = rng.permutation(n)
-        return [{k: v[perm[s : s + self.cfg.batch_size]] for k, v in block.items()} for s in range(0, n, self.cfg.batch_size)]
+        return [
+            {k: v[perm[s : s + self.cfg.batch_size]] for k, v in block.items()}
+            for s in range(0, n, self.cfg.batch_size)
+        ]
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
         # the continuous source numbers its passes itself; epochs are iterated in order
@@ -118,5 +133,3 @@ class SpdlNpz(Contender):
 
     def open(self, data: BenchData, cfg: RunConfig) -> Session:
         return _SpdlSession(data, cfg)
-
-

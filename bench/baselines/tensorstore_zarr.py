@@ -32,7 +32,10 @@ class _TensorstoreSession(BlockSession):
         )
 
         def open_array(path: str) -> Any:
-            spec = {"driver": "zarr3", "kvstore": {"driver": "file", "path": f"{data.store}/train/{path}"}}
+            spec = {
+                "driver": "zarr3",
+                "kvstore": {"driver": "file", "path": f"{data.store}/train/{path}"},
+            }
             return ts.open(spec, context=ctx, read=True).result()
 
         self.dense: dict[str, Any] = {}

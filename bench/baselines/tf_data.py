@@ -26,7 +26,8 @@ class _TfSession(Session):
         self.tf = tf
         self.data, self.cfg = data, cfg
         self.signature = {
-            k: tf.TensorSpec((None, *s.shape), tf.as_dtype(s.dtype)) for k, s in data.batch_spec().items()
+            k: tf.TensorSpec((None, *s.shape), tf.as_dtype(s.dtype))
+            for k, s in data.batch_spec().items()
         }
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
@@ -44,7 +45,9 @@ class _TfSession(Session):
                 reader.close()
 
         ds = tf.data.Dataset.range(shards).interleave(
-            lambda shard: tf.data.Dataset.from_generator(generate, args=(shard,), output_signature=self.signature),
+            lambda shard: tf.data.Dataset.from_generator(
+                generate, args=(shard,), output_signature=self.signature
+            ),
             cycle_length=shards,
             num_parallel_calls=tf.data.AUTOTUNE,
             deterministic=False,
@@ -63,7 +66,6 @@ class TfData(Contender):
     requires = ("tensorflow",)
     install = "pip install tensorflow-cpu"
     parallel = True
-    sweep = True
     how = "Dataset.range(N).interleave(from_generator(h5py), num_parallel_calls=AUTOTUNE).prefetch(AUTOTUNE)"
 
     def open(self, data: BenchData, cfg: RunConfig) -> Session:

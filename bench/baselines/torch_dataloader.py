@@ -41,11 +41,18 @@ class H5BatchDataset:
 class _TorchSession(Session):
     def __init__(self, data: BenchData, cfg: RunConfig, pin_memory: bool) -> None:
         import torch
-        from torch.utils.data import BatchSampler, DataLoader, SequentialSampler, SubsetRandomSampler
+        from torch.utils.data import (
+            BatchSampler,
+            DataLoader,
+            SequentialSampler,
+            SubsetRandomSampler,
+        )
 
         self.cfg = cfg
         self.generator = torch.Generator()
-        batches = list(BatchSampler(SequentialSampler(range(data.n)), cfg.batch_size, drop_last=False))
+        batches = list(
+            BatchSampler(SequentialSampler(range(data.n)), cfg.batch_size, drop_last=False)
+        )
         self.loader: Any = DataLoader(
             H5BatchDataset(data),
             sampler=SubsetRandomSampler(batches, generator=self.generator),  # yields index lists

@@ -47,7 +47,12 @@ class _NodesSession(Session):
     def epoch(self, epoch: int) -> Iterator[Batch]:
         import torchdata.nodes as tn
 
-        ranges = [(int(a), int(b)) for a, b in shuffled_ranges(self.data.n, self.cfg.batch_size, epoch_seed(self.cfg, epoch))]
+        ranges = [
+            (int(a), int(b))
+            for a, b in shuffled_ranges(
+                self.data.n, self.cfg.batch_size, epoch_seed(self.cfg, epoch)
+            )
+        ]
         self._mapper = tn.ParallelMapper(
             tn.IterableWrapper(ranges),
             map_fn=ReadRange(self.data),

@@ -17,7 +17,15 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import Batch, Contender, RunConfig, Session, ensure_format, epoch_seed, format_dir
+from bench._contender import (
+    Batch,
+    Contender,
+    RunConfig,
+    Session,
+    ensure_format,
+    epoch_seed,
+    format_dir,
+)
 from bench._data import BenchData
 from bench.baselines._common import stack_samples, to_numpy
 
@@ -87,33 +95,31 @@ class Collate:
 
 class _WdsSession(Session):
     def __init__(self, data: BenchData, cfg: RunConfig) -> None:
-        self.data, self.cfg = data, cfg
-        self.urls = [str(p) for p in sorted(format_dir(data, WebDatasetTar.key).glob("*.tar"))]
-        self._loader: Any = None
-
-    def epoch(self, epoch: int) -> Iterator[Batch]:
         import webdataset as wds
 
-        seed = int(epoch_seed(self.cfg, epoch).generate_state(1)[0])
-        ds = (
-            wds.WebDataset(self.urls, shardshuffle=len(self.urls), seed=seed, empty_check=False)
+        urls = [str(p) for p in sorted(format_dir(data, WebDatasetTar.key).glob("*.tar"))]
+        seed = int(epoch_seed(cfg, 0).generate_state(1)[0])
+        dataset = (
+            wds.WebDataset(urls, shardshuffle=len(urls), seed=seed, empty_check=False)
             .shuffle(_SHUFFLE_BUFFER, seed=seed)
-            .map(DecodeNpy([f.name for f in self.data.field_defs]))
-            .batched(self.cfg.batch_size, collation_fn=Collate(self.data.max_len), partial=True)
+            .map(DecodeNpy([f.name for f in data.field_defs]))
+            .batched(cfg.batch_size, collation_fn=Collate(data.max_len), partial=True)
         )
-        self._loader = wds.WebLoader(ds, batch_size=None, num_workers=self.cfg.workers)
-        it = iter(self._loader)
-        try:
-            for batch in it:
-                yield to_numpy(batch)
-        finally:
-            with contextlib.suppress(Exception):
-                if hasattr(it, "_shutdown_workers"):
-                    it._shutdown_workers()
-            self._loader = None
+        # built once with persistent workers, as a training script does
+        self._loader: Any = wds.WebLoader(
+            dataset, batch_size=None, num_workers=cfg.workers, persistent_workers=cfg.workers > 0
+        )
+
+    def epoch(self, epoch: int) -> Iterator[Batch]:
+        for batch in self._loader:
+            yield to_numpy(batch)
 
     def close(self) -> None:
-        self._loader = None
+        loader, self._loader = self._loader, None
+        it = getattr(loader, "_iterator", None)
+        if it is not None and hasattr(it, "_shutdown_workers"):
+            with contextlib.suppress(Exception):
+                it._shutdown_workers()
 
 
 class WebDatasetTar(Contender):

@@ -303,7 +303,7 @@ class StoreWriter:
         self._fields = fields
         if m == 0:
             return
-        sw = self._split_writer(split)
+        sw = self._split_writer(split, prepared)
         for fname, data in prepared.items():
             if isinstance(data, Ragged):  # rebased by _validate: offsets start at 0
                 values_col, offsets_col = sw.values[fname], sw.offsets[fname]
@@ -399,10 +399,10 @@ class StoreWriter:
                 )
         return data if offsets is None else Ragged(data, offsets)
 
-    def _split_writer(self, split: str) -> _SplitWriter:
+    def _split_writer(self, split: str, first_block: Mapping[str, Any]) -> _SplitWriter:
         if split in self._splits:
             return self._splits[split]
-        chunk_len = self._chunk_len_for(split)
+        chunk_len = self._chunk_len_for(split, first_block)
         group = self._root.create_group(split)
         sw = _SplitWriter(group, chunk_len)
         for fname, info in self._fields.items():
@@ -421,15 +421,22 @@ class StoreWriter:
         self._splits[split] = sw
         return sw
 
-    def _chunk_len_for(self, split: str) -> int:
+    def _chunk_len_for(self, split: str, first_block: Mapping[str, Any]) -> int:
         if isinstance(self._chunk_len, Mapping):
             if split in self._chunk_len:
                 return int(self._chunk_len[split])
         elif self._chunk_len is not None:
             return int(self._chunk_len)
-        # one shared length per split, sized so the largest dense field's chunk fits chunk_bytes
-        dense = [f.spec.sample_nbytes for f in self._fields.values() if not f.ragged]
-        return choose_chunk_len(max(dense, default=8), self.chunk_bytes)
+        # one shared length per split, sized so the largest field's chunk fits chunk_bytes; a
+        # ragged field counts with the mean rows per sample of the first block, so that an
+        # event chunk of hit-level data spans about chunk_bytes of values too
+        per_sample = [f.spec.sample_nbytes for f in self._fields.values() if not f.ragged]
+        for name, info in self._fields.items():
+            block = first_block.get(name)
+            if info.ragged and isinstance(block, Ragged) and len(block):
+                mean_rows = (int(block.offsets[-1]) - int(block.offsets[0])) / len(block)
+                per_sample.append(int(np.ceil(mean_rows * info.spec.sample_nbytes)))
+        return choose_chunk_len(max(per_sample, default=8), self.chunk_bytes)
 
     def _create_array(
         self, group: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_len: int

@@ -1,0 +1,5 @@
+"""``python -m bench`` runs the throughput benchmark (same as ``python -m bench.throughput``)."""
+
+from bench.throughput import main
+
+raise SystemExit(main())

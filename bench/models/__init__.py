@@ -1,0 +1,46 @@
+"""Benchmark models, in PyTorch and in Keras 3, built from one :class:`ModelSpec`.
+
+=============  ==========================================================  ===============
+kind           architecture                                                used for
+=============  ==========================================================  ===============
+fcn            12 x Dense(256) + ReLU, sigmoid/softmax/linear head         every dataset
+gcn            Dense(256) + PReLU, GCN blocks (256, BN, PReLU, dropout      graphs, images
+               0.2), masked global average pool, dense head
+particlenet    EdgeConv on the given kNN, then on a dynamic kNN graph      Top Tagging
+cnn            3 conv layers + BN, global pool, dense                      Spinodal, EoS
+resnet         conv stem + 2 residual blocks on the 9x9 station grid       air showers
+calo           3D CNN on ECAL + dense on HCAL                              LCD
+=============  ==========================================================  ===============
+
+Layout::
+
+    _spec.py          ModelSpec, Head, shared sizes (framework-free)
+    torch_models.py   PyTorch modules (imports torch)
+    keras_models.py   Keras functional models (imports keras/TensorFlow)
+
+Frameworks are imported only by :func:`build`.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from bench.models._spec import KINDS, Head, ModelSpec
+from fastload.errors import ConfigError
+
+__all__ = ["KINDS", "Head", "ModelSpec", "build", "framework_module"]
+
+FRAMEWORKS = {"torch": "bench.models.torch_models", "tf": "bench.models.keras_models"}
+
+
+def framework_module(framework: str) -> Any:
+    """``bench.models.torch_models`` or ``bench.models.keras_models`` (imported now)."""
+    if framework not in FRAMEWORKS:
+        raise ConfigError(f"framework must be one of {sorted(FRAMEWORKS)}, got {framework!r}")
+    return importlib.import_module(FRAMEWORKS[framework])
+
+
+def build(framework: str, spec: ModelSpec) -> Any:
+    """The model of ``spec`` in ``framework`` (``"torch"`` or ``"tf"``)."""
+    return framework_module(framework).build(spec)

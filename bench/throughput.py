@@ -1,0 +1,455 @@
+"""``python -m bench.throughput``: fastload side by side with what physicists use today.
+
+With no arguments: generates the four synthetic datasets (TopTagging, EoS,
+LCD calorimeter, AHCAL) in a temporary folder, runs every available contender
+on each (each in its own process, the same batches into the same consumer),
+sweeps the worker count for the parallel ones, prints a table and writes
+``results.json``, ``throughput.png`` and ``throughput_vs_workers.png`` into
+``--out`` (default ``bench_results/``).  ``--quick`` does the same on tiny data
+with a subset of contenders in well under a minute (the test suite runs it).
+
+Examples
+--------
+::
+
+    python -m bench.throughput                       # the full comparison (a few minutes)
+    python -m bench.throughput --quick --out /tmp/q  # smoke run
+    python -m bench.throughput --dataset lcd --contenders fastload,torch,in-memory --workers 4
+    python -m bench.throughput --list                # contenders and whether they run here
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench._contender import Contender, RunConfig
+from bench._data import DATASETS, BenchData, build_dataset, default_events
+from bench._measure import run_isolated
+from bench._report import (
+    RESULTS_SCHEMA,
+    environment,
+    format_markdown,
+    format_table,
+    plot_bars,
+    plot_sweep,
+    summarise,
+    write_json,
+)
+from bench.baselines import CONTENDERS
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+    if any(v < 0 for v in values):
+        raise argparse.ArgumentTypeError(f"worker counts must be >= 0, got {text!r}")
+    return values
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m bench.throughput",
+        description="Throughput, time to first batch, memory and CPU of fastload against the loaders "
+        "physicists use today, on synthetic copies of four physics datasets.",
+    )
+    p.add_argument(
+        "--dataset",
+        action="append",
+        choices=sorted(DATASETS),
+        metavar="NAME",
+        help=f"dataset to run (repeatable; default: all of {', '.join(DATASETS)})",
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        help="samples per dataset (default: per dataset, ~100 MB per epoch each)",
+    )
+    p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="worker processes/threads of the parallel contenders (default: CPU count)",
+    )
+    p.add_argument(
+        "--quick", action="store_true", help="tiny data, 1 repeat, a subset of contenders (<1 min)"
+    )
+    p.add_argument(
+        "--repeats", type=int, help="sessions per cell, median reported (default 3; --quick 1)"
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("bench_results"),
+        help="output folder (default bench_results/)",
+    )
+    p.add_argument(
+        "--contenders", help="comma-separated contender keys to run (default: all; see --list)"
+    )
+    p.add_argument("--skip", default="", help="comma-separated contender keys to leave out")
+    p.add_argument(
+        "--sweep-workers",
+        type=_int_list,
+        help="worker counts of the sweep (default 1,2,4; --quick 1,2; empty string: no sweep)",
+    )
+    p.add_argument(
+        "--sweep-dataset",
+        choices=sorted(DATASETS),
+        help="dataset of the sweep (default: the first)",
+    )
+    p.add_argument(
+        "--min-seconds", type=float, help="run whole epochs until this long (default 1; --quick 0)"
+    )
+    p.add_argument(
+        "--max-seconds",
+        type=float,
+        help="stop a session mid-epoch after this long (default 2; --quick 20)",
+    )
+    p.add_argument(
+        "--data-dir",
+        type=Path,
+        help="keep generated data here and reuse it next time (default: a temporary folder)",
+    )
+    p.add_argument(
+        "--hdf5-compression",
+        default="none",
+        choices=("none", "gzip", "lzf"),
+        help="compression of the HDF5 source the baselines read (default none: their best case)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the data and of every shuffle")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--list",
+        action="store_true",
+        help="list the contenders and whether they can run, then exit",
+    )
+    return p
+
+
+# --------------------------------------------------------------------------- selection
+def missing_requirement(c: Contender) -> str | None:
+    """Cheap check in the parent: is every required package installed? (Cells import for real.)"""
+    for req in c.requires:
+        module, _, attr = req.partition(":")
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            hint = f"; install: {c.install}" if c.install else ""
+            return f"package {module.split('.')[0]!r} is not installed{hint}"
+        if attr and not hasattr(importlib.import_module(module), attr):
+            return f"{module}.{attr} does not exist yet"
+    return None
+
+
+def select_contenders(args: argparse.Namespace) -> list[Contender]:
+    keys = {c.key for c in CONTENDERS}
+    chosen = [c() for c in CONTENDERS]
+    if args.contenders:
+        wanted = [k.strip() for k in args.contenders.split(",") if k.strip()]
+        unknown = sorted(set(wanted) - keys)
+        if unknown:
+            raise SystemExit(f"unknown contender(s) {unknown}; choose from {sorted(keys)}")
+        chosen = [c for c in chosen if c.key in wanted]
+    elif args.quick:
+        chosen = [c for c in chosen if c.quick]
+    skip = {k.strip() for k in args.skip.split(",") if k.strip()}
+    unknown = sorted(skip - keys)
+    if unknown:
+        raise SystemExit(f"unknown contender(s) in --skip {unknown}; choose from {sorted(keys)}")
+    return [c for c in chosen if c.key not in skip]
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    datasets = args.dataset or (["toptagging"] if args.quick else list(DATASETS))
+    return {
+        "datasets": list(dict.fromkeys(datasets)),
+        "repeats": args.repeats or (1 if args.quick else 3),
+        "sweep_workers": args.sweep_workers
+        if args.sweep_workers is not None
+        else ([1, 2] if args.quick else [1, 2, 4]),
+        "min_seconds": args.min_seconds
+        if args.min_seconds is not None
+        else (0.0 if args.quick else 1.0),
+        "max_seconds": args.max_seconds
+        if args.max_seconds is not None
+        else (20.0 if args.quick else 2.0),
+    }
+
+
+def _events(name: str, args: argparse.Namespace) -> int:
+    if args.events:
+        return args.events
+    return default_events(name, quick=args.quick)
+
+
+# --------------------------------------------------------------------------- running
+class _Runner:
+    """Runs cells and prints one line per cell."""
+
+    def __init__(self, args: argparse.Namespace, settings: dict[str, Any], workdir: Path) -> None:
+        self.args, self.settings, self.workdir = args, settings, workdir
+        self.prepared: dict[tuple[str, str], dict[str, Any]] = {}
+        self.skipped: dict[str, dict[str, Any]] = {}  # contender -> skip result (a missing package)
+
+    def cell(self, c: Contender, data: BenchData, workers: int) -> dict[str, Any]:
+        cfg = RunConfig(batch_size=self.args.batch_size, workers=workers, seed=self.args.seed)
+        record: dict[str, Any] = {
+            "dataset": data.name,
+            "contender": c.key,
+            "label": c.label,
+            "family": c.family,
+            "workers": workers if c.parallel else 0,
+            "how": c.how,
+        }
+        missing = missing_requirement(c)
+        if missing:
+            return {**record, "status": "skipped", "note": missing}
+        if c.key in self.skipped:  # found unusable in an earlier cell: don't start another process
+            return {**record, **self.skipped[c.key]}
+        prep = self._prepare(c, data, cfg)
+        if prep.get("status") == "skipped":
+            self.skipped[c.key] = prep
+        if prep.get("status") != "ok":
+            return {**record, **prep}
+        t0 = time.perf_counter()
+        max_s = float(self.settings["max_seconds"])
+        timeout = self.settings["repeats"] * (max_s + 120) + 60
+        result = run_isolated(
+            "run",
+            c.key,
+            data,
+            cfg,
+            self.workdir,
+            repeats=self.settings["repeats"],
+            min_seconds=float(self.settings["min_seconds"]),
+            max_seconds=max_s,
+            timeout_s=timeout,
+        )
+        record.update(result)
+        if result.get("status") == "skipped":  # e.g. no CUDA for pinning: the same on every dataset
+            self.skipped[c.key] = result
+        record["prepare_s"] = prep.get("prepare_s", 0.0)
+        record["cell_s"] = time.perf_counter() - t0
+        record["summary"] = summarise(record)
+        return record
+
+    def _prepare(self, c: Contender, data: BenchData, cfg: RunConfig) -> dict[str, Any]:
+        key = (c.key, data.folder)
+        if key not in self.prepared:
+            if type(c).prepare is Contender.prepare:
+                self.prepared[key] = {"status": "ok", "prepare_s": 0.0}
+            else:
+                self.prepared[key] = run_isolated(
+                    "prepare", c.key, data, cfg, self.workdir, timeout_s=1800
+                )
+        return self.prepared[key]
+
+
+def _line(rec: dict[str, Any]) -> str:
+    s = rec.get("summary")
+    head = f"  {rec['label'][:34]:34s} w={rec['workers']:<2d}"
+    if s is None:
+        note = rec.get("note", "")
+        return f"{head} {rec['status'].upper()}: {note}" + (
+            f"\n{rec['log_tail'][-800:]}" if rec.get("log_tail") else ""
+        )
+    extra = ""
+    if rec.get("leaked_children") or rec.get("leaked_processes") or rec.get("leaked_shm"):
+        extra = (
+            f"  LEAKED: {rec.get('leaked_children') or ''} {rec.get('leaked_shm') or ''}".rstrip()
+        )
+    return (
+        f"{head} {s['samples_per_s']:>11,.0f} samples/s {s['mb_per_s']:8.0f} MB/s  "
+        f"TTFB {s['ttfb_s']:5.2f} s  epoch {s['epoch_check']}{extra}"
+    )
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    """Generate data, run every cell and return the results dict (also written to ``args.out``)."""
+    settings = _settings(args)
+    contenders = select_contenders(args)
+    env = environment()
+    print(
+        f"fastload throughput benchmark — {env['cpu_model']}, {env['cpu_count_usable']} cores, "
+        f"{env['ram_total_gb']} GiB RAM, Python {env['python']}",
+        flush=True,
+    )
+    for c in contenders:
+        missing = missing_requirement(c)
+        if missing:
+            print(f"note: skipping {c.key} ({c.label}): {missing}", flush=True)
+    temp = None
+    if args.data_dir is None:
+        temp = Path(tempfile.mkdtemp(prefix="fastload-bench-"))
+    data_root = args.data_dir or temp
+    assert data_root is not None
+    workdir = data_root / "cells"
+    try:
+        datasets: dict[str, BenchData] = {}
+        for name in settings["datasets"]:
+            n = _events(name, args)
+            t0 = time.perf_counter()
+            data = build_dataset(
+                name,
+                n,
+                data_root,
+                seed=args.seed,
+                hdf5_compression=args.hdf5_compression,
+                progress=not args.no_progress,
+            )
+            datasets[name] = data
+            print(
+                f"data: {data.title}: {data.n:,} samples in {time.perf_counter() - t0:.1f} s "
+                f"({data.folder})",
+                flush=True,
+            )
+        runner = _Runner(args, settings, workdir)
+        records = []
+        for data in datasets.values():
+            print(f"{data.title} (workers={args.workers}, batch {args.batch_size}):", flush=True)
+            for c in contenders:
+                rec = runner.cell(c, data, args.workers)
+                records.append(rec)
+                print(_line(rec), flush=True)
+        sweep_name = args.sweep_dataset or settings["datasets"][0]
+        sweep_records = []
+        if settings["sweep_workers"]:
+            if sweep_name not in datasets:
+                n = _events(sweep_name, args)
+                datasets[sweep_name] = build_dataset(
+                    sweep_name,
+                    n,
+                    data_root,
+                    seed=args.seed,
+                    hdf5_compression=args.hdf5_compression,
+                    progress=not args.no_progress,
+                )
+            print(
+                f"worker sweep on {datasets[sweep_name].title}: {settings['sweep_workers']}",
+                flush=True,
+            )
+            for c in (c for c in contenders if c.parallel and (c.sweep or args.contenders)):
+                for w in settings["sweep_workers"]:
+                    same = next(
+                        (
+                            r
+                            for r in records
+                            if r["dataset"] == sweep_name
+                            and r["contender"] == c.key
+                            and r["workers"] == w
+                        ),
+                        None,
+                    )
+                    rec = dict(same) if same else runner.cell(c, datasets[sweep_name], w)
+                    sweep_records.append(rec)
+                    if not same:
+                        print(_line(rec), flush=True)
+        results = {
+            "schema": RESULTS_SCHEMA,
+            "environment": env,
+            "command": "python -m bench.throughput " + " ".join(args.argv),
+            "config": {
+                "batch_size": args.batch_size,
+                "workers": args.workers,
+                "seed": args.seed,
+                "hdf5_compression": args.hdf5_compression,
+                "quick": args.quick,
+                **settings,
+                "prefetch": RunConfig(1, 1).prefetch,
+            },
+            "datasets": {
+                name: {
+                    "title": d.title,
+                    "n": d.n,
+                    "sample_nbytes": d.sample_nbytes,
+                    "raw_nbytes": d.raw_nbytes,
+                    "chunk_len": d.chunk_len,
+                    "block_len": d.block_len,
+                    "max_len": d.max_len,
+                    "sizes_bytes": d.sizes_bytes,
+                    "generation_s": d.generation_s,
+                    "description": DATASETS[name].description,
+                    "fields": d.fields,
+                }
+                for name, d in datasets.items()
+                if name in settings["datasets"] or name == sweep_name
+            },
+            "results": records,
+            "sweep": sweep_records,
+            "sweep_dataset": sweep_name,
+            "contenders": {
+                c.key: {"label": c.label, "family": c.family, "how": c.how} for c in contenders
+            },
+        }
+        return results
+    finally:
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+
+
+def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:
+    """Write results.json, table.txt and the two PNGs into ``out``; their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {
+        "json": out / "results.json",
+        "table": out / "table.txt",
+        "markdown": out / "table.md",
+        "bars": out / "throughput.png",
+        "sweep": out / "throughput_vs_workers.png",
+    }
+    write_json(results, paths["json"])
+    paths["table"].write_text(format_table(results) + "\n")
+    paths["markdown"].write_text(format_markdown(results) + "\n")
+    plot_bars(results, paths["bars"])
+    plot_sweep(results, paths["sweep"])
+    return paths
+
+
+def _list_contenders() -> None:
+    for cls in CONTENDERS:
+        c = cls()
+        state = missing_requirement(c) or "available"
+        print(f"{c.key:22s} {c.family:9s} {c.label:34s} {state}\n{'':33s}{c.how}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m bench.throughput``; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    if args.list:
+        _list_contenders()
+        return 0
+    if args.batch_size < 1 or args.workers < 0 or (args.events is not None and args.events < 2):
+        raise SystemExit("--batch-size must be >= 1, --workers >= 0 and --events >= 2")
+    args.argv = list(sys.argv[1:] if argv is None else argv)
+    t0 = time.perf_counter()
+    results = run(args)
+    results["total_s"] = time.perf_counter() - t0
+    if hasattr(os, "getloadavg"):
+        results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    paths = write_outputs(results, args.out)
+    print(format_table(results))
+    print(
+        f"\nwrote {paths['json']}, {paths['table']}, {paths['bars']}, {paths['sweep']} "
+        f"in {results['total_s']:.0f} s"
+    )
+    failed = [r for r in results["results"] + results["sweep"] if r.get("status") == "error"]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
