@@ -1,0 +1,236 @@
+"""TensorFlow/Keras adapters: ``loader.tf()`` and ``FastloadPyDataset``.
+
+The central check: every value of every element equals what the loader's
+plan and the store say, also when TensorFlow buffers elements while the
+loader reuses its shared-memory slots (the adapter copies into TF memory).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np
+import pytest
+
+import fastload as fl
+from fastload.errors import ConfigError, FieldNotFoundError
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+
+from fastload.adapters.keras import FastloadPyDataset  # noqa: E402  (after importorskip)
+from fastload.adapters.tf import aligned_copy, to_tf  # noqa: E402
+
+pytestmark = [pytest.mark.tf, pytest.mark.usefixtures("no_leaks")]
+
+N_TRAIN = 203
+CHUNK = 16
+
+
+def sample_arrays(n: int) -> dict[str, np.ndarray]:
+    """Fields whose values identify the sample: idx, X (6, 4) float32, y, w (sample weight).
+
+    ``f`` (4,) float32 is a noisy function of the label, so a small model can learn ``y``.
+    """
+    idx = np.arange(n, dtype=np.int64)
+    X = (idx[:, None, None] * 10.0 + np.arange(24).reshape(6, 4)).astype(np.float32)
+    y = (idx % 2).astype(np.int64)
+    noise = 0.5 * np.sin(idx[:, None] * np.array([1.3, 2.9, 4.1, 7.7]))
+    f = ((2 * y - 1)[:, None] * np.array([1.0, 0.5, -0.5, 0.2]) + noise).astype(np.float32)
+    return {"idx": idx, "X": X, "y": y, "w": (1.0 + idx % 3).astype(np.float32), "f": f}
+
+
+@pytest.fixture(scope="module")
+def split(tmp_path_factory: pytest.TempPathFactory) -> fl.Split:
+    path = tmp_path_factory.mktemp("tf") / "ids.zarr"
+    fl.write_arrays(path, {"train": sample_arrays(N_TRAIN)}, chunk_len=CHUNK)
+    return fl.open_store(path)["train"]
+
+
+def expected_batches(loader: fl.Loader, split: fl.Split, epoch: int) -> list[dict[str, np.ndarray]]:
+    """What batch b of ``epoch`` must hold, from the loader's plan and the store."""
+    plan = loader.plan(epoch)
+    arrays = {f: np.asarray(split.read(f)) for f in loader.fields}
+    return [
+        {
+            f: a[plan.index[plan.batch_bounds[b] : plan.batch_bounds[b + 1]]]
+            for f, a in arrays.items()
+        }
+        for b in range(plan.n_batches)
+    ]
+
+
+def test_element_spec_is_complete(split: fl.Split) -> None:
+    """One TensorSpec per field: per-sample shape, dtype, name; batch dim known only if always full."""
+    with fl.Loader(split, 20, workers=0) as loader:  # 203 = 10 * 20 + 3: last batch short
+        spec = loader.tf().element_spec
+        assert set(spec) == {"idx", "X", "y", "w", "f"}
+        assert spec["X"] == tf.TensorSpec((None, 6, 4), tf.float32, name="X")
+        assert spec["idx"] == tf.TensorSpec((None,), tf.int64, name="idx")
+    with fl.Loader(split, 20, workers=0, drop_last=True) as loader:
+        x, y = loader.tf(x=("X", "idx"), y="y").element_spec
+        assert x[0].shape == (20, 6, 4)
+        assert x[1].shape == (20,)
+        assert y.shape == (20,)
+        assert loader.tf(x="X").cardinality().numpy() == 10
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_every_value_matches_plan_and_store(split: fl.Split, workers: int) -> None:
+    """All elements of two epochs, kept alive while the loader reuses slots, equal plan + store."""
+    with fl.Loader(split, 16, seed=11, workers=workers, prefetch=2) as loader:
+        ds = loader.tf(x={"X": "X", "idx": "idx"}, y="y", sample_weight="w", prefetch=4)
+        for epoch in range(2):
+            want = expected_batches(loader, split, epoch)
+            elements = list(ds)  # every element held at once: only copies can survive this
+            assert len(elements) == len(want) == len(loader)
+            for (x, y, w), expect in zip(elements, want, strict=True):
+                np.testing.assert_array_equal(x["X"].numpy(), expect["X"])
+                np.testing.assert_array_equal(x["idx"].numpy(), expect["idx"])
+                np.testing.assert_array_equal(y.numpy(), expect["y"])
+                np.testing.assert_array_equal(w.numpy(), expect["w"])
+        assert loader.epoch == 2
+
+
+def test_control_slot_views_handed_to_tf_get_overwritten(split: fl.Split) -> None:
+    """Why the adapter copies: raw slot views through from_generator are corrupted once TF buffers.
+
+    The loader reuses a slot as soon as the next batch is asked for; from_generator
+    wraps an aligned array without copying.  Holding all elements exposes it.
+    """
+    with fl.Loader(split, 16, seed=11, workers=0, prefetch=2) as loader:
+        want = expected_batches(loader, split, 0)
+        raw = tf.data.Dataset.from_generator(
+            lambda: (batch["idx"] for batch in loader),
+            output_signature=tf.TensorSpec((None,), tf.int64),
+        )
+        held = list(raw)
+        wrong = [not np.array_equal(t.numpy(), w["idx"]) for t, w in zip(held, want, strict=True)]
+    assert any(wrong)
+
+
+def test_aligned_copy_is_a_private_aligned_copy() -> None:
+    """The copy starts on a 64-byte boundary, equals the input and shares no memory with it."""
+    base = np.arange(1001, dtype=np.float32)
+    source = base[1:].reshape(25, 40)  # a misaligned view
+    out = aligned_copy(source)
+    assert out.ctypes.data % 64 == 0
+    np.testing.assert_array_equal(out, source)
+    assert not np.shares_memory(out, source)
+
+
+def test_structures_and_selection_errors(split: fl.Split) -> None:
+    """x/y templates map to tuples and dicts; bad selections fail with the field named."""
+    with fl.Loader(split, 50, workers=0) as loader:
+        x, y = next(iter(loader.tf(x=("X", {"i": "idx"}), y=["y"])))
+        assert isinstance(x, tuple)
+        assert isinstance(x[1], dict)
+        assert isinstance(y, tuple)
+        assert x[0].shape == (50, 6, 4)
+        assert x[1]["i"].dtype == tf.int64
+        only_x = next(iter(loader.tf(x="idx")))
+        assert isinstance(only_x, tf.Tensor)
+        assert only_x.shape == (50,)
+        with pytest.raises(FieldNotFoundError, match=r"'Y'.*closest: 'y'"):
+            loader.tf(x="X", y="Y")
+        with pytest.raises(ConfigError, match="without x"):
+            loader.tf(y="y")
+        with pytest.raises(ConfigError, match="without y"):
+            loader.tf(x="X", sample_weight="w")
+        with pytest.raises(ConfigError, match="prefetch"):
+            loader.tf(prefetch=-1)
+
+
+def test_break_mid_epoch_then_iterate_again(split: fl.Split) -> None:
+    """Abandoning an iteration (take) ends that loader epoch; the next iteration runs the next one."""
+    with fl.Loader(split, 16, seed=2, workers=1) as loader:
+        ds = loader.tf(x="idx")
+        first_two = [t.numpy() for t in ds.take(2)]
+        want0 = expected_batches(loader, split, 0)
+        np.testing.assert_array_equal(first_two[1], want0[1]["idx"])
+        assert loader.epoch == 1
+        want1 = expected_batches(loader, split, 1)
+        again = [t.numpy() for t in ds]
+        assert len(again) == len(want1)
+        np.testing.assert_array_equal(again[-1], want1[-1]["idx"])
+
+
+def _toy_model() -> keras.Model:
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,), name="f")
+    h = keras.layers.Dense(16, activation="relu")(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(1)(h))
+    model.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.BinaryCrossentropy(from_logits=True),
+    )
+    return model
+
+
+def test_model_fit_on_loader_tf(split: fl.Split) -> None:
+    """model.fit(loader.tf(x=..., y=...)) trains: one Keras epoch per loader epoch, loss falls."""
+    model = _toy_model()
+    with fl.Loader(split, 32, seed=0, workers=2, drop_last=True) as loader:
+        history = model.fit(loader.tf(x="f", y="y"), epochs=8, shuffle=False, verbose=0)
+        assert loader.epoch == 8
+    losses = history.history["loss"]
+    assert losses[-1] < 0.7 * losses[0]
+
+
+def test_model_fit_with_repeat_and_steps_per_epoch(split: fl.Split) -> None:
+    """repeat=True: one endless dataset, Keras epochs of len(loader) steps, loader epochs advance."""
+    model = _toy_model()
+    with fl.Loader(split, 32, seed=0, workers=1, drop_last=True) as loader:
+        ds = loader.tf(x="f", y="y", repeat=True)
+        history = model.fit(ds, epochs=3, steps_per_epoch=len(loader), shuffle=False, verbose=0)
+        del ds
+        assert loader.epoch >= 3
+    assert len(history.history["loss"]) == 3
+
+
+def test_pydataset_fit_and_order(split: fl.Split) -> None:
+    """FastloadPyDataset: model.fit(shuffle=False) trains; items are the plan's batches; order enforced."""
+    with fl.Loader(split, 32, seed=6, workers=1, drop_last=True) as loader:
+        ds = FastloadPyDataset(loader, x="f", y="y")
+        assert len(ds) == len(loader)
+        want = expected_batches(loader, split, loader.epoch)
+        x0, y0 = ds[0]
+        x1, _ = ds[1]
+        np.testing.assert_array_equal(y0, want[0]["y"])
+        np.testing.assert_array_equal(x1, want[1]["f"])
+        assert ds[0][0] is x0  # a repeated index is served from the kept copies
+        with pytest.raises(ConfigError, match="shuffle=False"):
+            ds[5]
+        ds.on_epoch_end()
+        model = _toy_model()
+        history = model.fit(ds, epochs=6, shuffle=False, verbose=0)
+    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+
+
+@pytest.mark.torch
+def test_tf_and_torch_deliver_identical_batches(split: fl.Split) -> None:
+    """Same seed and settings: loader.tf() and loader.torch() give the same values in the same order."""
+    pytest.importorskip("torch")
+    with (
+        fl.Loader(split, 24, seed=13, workers=2) as a,
+        fl.Loader(split, 24, seed=13, workers=1, backend="thread") as b,
+    ):
+        ds = a.tf()
+        batches = b.torch()
+        for _ in range(2):
+            n = 0
+            for from_tf, from_torch in zip(ds, batches, strict=True):
+                assert set(from_tf) == set(from_torch)
+                for name in from_tf:
+                    np.testing.assert_array_equal(from_tf[name].numpy(), from_torch[name].numpy())
+                n += 1
+            assert n == len(a)
+        assert a.epoch == b.epoch == 2
+
+
+def test_to_tf_is_what_loader_tf_calls(split: fl.Split) -> None:
+    """loader.tf(**options) and to_tf(loader, **options) build the same element structure."""
+    with fl.Loader(split, 50, workers=0) as loader:
+        assert loader.tf(x="X", y="y").element_spec == to_tf(loader, x="X", y="y").element_spec
