@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="tiny data, 1 repeat, a subset of contenders (<1 min)"
     )
     p.add_argument(
-        "--repeats", type=int, help="sessions per cell, median reported (default 3; --quick 1)"
+        "--repeats", type=int, help="sessions per cell, median reported (default 2; --quick 1)"
     )
     p.add_argument(
         "--out",
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--sweep-workers",
         type=_int_list,
-        help="worker counts of the sweep (default 1,2,4; --quick 1,2; empty string: no sweep)",
+        help="worker counts of the sweep (default 1,2; empty string: no sweep)",
     )
     p.add_argument(
         "--sweep-dataset",
@@ -178,10 +178,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
     datasets = args.dataset or (["toptagging"] if args.quick else list(DATASETS))
     return {
         "datasets": list(dict.fromkeys(datasets)),
-        "repeats": args.repeats or (1 if args.quick else 3),
-        "sweep_workers": args.sweep_workers
-        if args.sweep_workers is not None
-        else ([1, 2] if args.quick else [1, 2, 4]),
+        "repeats": args.repeats or (1 if args.quick else 2),
+        "sweep_workers": args.sweep_workers if args.sweep_workers is not None else [1, 2],
         "min_seconds": args.min_seconds
         if args.min_seconds is not None
         else (0.0 if args.quick else 1.0),

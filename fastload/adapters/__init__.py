@@ -21,7 +21,8 @@ from types import ModuleType
 
 _SUBMODULES = ("keras", "tf", "torch")
 
-__all__ = list(_SUBMODULES)
+# Empty on purpose: ``from fastload.adapters import *`` must not import the frameworks.
+__all__: list[str] = []
 
 
 def __getattr__(name: str) -> ModuleType:
