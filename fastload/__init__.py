@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from fastload._version import __version__
 
 if TYPE_CHECKING:
-    from fastload import datasets, errors, synthetic, transforms
+    from fastload import adapters, datasets, errors, synthetic, transforms
     from fastload._spec import FieldSpec
     from fastload.loader import Loader
     from fastload.mix import Mix
@@ -51,7 +51,7 @@ _LAZY = {
     "open_store": "fastload.store",
     "write_arrays": "fastload.store",
 }
-_SUBMODULES = ("datasets", "errors", "synthetic", "transforms")
+_SUBMODULES = ("adapters", "datasets", "errors", "synthetic", "transforms")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -64,6 +64,7 @@ __all__ = [
     "Store",
     "StoreWriter",
     "__version__",
+    "adapters",
     "create_store",
     "datasets",
     "errors",

@@ -222,6 +222,11 @@ class Loader:
         return self._order.batch_size
 
     @property
+    def drop_last(self) -> bool:
+        """Whether short batches are dropped (then every batch has ``batch_size`` samples)."""
+        return self._order.drop_last
+
+    @property
     def fields(self) -> tuple[str, ...]:
         return self._spec.fields
 
@@ -371,7 +376,8 @@ class Loader:
             return engine
         if engine is not None:
             engine.close()
-        slots = table.slots_needed + self._spec.batch_slots + 2  # +2: epochs differ slightly
+        # +2: the plans of later epochs may need a slot or two more
+        slots = table.slots_needed + self._spec.batch_slots + 2
         self._engine = Engine(
             self._spec, batch_slots=slots, plan_capacity=max(table.n_entries, plan.n_samples)
         )

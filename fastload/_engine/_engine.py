@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -109,9 +110,8 @@ class Engine:
             families.append(("stage", self.input_specs))
         for prefix, specs in families:
             for name, fspec in specs.items():
-                layout.add(
-                    f"{prefix}/{name}", (batch_slots, spec.batch_size, *fspec.shape), fspec.dtype
-                )
+                rows = _aligned_rows(spec.batch_size, fspec)
+                layout.add(f"{prefix}/{name}", (batch_slots, rows, *fspec.shape), fspec.dtype)
         self.layout = layout
 
         self._res = _Resources()
@@ -167,6 +167,17 @@ class Engine:
 
     def close(self) -> None:
         self._finalizer()
+
+
+def _aligned_rows(batch_size: int, spec: FieldSpec) -> int:
+    """Rows per slot, rounded up so that every slot of a region starts 64-byte aligned.
+
+    TensorFlow and DLPack abort on misaligned buffers; regions start page-aligned, so
+    slot ``k`` starts at ``k * rows * sample_nbytes``, which this makes a multiple of 64.
+    """
+    nbytes = max(spec.sample_nbytes, 1)
+    step = 64 // math.gcd(64, nbytes)
+    return -(-batch_size // step) * step
 
 
 def chunk_key_offsets(sources: tuple[Split, ...] | list[Split]) -> np.ndarray:
