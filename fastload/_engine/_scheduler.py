@@ -98,10 +98,10 @@ def chunk_table(
     last_use = batch[np.r_[key_start[1:], keys.size] - 1]
     issue = np.lexsort((task_keys, first_use))
     # re-lay runs in issue order so task t's runs are contiguous
-    run_ids = np.concatenate([np.arange(task_run_lo[t], task_run_hi[t]) for t in issue])
     counts = (task_run_hi - task_run_lo)[issue]
     run_bounds = np.zeros(issue.size + 1, dtype=np.int64)
     np.cumsum(counts, out=run_bounds[1:])
+    run_ids = np.repeat(task_run_lo[issue] - run_bounds[:-1], counts) + np.arange(run_bounds[-1])
     reach = np.maximum.accumulate(last_use[issue]) - first_use[issue]
     return ChunkTable(
         keys=task_keys[issue],
