@@ -14,10 +14,10 @@ import copy
 import dataclasses
 import multiprocessing as mp
 import queue
+import select
 import sys
 import threading
 from collections import OrderedDict
-from multiprocessing.connection import wait as wait_connections
 from typing import Any
 
 from fastload._engine._arena import Arena
@@ -85,6 +85,10 @@ class Pool:
         self._inline_replies: list[tuple[int, Any]] = []
         self._inline_executor: Executor | None = None
         self._closed = False
+        # one poll set for the pool's lifetime: building a selector per wait (what
+        # multiprocessing.connection.wait does) cost more than the wait itself per batch
+        self._poller = select.poll() if self.backend == "process" else None
+        self._fd_owner: dict[int, tuple[bool, _Worker]] = {}  # fd -> (is_sentinel, worker)
 
     # ------------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -110,6 +114,10 @@ class Pool:
             proc.start()
             child.close()
             worker.conn, worker.handle = parent, proc
+            assert self._poller is not None
+            for fd, is_sentinel in ((parent.fileno(), False), (proc.sentinel, True)):
+                self._poller.register(fd, select.POLLIN)
+                self._fd_owner[fd] = (is_sentinel, worker)
         else:
             tasks: queue.SimpleQueue[Any] = queue.SimpleQueue()
             conn = _QueueConn(tasks, self._results, worker.id)
@@ -158,6 +166,11 @@ class Pool:
             return
         handle.join(_JOIN_TIMEOUT_S)
         if self.backend == "process":
+            assert self._poller is not None
+            for fd, (_, owner) in list(self._fd_owner.items()):
+                if owner is worker:
+                    self._poller.unregister(fd)
+                    del self._fd_owner[fd]
             if handle.is_alive():
                 handle.terminate()
                 handle.join(_JOIN_TIMEOUT_S)
@@ -222,21 +235,21 @@ class Pool:
             except queue.Empty:
                 pass
             return [("reply", self.workers[wid], msg) for wid, msg in out]
-        by_conn = {w.conn: w for w in self.workers}
-        by_sentinel = {w.handle.sentinel: w for w in self.workers}
-        ready = wait_connections([*by_conn, *by_sentinel], timeout)
+        assert self._poller is not None
+        ready = self._poller.poll(max(0.0, timeout) * 1000.0)
         events: list[tuple[str, _Worker, Any]] = []
         dead: list[_Worker] = []
-        for obj in ready:
-            if obj in by_conn:
-                worker = by_conn[obj]
-                try:
-                    while worker.conn.poll():
-                        events.append(("reply", worker, worker.conn.recv()))
-                except (EOFError, OSError):
-                    dead.append(worker)
-            else:
-                dead.append(by_sentinel[obj])
+        for fd, _mask in ready:
+            is_sentinel, worker = self._fd_owner[fd]
+            if is_sentinel:
+                dead.append(worker)
+                continue
+            try:
+                # readable, so recv cannot block; further replies make the fd ready again
+                # at the next poll (cheaper than conn.poll(), which builds a selector)
+                events.append(("reply", worker, worker.conn.recv()))
+            except (EOFError, OSError):
+                dead.append(worker)
         for worker in dict.fromkeys(dead):
             # replies written before the death still count
             with contextlib.suppress(EOFError, OSError):

@@ -89,11 +89,15 @@ class Executor:
                 reader.decode_into(chunk, scratch)
                 slots_out = self.arena[f"{prefix}/{fname}"]
                 for slot, lo, hi, dest in runs:
+                    # mode="clip": with the default "raise", numpy gathers into a hidden
+                    # temporary and copies that into `out` (3x slower, measured); the rows
+                    # come from the chunk table and are in range by construction
                     np.take(
                         scratch,
                         plan_rows[lo:hi],
                         axis=0,
                         out=slots_out[slot, dest : dest + hi - lo],
+                        mode="clip",
                     )
         if cfg.label_field is not None:
             labels = self.arena[f"{prefix}/{cfg.label_field}"]
