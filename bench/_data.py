@@ -41,8 +41,9 @@ import numpy as np
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError
 
-#: Bump when the generated values change, so cached folders are not reused.
-GENERATOR_VERSION = 2
+#: Bump when the generated values or the stores' layout change, so cached folders are not reused
+#: (3: stores written with shuffle="auto").
+GENERATOR_VERSION = 3
 #: dtype of the ``<field>_len`` arrays that accompany padded ragged fields.
 LEN_DTYPE = np.dtype("int64")
 #: The class label field of every dataset (int64, 0 or 1).

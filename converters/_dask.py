@@ -29,7 +29,8 @@ from converters.generic import (
     store_options,
 )
 from fastload.errors import missing_dependency
-from fastload.store._parallel import ParallelStore, SplitSize
+from fastload.store._codecs import first_chunk_shuffles
+from fastload.store._parallel import ParallelStore, SplitSize, default_chunk_len
 from fastload.store._provenance import source_entry
 
 Starts = Mapping[
@@ -100,6 +101,13 @@ def assemble_task(store: ParallelStore, chunks: list[tuple[str, int]]) -> int:
     return len(chunks)
 
 
+def _blocks_in_store_order(plan: ConversionPlan) -> Iterator[dict[str, dict[str, Any]]]:
+    """Every block's rows per split, read lazily in the order they land in the store."""
+    for block in plan.blocks:
+        with plan.open(block.file) as reader:
+            yield convert_block(plan, block, reader)
+
+
 def _needs_counting(plan: ConversionPlan) -> bool:
     return bool(plan.ragged_fields) or plan.spec.split.kind == "fraction"
 
@@ -162,10 +170,22 @@ def convert_dask(
         starts.append(block_starts)
 
     opts = store_options(plan)
+    written_sizes = {s: v for s, v in sizes.items() if v.n}
+    if opts["shuffle"] == "auto":
+        # chosen as the serial writer would, from chunk 0 of each array: read here, in
+        # order, only the first blocks (the arrays are laid out before any task runs)
+        opts["shuffles"] = first_chunk_shuffles(
+            _blocks_in_store_order(plan),
+            fields=plan.fields,
+            splits=list(written_sizes),
+            chunk_len=opts["chunk_len"] or default_chunk_len(plan.fields, opts["chunk_bytes"]),
+            chunk_bytes=opts["chunk_bytes"],
+            codec={"cname": opts["codec"], "clevel": opts["clevel"]},
+        )
     store = ParallelStore.create(
         dst,
         fields=plan.fields,
-        sizes={s: v for s, v in sizes.items() if v.n},
+        sizes=written_sizes,
         plan_id=plan.digest,
         overwrite=overwrite,
         resume=resume,

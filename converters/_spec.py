@@ -39,7 +39,7 @@ ROLES = ("input", "label", "aux")
 LABEL_FROM = ("field", "file", "directory", "none")
 SPLIT_BY = ("fraction", "files")
 CODECS = ("lz4", "zstd", "blosclz", "zlib")
-SHUFFLES = ("byte", "bit", "none")
+SHUFFLES = ("auto", "byte", "bit", "none")
 CHECKSUMS = ("sha256", "md5", "none")
 
 _TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -207,7 +207,7 @@ class StoreOptions:
 
     codec: str = "lz4"
     clevel: int = 5
-    shuffle: str = "byte"
+    shuffle: str = "auto"
     chunk_len: int | None = None
     chunk_bytes: int = 4 * 2**20
     checksum: str = "sha256"

@@ -8,6 +8,8 @@ reuse its block buffer right after ``append`` returns (a converter reading
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import zarr
 
@@ -17,18 +19,39 @@ class ChunkedColumn:
 
     Parameters
     ----------
-    array
-        A Zarr array of length 0 whose chunks span ``chunk_len`` rows.
+    make_array
+        Creates the array (length 0, chunks of ``chunk_len`` rows) from the rows of
+        its first chunk, exactly as they will be written: the codec may depend on
+        them (``shuffle="auto"``).  Called once, when chunk 0 is complete, or at
+        :meth:`flush` with whatever is there (possibly nothing).
     chunk_len
-        Rows per chunk of ``array``.
+        Rows per chunk of the array.
+    row_shape, dtype
+        Shape of one row and dtype of the array.
     """
 
-    def __init__(self, array: zarr.Array, chunk_len: int) -> None:
-        self.array = array
+    def __init__(
+        self,
+        make_array: Callable[[np.ndarray], zarr.Array],
+        chunk_len: int,
+        row_shape: tuple[int, ...],
+        dtype: np.dtype,
+    ) -> None:
+        self._make_array = make_array
+        self._array: zarr.Array | None = None
         self.chunk_len = int(chunk_len)
+        self.row_shape = tuple(row_shape)
+        self.dtype = np.dtype(dtype)
         self.rows = 0  # rows already written to the array
         self._tail: np.ndarray | None = None  # allocated on first use
         self._fill = 0  # valid rows in the tail
+
+    @property
+    def array(self) -> zarr.Array:
+        """The Zarr array; created (from no rows) if nothing was written yet."""
+        if self._array is None:
+            self._array = self._make_array(np.empty((0, *self.row_shape), self.dtype))
+        return self._array
 
     @property
     def pending_rows(self) -> int:
@@ -68,13 +91,16 @@ class ChunkedColumn:
             self._write(self._tail_buffer()[: self._fill])
             self._fill = 0
         self._tail = None
+        _ = self.array  # an array that never got a row still exists, with length 0
 
     def _tail_buffer(self) -> np.ndarray:
         if self._tail is None:
-            self._tail = np.empty((self.chunk_len, *self.array.shape[1:]), dtype=self.array.dtype)
+            self._tail = np.empty((self.chunk_len, *self.row_shape), dtype=self.dtype)
         return self._tail
 
     def _write(self, data: np.ndarray) -> None:
+        if self._array is None:
+            self._array = self._make_array(data[: self.chunk_len])
         start = self.rows
         self.array.resize((start + len(data), *self.array.shape[1:]))
         self.array[start : start + len(data)] = data

@@ -39,7 +39,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 from fastload._version import __version__
 from fastload.errors import (
@@ -50,6 +49,7 @@ from fastload.errors import (
     StoreExistsError,
     StoreWriteError,
 )
+from fastload.store._codecs import SHUFFLE_OPTIONS, SHUFFLES, blosc_codec, codec_record
 from fastload.store._provenance import now_iso
 from fastload.store._ragged import Ragged
 from fastload.store._schema import (
@@ -64,10 +64,16 @@ from fastload.store._schema import (
     SplitInfo,
     choose_chunk_len,
 )
-from fastload.store._writer import _SHUFFLES, _TMP_MARK, _local, is_remote
+from fastload.store._writer import _TMP_MARK, _local, is_remote
 
 _TMP_NAME = "parallel"  # not a pid, so the serial writer's stale-temporary sweep leaves it alone
 _WORK_SUFFIX = ".work"
+
+
+def default_chunk_len(fields: Mapping[str, FieldInfo], chunk_bytes: int) -> int:
+    """Samples per chunk when none is given: the largest dense sample fills ``chunk_bytes``."""
+    dense = [f.spec.sample_nbytes for f in fields.values() if not f.ragged]
+    return choose_chunk_len(max(dense, default=8), chunk_bytes)
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,8 @@ class ParallelStore:
         task: str = "classification",
         codec: str = "lz4",
         clevel: int = 5,
-        shuffle: str = "byte",
+        shuffle: str = "auto",
+        shuffles: Mapping[str, str] | None = None,
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         chunk_len: int | None = None,
         labels: Sequence[str] = (),
@@ -160,6 +167,11 @@ class ParallelStore:
         name, task, codec, clevel, shuffle, chunk_bytes, chunk_len, labels, converter,
         converter_version, overwrite, allow_nonfinite
             As for :func:`fastload.create_store`; ``chunk_len`` must be an int or ``None``.
+        shuffles
+            With ``shuffle="auto"``: the choice for every array path (``split/field``,
+            ``split/field/values``, ``split/field/offsets``), from the data of its first
+            chunk, which this writer never sees before laying out the arrays; compute it
+            with :func:`fastload.store._codecs.first_chunk_shuffles`.
         resume
             Reuse the arrays and finished-block markers of an interrupted run with the same
             ``plan_id``; without it any leftover of an earlier run is discarded.
@@ -170,8 +182,8 @@ class ParallelStore:
             raise SchemaError(f"task must be one of {TASKS}, got {task!r}")
         if codec not in CODECS:
             raise SchemaError(f"codec must be one of {CODECS}, got {codec!r}")
-        if shuffle not in _SHUFFLES:
-            raise SchemaError(f"shuffle must be one of {tuple(_SHUFFLES)}, got {shuffle!r}")
+        if shuffle not in SHUFFLE_OPTIONS:
+            raise SchemaError(f"shuffle must be one of {SHUFFLE_OPTIONS}, got {shuffle!r}")
         if not sizes or not any(s.n for s in sizes.values()):
             raise SchemaError(
                 f"no samples to write to {os.fspath(path)!r}; refusing to create an empty store"
@@ -199,12 +211,29 @@ class ParallelStore:
                 ) from exc
             url = str(target.parent / f".{target.name}{_TMP_MARK}{_TMP_NAME}")
         if chunk_len is None:
-            dense = [f.spec.sample_nbytes for f in fields.values() if not f.ragged]
-            chunk_len = choose_chunk_len(max(dense, default=8), chunk_bytes)
+            chunk_len = default_chunk_len(fields, chunk_bytes)
+        codec_options = {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle}
+        chosen: dict[str, str] = {}
+        if shuffle == "auto":
+            paths = [
+                f"{split}/{fname}{part}"
+                for split, size in sizes.items()
+                if size.n
+                for fname, info in fields.items()
+                for part in (("/values", "/offsets") if info.ragged else ("",))
+            ]
+            missing = [p for p in paths if (shuffles or {}).get(p) not in SHUFFLES]
+            if missing:
+                raise SchemaError(
+                    f"shuffle='auto' for {text!r} needs the choice of every array, made from its "
+                    f"first chunk; missing or invalid for {missing}: compute them with "
+                    "fastload.store._codecs.first_chunk_shuffles, or pick a fixed shuffle"
+                )
+            chosen = {p: str((shuffles or {})[p]) for p in paths}
         meta = {
             "name": name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
             "task": task,
-            "codec": {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle},
+            "codec": codec_record(codec_options, chosen),
             "chunk_bytes": int(chunk_bytes),
             "labels": [str(x) for x in labels],
             "converter": converter,
@@ -246,36 +275,44 @@ class ParallelStore:
                         info.spec.sample_nbytes, self.meta["chunk_bytes"]
                     )
                     self._create_array(
-                        sub, "values", size.rows.get(fname, 0), info.shape, info.dtype, value_chunk
+                        sub,
+                        f"{split}/{fname}/values",
+                        size.rows.get(fname, 0),
+                        info.shape,
+                        info.dtype,
+                        value_chunk,
                     )
                     self._create_array(
-                        sub, "offsets", size.n + 1, (), np.dtype("<i8"), OFFSETS_CHUNK_LEN
+                        sub,
+                        f"{split}/{fname}/offsets",
+                        size.n + 1,
+                        (),
+                        np.dtype("<i8"),
+                        OFFSETS_CHUNK_LEN,
                     )
                 else:
-                    self._create_array(group, fname, size.n, info.shape, info.dtype, self.chunk_len)
+                    self._create_array(
+                        group, f"{split}/{fname}", size.n, info.shape, info.dtype, self.chunk_len
+                    )
 
     def _create_array(
         self,
         group: zarr.Group,
-        name: str,
+        path: str,
         n: int,
         shape: tuple[int, ...],
         dtype: np.dtype,
         chunk_len: int,
     ) -> None:
-        # the same call as StoreWriter._create_array, at the final length
+        # the same call as StoreWriter._column's, at the final length
         codec = self.meta["codec"]
+        shuffle = codec["arrays"][path] if codec["shuffle"] == "auto" else codec["shuffle"]
         group.create_array(
-            name,
+            path.rsplit("/", 1)[-1],
             shape=(n, *shape),
             chunks=(chunk_len, *shape) if all(shape) else (chunk_len, *(max(1, s) for s in shape)),
             dtype=dtype,
-            compressors=BloscCodec(
-                cname=codec["cname"],
-                clevel=codec["clevel"],
-                shuffle=_SHUFFLES[codec["shuffle"]],
-                typesize=dtype.itemsize,
-            ),
+            compressors=blosc_codec(codec, shuffle, dtype),
             fill_value=0,
             config={"write_empty_chunks": True},
         )

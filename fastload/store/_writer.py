@@ -27,7 +27,6 @@ from typing import Any
 
 import numpy as np
 import zarr
-from zarr.codecs import BloscCodec
 
 from fastload._version import __version__
 from fastload.errors import (
@@ -36,6 +35,13 @@ from fastload.errors import (
     SchemaError,
     StoreExistsError,
     StoreWriteError,
+)
+from fastload.store._codecs import (
+    SHUFFLE_OPTIONS,
+    SHUFFLES,
+    auto_shuffle,
+    blosc_codec,
+    codec_record,
 )
 from fastload.store._columns import ChunkedColumn
 from fastload.store._paths import (
@@ -55,7 +61,6 @@ from fastload.store._schema import (
     FORMAT_VERSION,
     OFFSETS_CHUNK_LEN,
     ROLES,
-    SHUFFLES,
     STORABLE_KINDS,
     TASKS,
     FieldInfo,
@@ -124,7 +129,7 @@ class StoreWriter:
         task: str = "classification",
         codec: str = "lz4",
         clevel: int = 5,
-        shuffle: str = "byte",
+        shuffle: str = "auto",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         chunk_len: int | Mapping[str, int] | None = None,
         fields: Mapping[str, Mapping[str, Any]] | None = None,
@@ -140,8 +145,8 @@ class StoreWriter:
             raise SchemaError(f"task must be one of {TASKS}, got {task!r}")
         if codec not in CODECS:
             raise SchemaError(f"codec must be one of {CODECS}, got {codec!r}")
-        if shuffle not in SHUFFLES:
-            raise SchemaError(f"shuffle must be one of {tuple(SHUFFLES)}, got {shuffle!r}")
+        if shuffle not in SHUFFLE_OPTIONS:
+            raise SchemaError(f"shuffle must be one of {SHUFFLE_OPTIONS}, got {shuffle!r}")
         if not 0 <= int(clevel) <= 9:
             raise SchemaError(f"clevel must be between 0 and 9, got {clevel!r}")
         if int(chunk_bytes) < 1:
@@ -162,6 +167,7 @@ class StoreWriter:
         self.name = name or Path(self.path.rstrip("/")).name.removesuffix(".zarr")
         self.task = task
         self.codec = {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle}
+        self._shuffles: dict[str, str] = {}  # array path -> what shuffle="auto" chose
         self.chunk_bytes = int(chunk_bytes)
         self._chunk_len = chunk_len
         self.labels = [str(x) for x in labels]
@@ -409,15 +415,18 @@ class StoreWriter:
             if info.ragged:
                 sub = group.create_group(fname)
                 values_len = choose_chunk_len(info.spec.sample_nbytes, self.chunk_bytes)
-                vals = self._create_array(sub, "values", info.shape, info.dtype, values_len)
-                offs = self._create_array(sub, "offsets", (), np.dtype("<i8"), OFFSETS_CHUNK_LEN)
-                sw.values[fname] = ChunkedColumn(vals, values_len)
-                sw.offsets[fname] = ChunkedColumn(offs, OFFSETS_CHUNK_LEN)
+                sw.values[fname] = self._column(
+                    sub, f"{split}/{fname}", "values", info.shape, info.dtype, values_len
+                )
+                sw.offsets[fname] = self._column(
+                    sub, f"{split}/{fname}", "offsets", (), np.dtype("<i8"), OFFSETS_CHUNK_LEN
+                )
                 sw.offsets[fname].append(np.zeros(1, dtype=np.int64))  # offsets start at 0
                 sw.max_len[fname] = 0
             else:
-                arr = self._create_array(group, fname, info.shape, info.dtype, chunk_len)
-                sw.dense[fname] = ChunkedColumn(arr, chunk_len)
+                sw.dense[fname] = self._column(
+                    group, split, fname, info.shape, info.dtype, chunk_len
+                )
         self._splits[split] = sw
         return sw
 
@@ -438,25 +447,35 @@ class StoreWriter:
                 per_sample.append(int(np.ceil(mean_rows * info.spec.sample_nbytes)))
         return choose_chunk_len(max(per_sample, default=8), self.chunk_bytes)
 
-    def _create_array(
-        self, group: zarr.Group, name: str, shape: tuple[int, ...], dtype: np.dtype, chunk_len: int
-    ) -> zarr.Array:
-        return group.create_array(
-            name,
-            shape=(0, *shape),
-            # zarr needs chunk extents >= 1 even along an axis of length 0
-            chunks=(chunk_len, *(max(1, s) for s in shape)),
-            dtype=dtype,
-            compressors=BloscCodec(
-                cname=self.codec["cname"],
-                clevel=self.codec["clevel"],
-                shuffle=SHUFFLES[self.codec["shuffle"]],
-                typesize=dtype.itemsize,
-            ),
-            fill_value=0,
-            # every chunk exists on disk, so readers can fetch chunk bytes directly
-            config={"write_empty_chunks": True},
-        )
+    def _column(
+        self,
+        group: zarr.Group,
+        parent: str,
+        name: str,
+        shape: tuple[int, ...],
+        dtype: np.dtype,
+        chunk_len: int,
+    ) -> ChunkedColumn:
+        """A column whose array is created when its first chunk is known (for ``shuffle="auto"``)."""
+
+        def make_array(first_chunk: np.ndarray) -> zarr.Array:
+            shuffle = self.codec["shuffle"]
+            if shuffle == "auto":
+                shuffle = auto_shuffle(name, first_chunk, self.codec)
+                self._shuffles[f"{parent}/{name}"] = shuffle
+            return group.create_array(
+                name,
+                shape=(0, *shape),
+                # zarr needs chunk extents >= 1 even along an axis of length 0
+                chunks=(chunk_len, *(max(1, s) for s in shape)),
+                dtype=dtype,
+                compressors=blosc_codec(self.codec, shuffle, dtype),
+                fill_value=0,
+                # every chunk exists on disk, so readers can fetch chunk bytes directly
+                config={"write_empty_chunks": True},
+            )
+
+        return ChunkedColumn(make_array, chunk_len, shape, dtype)
 
     # -------------------------------------------------------------- finishing
     def _schema(self, *, complete: bool) -> Schema:
@@ -473,7 +492,7 @@ class StoreWriter:
             labels=self.labels,
             source=source,
             complete=complete,
-            codec=self.codec,
+            codec=codec_record(self.codec, self._shuffles),
         )
 
     def close(self) -> str:
@@ -588,8 +607,10 @@ def create_store(path: str | os.PathLike[str], **options: Any) -> StoreWriter:
     **options
         ``name`` (default: the directory name without ``.zarr``), ``task``
         ("classification" | "regression"), ``codec`` ("lz4" | "zstd" | "blosclz" | "zlib"),
-        ``clevel`` (0-9), ``shuffle`` ("byte" | "bit" | "none"), ``chunk_bytes`` (upper bound
-        on the uncompressed bytes of a chunk, default 4 MiB), ``chunk_len`` (samples per
+        ``clevel`` (0-9), ``shuffle`` ("auto" | "byte" | "bit" | "none"; "auto", the
+        default, keeps byte shuffle only for arrays whose first chunk it shrinks by more
+        than 10%, since unshuffling doubles LZ4's decode time), ``chunk_bytes`` (upper
+        bound on the uncompressed bytes of a chunk, default 4 MiB), ``chunk_len`` (samples per
         chunk, an int or ``{split: int}``; overrides ``chunk_bytes``), ``fields``
         (``{name: {"role", "doc", "dtype", "shape"}}``), ``labels`` (class names),
         ``converter``, ``converter_version``, ``overwrite`` (replace a complete store),
