@@ -60,6 +60,10 @@ class Session(ABC):
     def close(self) -> None:  # noqa: B027 - sessions without resources need nothing
         """Release worker processes, threads and shared memory."""
 
+    def samples_by_design(self, epoch: int) -> int | None:
+        """Samples ``epoch`` delivers when the contender documents fewer than all (else None)."""
+        return None
+
     def __enter__(self) -> Session:
         return self
 

@@ -126,6 +126,13 @@ def test_consumer_catches_missing_and_stale_batches(tiny: BenchData) -> None:
         for batch in batches[1:]:
             consumer(batch)
         assert "of 256 samples" in consumer.end_epoch(tiny)
+        # fewer samples pass only when the contender declared exactly that many by design
+        for batch in batches[1:]:
+            consumer(batch)
+        assert consumer.end_epoch(tiny, by_design=256 - len(batches[0]["y"])).startswith("ok (")
+        for batch in batches[1:]:
+            consumer(batch)
+        assert "of 256 samples" in consumer.end_epoch(tiny, by_design=100)
         with pytest.raises(BatchError, match="same array object"):
             consumer(batches[-1])
         wrong = dict(batches[0])
