@@ -23,6 +23,7 @@ from tqdm import tqdm
 
 import fastload as fl
 from fastload.errors import ConfigError, FastloadError
+from fastload.mix import check_field_agreement
 
 _DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else "premix stores"
 
@@ -76,10 +77,8 @@ def premix(
         raise ConfigError(
             f"label field {label_field!r} already exists in the sources; pass another --label-field"
         )
-    mix = fl.Mix(
-        {n: st[chosen[0]] for n, st in sources.items()}, label_field=label_field, fields=fields
-    )
-    del mix  # constructed only to validate field agreement with a clear error
+    for split in chosen:
+        check_field_agreement({n: st[split] for n, st in sources.items()}, fields, label_field)
     first = stores[0]
     field_meta = {f: {"role": first.fields[f].role, "doc": first.fields[f].doc} for f in fields} | {
         label_field: {"role": "label", "doc": f"class index into labels {names}"}

@@ -92,24 +92,36 @@ class Mix:
 
     def check_fields(self, fields: Sequence[str]) -> None:
         """Raise :class:`ConfigError` unless every source has ``fields`` with equal specs."""
-        first_name, first = next(iter(self.sources.items()))
-        for fname in fields:
-            if self.label_field is not None and fname == self.label_field:
-                raise ConfigError(
-                    f"Mix label_field {self.label_field!r} collides with a stored field; choose another label_field"
-                )
-            for name, split in self.sources.items():
-                if fname not in split.fields:
-                    raise ConfigError(
-                        f"field {fname!r} is missing from Mix source {name!r} ({split.store.path!r})"
-                    )
-                a, b = first.fields[fname], split.fields[fname]
-                if (a.shape, a.dtype, a.ragged) != (b.shape, b.dtype, b.ragged):
-                    raise ConfigError(
-                        f"field {fname!r} differs between Mix sources: {first_name!r} has {a.dtype}{a.shape}"
-                        f"{' ragged' if a.ragged else ''}, {name!r} has {b.dtype}{b.shape}{' ragged' if b.ragged else ''}"
-                    )
+        check_field_agreement(self.sources, fields, self.label_field)
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{n}={w:g}" for n, w in zip(self.names, self.weights, strict=True))
         return f"Mix({parts}, policy={self.policy!r}, label_field={self.label_field!r})"
+
+
+def check_field_agreement(
+    sources: Mapping[str, Split], fields: Sequence[str], label_field: str | None = None
+) -> None:
+    """Raise :class:`ConfigError` unless every source has ``fields`` with equal specs.
+
+    What a mix of ``sources`` (or a premixed store written from them) needs:
+    each field present everywhere with one shape, dtype and raggedness, and no
+    stored field named like the ``label_field`` that will be added.
+    """
+    first_name, first = next(iter(sources.items()))
+    for fname in fields:
+        if label_field is not None and fname == label_field:
+            raise ConfigError(
+                f"Mix label_field {label_field!r} collides with a stored field; choose another label_field"
+            )
+        for name, split in sources.items():
+            if fname not in split.fields:
+                raise ConfigError(
+                    f"field {fname!r} is missing from Mix source {name!r} ({split.store.path!r})"
+                )
+            a, b = first.fields[fname], split.fields[fname]
+            if (a.shape, a.dtype, a.ragged) != (b.shape, b.dtype, b.ragged):
+                raise ConfigError(
+                    f"field {fname!r} differs between Mix sources: {first_name!r} has {a.dtype}{a.shape}"
+                    f"{' ragged' if a.ragged else ''}, {name!r} has {b.dtype}{b.shape}{' ragged' if b.ragged else ''}"
+                )
