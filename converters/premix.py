@@ -77,8 +77,8 @@ def premix(
         raise ConfigError(
             f"label field {label_field!r} already exists in the sources; pass another --label-field"
         )
-    for split in chosen:
-        check_field_agreement({n: st[split] for n, st in sources.items()}, fields, label_field)
+    # fields are store-wide, so one split shows whether they agree
+    check_field_agreement({n: st[chosen[0]] for n, st in sources.items()}, fields, label_field)
     first = stores[0]
     field_meta = {f: {"role": first.fields[f].role, "doc": first.fields[f].doc} for f in fields} | {
         label_field: {"role": "label", "doc": f"class index into labels {names}"}

@@ -105,3 +105,19 @@ def test_label_field_collision(two_classes, tmp_path):
     with pytest.raises(ConfigError, match="label field 'X'"):
         premix(tmp_path / "bad.zarr", two_classes, label_field="X", progress=False)
     assert not (tmp_path / "bad.zarr").exists()
+
+
+def test_fields_that_differ_between_sources_are_refused(two_classes, tmp_path):
+    """Same field name, another per-sample shape in one source: nothing is written."""
+    odd = tmp_path / "odd.zarr"
+    fl.write_arrays(
+        odd,
+        {
+            "train": {"X": np.zeros((40, 4), np.float32)},
+            "test": {"X": np.zeros((10, 4), np.float32)},
+        },
+    )
+    sources = {"a": two_classes["a"], "odd": fl.open_store(odd)}
+    with pytest.raises(ConfigError, match=r"field 'X' differs between Mix sources"):
+        premix(tmp_path / "bad.zarr", sources, progress=False)
+    assert not (tmp_path / "bad.zarr").exists()
