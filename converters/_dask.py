@@ -1,6 +1,8 @@
 """Run a conversion plan as Dask tasks: one task per block of events.
 
-Pass 1 counts events (and ragged value rows) per block and split; the store is
+Pass 1 counts events (and ragged value rows) per block and split; with
+``shuffle="auto"`` the blocks holding chunk 0 of some array return those rows,
+from which each array's shuffle is chosen as the serial writer would; the store is
 then laid out at its final size (:class:`fastload.store._parallel.ParallelStore`)
 and pass 2 converts every block in a task that writes its rows at their final
 position.  Chunks shared by two blocks are assembled from fragments after all
@@ -20,6 +22,8 @@ import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
+import numpy as np
+
 from converters.generic import (
     Block,
     ConversionPlan,
@@ -32,6 +36,8 @@ from fastload.errors import missing_dependency
 from fastload.store._codecs import first_chunk_shuffles
 from fastload.store._parallel import ParallelStore, SplitSize, default_chunk_len
 from fastload.store._provenance import source_entry
+from fastload.store._ragged import Ragged
+from fastload.store._schema import choose_chunk_len
 
 Starts = Mapping[
     str, tuple[int, int, Mapping[str, int]]
@@ -101,11 +107,48 @@ def assemble_task(store: ParallelStore, chunks: list[tuple[str, int]]) -> int:
     return len(chunks)
 
 
-def _blocks_in_store_order(plan: ConversionPlan) -> Iterator[dict[str, dict[str, Any]]]:
-    """Every block's rows per split, read lazily in the order they land in the store."""
-    for block in plan.blocks:
-        with plan.open(block.file) as reader:
-            yield convert_block(plan, block, reader)
+Wants = Mapping[str, Mapping[str, int]]  # split -> field -> rows of chunk 0 in the block
+
+
+def _chunk_zero_wants(
+    plan: ConversionPlan, block_starts: Starts, chunk_len: int, chunk_bytes: int
+) -> dict[str, dict[str, int]]:
+    """How many leading rows of each array of a block fall into that array's chunk 0."""
+    wants: dict[str, dict[str, int]] = {}
+    for split, (event_start, n, value_starts) in block_starts.items():
+        if n == 0:
+            continue
+        per_field = {}
+        for fname, info in plan.fields.items():
+            if info.ragged:
+                value_chunk = choose_chunk_len(info.spec.sample_nbytes, chunk_bytes)
+                per_field[fname] = max(0, value_chunk - int(value_starts.get(fname, 0)))
+            else:
+                per_field[fname] = max(0, chunk_len - event_start)
+        if any(per_field.values()):
+            wants[split] = per_field
+    return wants
+
+
+def chunk_zero_task(
+    plan: ConversionPlan, block: Block, wants: Wants
+) -> dict[str, dict[str, np.ndarray]]:
+    """The rows of one block that lie in chunk 0 of some array (a ragged field: its values)."""
+    with plan.open(block.file) as reader:
+        parts = convert_block(plan, block, reader)
+    out: dict[str, dict[str, np.ndarray]] = {}
+    for split, per_field in wants.items():
+        for fname, rows in per_field.items():
+            data = parts.get(split, {}).get(fname)
+            if data is None or rows == 0:
+                continue
+            if isinstance(data, Ragged):
+                lo = int(data.offsets[0])
+                values = np.asarray(data.values)[lo : min(int(data.offsets[-1]), lo + rows)]
+            else:
+                values = np.asarray(data)[:rows]
+            out.setdefault(split, {})[fname] = values.copy()
+    return out
 
 
 def _needs_counting(plan: ConversionPlan) -> bool:
@@ -172,13 +215,25 @@ def convert_dask(
     opts = store_options(plan)
     written_sizes = {s: v for s, v in sizes.items() if v.n}
     if opts["shuffle"] == "auto":
-        # chosen as the serial writer would, from chunk 0 of each array: read here, in
-        # order, only the first blocks (the arrays are laid out before any task runs)
+        # chosen as the serial writer would, from chunk 0 of each array; the arrays are
+        # laid out before any block is written, so the blocks holding chunk-0 rows are
+        # read first (in parallel; only the first few, unless a split is tiny)
+        chunk_len = opts["chunk_len"] or default_chunk_len(plan.fields, opts["chunk_bytes"])
+        wants = [_chunk_zero_wants(plan, s, chunk_len, opts["chunk_bytes"]) for s in starts]
+        needed = [(b, w) for b, w in zip(plan.blocks, wants, strict=True) if w]
+        futures = client.map(
+            chunk_zero_task,
+            [plan_future] * len(needed),
+            [b for b, _ in needed],
+            [w for _, w in needed],
+            retries=retries,
+            pure=False,
+        )
         opts["shuffles"] = first_chunk_shuffles(
-            _blocks_in_store_order(plan),
+            _gather(client, futures, "choosing codecs", progress),
             fields=plan.fields,
             splits=list(written_sizes),
-            chunk_len=opts["chunk_len"] or default_chunk_len(plan.fields, opts["chunk_bytes"]),
+            chunk_len=chunk_len,
             chunk_bytes=opts["chunk_bytes"],
             codec={"cname": opts["codec"], "clevel": opts["clevel"]},
         )

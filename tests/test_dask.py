@@ -306,3 +306,33 @@ def _always_fail(
     plan: ConversionPlan, store: ParallelStore, block: Block, starts: Starts
 ) -> dict[str, Any]:
     raise OSError("injected failure")
+
+
+def test_auto_shuffle_sees_the_same_chunk_zero_as_the_serial_writer(
+    client: distributed.Client, ahcal_src: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The driver gathers each array's chunk 0 from the blocks that hold it (the val/test splits are
+    spread over many blocks): exactly the rows the serial writer decides on."""
+    from fastload.store import _codecs
+
+    seen: dict[str, list[np.ndarray]] = {"serial": [], "dask": []}
+    run = ["serial"]
+    choose = _codecs.choose_shuffle
+
+    def spy(first_chunk: np.ndarray, cname: str, clevel: int) -> str:
+        seen[run[0]].append(np.array(first_chunk, copy=True))
+        return choose(first_chunk, cname, clevel)
+
+    monkeypatch.setattr(_codecs, "choose_shuffle", spy)
+    spec = load_spec(ahcal.spec_path("root"), overrides=AHCAL_SMALL)
+    convert(spec, tmp_path / "serial.zarr", source_dir=ahcal_src)
+    run[0] = "dask"
+    convert(spec, tmp_path / "dask.zarr", source_dir=ahcal_src, client=client)
+    # one decision per non-offsets array: 3 splits x (n_hits, beam_energy, hits values)
+    assert len(seen["serial"]) == len(seen["dask"]) == 9
+
+    def key(a: np.ndarray) -> tuple[Any, ...]:
+        return (a.dtype.str, a.shape, a.tobytes())
+
+    assert sorted(map(key, seen["serial"])) == sorted(map(key, seen["dask"]))
+    assert all(len(a) > 0 for a in seen["dask"])
