@@ -609,7 +609,8 @@ def create_store(path: str | os.PathLike[str], **options: Any) -> StoreWriter:
         ("classification" | "regression"), ``codec`` ("lz4" | "zstd" | "blosclz" | "zlib"),
         ``clevel`` (0-9), ``shuffle`` ("auto" | "byte" | "bit" | "none"; "auto", the
         default, keeps byte shuffle only for arrays whose first chunk it shrinks by more
-        than 10%, since unshuffling doubles LZ4's decode time), ``chunk_bytes`` (upper
+        than 10% with lz4/blosclz, or at all with zstd/zlib, since unshuffling doubles
+        LZ4's decode time), ``chunk_bytes`` (upper
         bound on the uncompressed bytes of a chunk, default 4 MiB), ``chunk_len`` (samples per
         chunk, an int or ``{split: int}``; overrides ``chunk_bytes``), ``fields``
         (``{name: {"role", "doc", "dtype", "shape"}}``), ``labels`` (class names),
