@@ -8,7 +8,9 @@ sample count of every split and a ``stream`` of ``(split, block)`` pairs read
 from the originals in bounded blocks.  :func:`write_plan` does the rest for
 every dataset alike: it writes the blocks through :func:`fastload.create_store`
 with a progress bar, records provenance, and verifies the finished store
-against the source.
+against the source.  Sibling modules: ``_files`` (opening sources with errors
+that name the file and key), ``_npz`` (row-block streaming of ``.npz``
+members), ``_verify`` (digests of sampled rows, checked after writing).
 
 Invariants
 ----------
@@ -28,12 +30,10 @@ Invariants
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import sys
 import time
-import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -41,18 +41,18 @@ from typing import Any
 
 import numpy as np
 
+from converters._verify import SampleDigest, verify_store
 from fastload.errors import (
     ConfigError,
     EmptyDatasetError,
     NonFiniteError,
     SchemaError,
     SourceFileError,
-    SourceKeyError,
     VerificationError,
-    closest,
 )
 
 Block = dict[str, np.ndarray]
+
 
 #: Uncompressed bytes of one block read from the originals when
 #: ``block_events`` is not given: large enough for sequential reads, small
@@ -217,223 +217,6 @@ def auto_block_events(plan: StorePlan, options: ConvertOptions) -> int:
     if options.block_events is not None:
         return int(options.block_events)
     return max(1, DEFAULT_BLOCK_BYTES // max(1, plan.sample_nbytes))
-
-
-# -------------------------------------------------------------- source opening
-def require_file(path: str | os.PathLike[str], what: str) -> Path:
-    """Return ``path`` as a Path if it is a readable file, else raise SourceFileError."""
-    p = Path(path)
-    if not p.exists():
-        raise SourceFileError(
-            f"{what} {str(p)!r} does not exist; check the path (see docs/converting.md)"
-        )
-    if not p.is_file():
-        raise SourceFileError(f"{what} {str(p)!r} is not a file")
-    if not os.access(p, os.R_OK):
-        raise SourceFileError(f"{what} {str(p)!r} is not readable (permissions)")
-    return p
-
-
-def require_dir(path: str | os.PathLike[str], what: str) -> Path:
-    """Return ``path`` as a Path if it is a directory, else raise SourceFileError."""
-    p = Path(path)
-    if not p.exists():
-        raise SourceFileError(
-            f"{what} {str(p)!r} does not exist; check the path (see docs/converting.md)"
-        )
-    if not p.is_dir():
-        raise SourceFileError(f"{what} {str(p)!r} is not a directory")
-    return p
-
-
-def missing_key(key: str, available: Sequence[str], where: str) -> SourceKeyError:
-    """A SourceKeyError for ``key`` with a closest-name hint and the available names."""
-    shown = list(available)[:20]
-    more = f" and {len(available) - 20} more" if len(available) > 20 else ""
-    return SourceKeyError(
-        f"{key!r} not found in {where}{closest(key, list(available))} (has: {shown}{more})"
-    )
-
-
-def open_hdf5(path: str | os.PathLike[str]) -> Any:
-    """Open an HDF5 file read-only, turning h5py's errors into SourceFileError."""
-    import h5py
-
-    p = require_file(path, "HDF5 file")
-    try:
-        return h5py.File(p, "r")
-    except OSError as exc:
-        size = p.stat().st_size
-        raise SourceFileError(
-            f"cannot open {str(p)!r} as HDF5 ({size} bytes): {exc}; the file is truncated, still "
-            "downloading or not an HDF5 file — download it again"
-        ) from exc
-
-
-def h5_dataset(h5: Any, key: str) -> Any:
-    """``h5[key]`` as an h5py Dataset, or SourceKeyError naming the file and the closest key."""
-    import h5py
-
-    try:
-        node = h5[key]
-    except KeyError:
-        names: list[str] = []
-        h5.visit(names.append)
-        raise missing_key(key, names, f"HDF5 file {h5.filename!r}") from None
-    if not isinstance(node, h5py.Dataset):
-        raise SourceKeyError(f"{key!r} in {h5.filename!r} is a group, not a dataset")
-    return node
-
-
-def h5_read(dataset: Any, start: int, stop: int) -> np.ndarray:
-    """Rows ``[start, stop)`` of an h5py dataset; read errors become SourceFileError."""
-    try:
-        return dataset[start:stop]
-    except (OSError, RuntimeError) as exc:
-        raise SourceFileError(
-            f"cannot read rows {start}..{stop} of {dataset.name!r} in {dataset.file.filename!r}: {exc}; "
-            "the file is probably truncated or corrupt — download it again"
-        ) from exc
-
-
-# -------------------------------------------------------------- npz streaming
-class NpzArchive:
-    """A ``.npz`` archive whose members are read row block by row block.
-
-    ``np.load`` would decompress a whole member (several GB for pd4ml's
-    TopTagging) into memory on first access.  Instead each member's ``.npy``
-    header is parsed with :mod:`numpy.lib.format` and its rows are read
-    sequentially from the zip stream, so memory stays at one block whatever
-    the member size, stored or deflated.  Members in Fortran order or in
-    ``.npy`` format 3.0 cannot be streamed by rows; they are loaded whole
-    through ``np.load(path, allow_pickle=False)`` instead (one key at a time).
-    Object arrays are refused: reading them would unpickle untrusted data.
-    """
-
-    def __init__(self, path: str | os.PathLike[str]) -> None:
-        import zipfile
-
-        self.path = require_file(path, ".npz file")
-        try:
-            self._zip = zipfile.ZipFile(self.path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            size = self.path.stat().st_size
-            raise SourceFileError(
-                f"{str(self.path)!r} ({size} bytes) is not a readable .npz (zip) archive: {exc}; "
-                "it is truncated, still downloading or not an npz file — download it again"
-            ) from exc
-        self.keys = [n[: -len(".npy")] for n in self._zip.namelist() if n.endswith(".npy")]
-        self._members: list[NpzMember] = []
-
-    def close(self) -> None:
-        """Close every member stream and the archive (idempotent)."""
-        for member in self._members:
-            member.close()
-        self._zip.close()
-
-    def member(self, key: str) -> NpzMember:
-        """The member ``key`` (without ``.npy``), or SourceKeyError with a closest-name hint."""
-        if key not in self.keys:
-            raise missing_key(key, self.keys, f"npz archive {str(self.path)!r}")
-        member = NpzMember(self, key)
-        self._members.append(member)
-        return member
-
-
-class NpzMember:
-    """One array of an :class:`NpzArchive`: ``shape``, ``dtype`` and row-block reads."""
-
-    def __init__(self, archive: NpzArchive, key: str) -> None:
-        self.archive = archive
-        self.key = key
-        self.where = f"{key!r} in {str(archive.path)!r}"
-        self._fh: Any = None
-        self._row = 0  # next row the open stream will return
-        self._whole: np.ndarray | None = None
-        fmt = np.lib.format
-        try:
-            with self._open() as fh:
-                version = fmt.read_magic(fh)
-                if version == (1, 0):
-                    shape, fortran, dtype = fmt.read_array_header_1_0(fh)
-                elif version == (2, 0):
-                    shape, fortran, dtype = fmt.read_array_header_2_0(fh)
-                else:
-                    shape, fortran, dtype = self._load_whole().shape, False, self._whole.dtype
-                self._data_offset = fh.tell()
-        except (ValueError, EOFError, OSError) as exc:
-            raise SourceFileError(
-                f"{self.where}: unreadable .npy header ({exc}); the archive is corrupt"
-            ) from exc
-        if dtype.hasobject:
-            raise SchemaError(
-                f"{self.where} holds Python objects (dtype {dtype}); reading it would unpickle untrusted "
-                "data, which fastload refuses — re-save the array with a numeric dtype"
-            )
-        self.shape = tuple(int(s) for s in shape)
-        self.dtype = np.dtype(dtype)
-        self.fortran = bool(fortran)
-        self.row_nbytes = int(np.prod(self.shape[1:], dtype=np.int64)) * self.dtype.itemsize
-
-    def __len__(self) -> int:
-        if not self.shape:
-            raise SchemaError(f"{self.where} is a scalar, expected an array with one row per event")
-        return self.shape[0]
-
-    def _open(self) -> Any:
-        return self.archive._zip.open(f"{self.key}.npy")
-
-    def _load_whole(self) -> np.ndarray:
-        if self._whole is None:
-            try:
-                with np.load(self.archive.path, mmap_mode=None, allow_pickle=False) as npz:
-                    self._whole = np.asarray(npz[self.key])
-            except (ValueError, OSError, EOFError) as exc:
-                raise SourceFileError(f"cannot load {self.where}: {exc}") from exc
-        return self._whole
-
-    def read_all(self) -> np.ndarray:
-        """The whole member (for small arrays such as detector geometry)."""
-        return self.read(0, self.shape[0]) if self.shape else self._load_whole()
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Rows ``[start, stop)``; sequential calls stream, a backward jump reopens the member."""
-        import zipfile
-        import zlib as _zlib
-
-        if self.fortran or self._whole is not None:
-            return self._load_whole()[start:stop]
-        n = max(0, min(stop, self.shape[0]) - start)
-        try:
-            if self._fh is None or start < self._row:
-                self.close()
-                self._fh = self._open()
-                self._fh.seek(self._data_offset)
-                self._row = 0
-            if start > self._row:
-                self._fh.seek(self._data_offset + start * self.row_nbytes)
-                self._row = start
-            want = n * self.row_nbytes
-            buf = self._fh.read(want)
-        except (zipfile.BadZipFile, EOFError, _zlib.error, OSError) as exc:
-            self.close()
-            raise SourceFileError(
-                f"cannot read rows {start}..{stop} of {self.where}: {exc}; the archive is truncated or "
-                "corrupt — download it again"
-            ) from exc
-        if len(buf) != want:
-            self.close()
-            raise SourceFileError(
-                f"{self.where} is truncated: rows {start}..{stop} need {want} bytes, got {len(buf)}; "
-                "download the file again"
-            )
-        self._row = start + n
-        return np.frombuffer(buf, dtype=self.dtype).reshape((n, *self.shape[1:]))
-
-    def close(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
 
 
 # ------------------------------------------------------------------ conforming
@@ -638,104 +421,6 @@ def interleaved_split_stream(
             take = order[sid == s]
             if take.size:
                 yield name, {k: v[take] for k, v in merged.items()}
-
-
-# ---------------------------------------------------------------- verification
-def _sample_rows(n: int, k: int, split: str) -> np.ndarray:
-    """Sorted, seeded sample of ``k`` row indices of ``range(n)``, always with the first and last."""
-    if n <= k + 2:
-        return np.arange(n, dtype=np.int64)
-    rng = np.random.default_rng(np.random.SeedSequence([0x5A3E, zlib.crc32(split.encode())]))
-    picked = rng.choice(n, size=k, replace=False)
-    return np.unique(np.concatenate([[0, n - 1], picked])).astype(np.int64)
-
-
-@dataclass
-class Expectation:
-    """What a store must hold: counts, per-field digests of sampled rows, constants."""
-
-    counts: dict[str, int]
-    rows: dict[str, np.ndarray]
-    digests: dict[tuple[str, str], str]
-    constants: dict[str, str]
-
-
-class SampleDigest:
-    """Digests of a seeded sample of rows per split and field, fed block by block."""
-
-    def __init__(self, counts: Mapping[str, int], fields: Sequence[str], k: int) -> None:
-        self.rows = {s: _sample_rows(n, k, s) for s, n in counts.items()}
-        self.fields = list(fields)
-        self._hash = {(s, f): hashlib.sha256() for s in counts for f in self.fields}
-        self.seen = dict.fromkeys(counts, 0)
-
-    def update(self, split: str, block: Block) -> None:
-        offset = self.seen[split]
-        m = len(next(iter(block.values())))
-        rows = self.rows[split]
-        lo, hi = np.searchsorted(rows, [offset, offset + m])
-        local = rows[lo:hi] - offset
-        if local.size:
-            for f in self.fields:
-                self._hash[(split, f)].update(np.ascontiguousarray(block[f][local]).tobytes())
-        self.seen[split] = offset + m
-
-    def expectation(self, constants: Mapping[str, np.ndarray]) -> Expectation:
-        return Expectation(
-            counts=dict(self.seen),
-            rows=dict(self.rows),
-            digests={k: h.hexdigest() for k, h in self._hash.items()},
-            constants={k: _digest(np.asarray(v)) for k, v in constants.items()},
-        )
-
-
-def _digest(arr: np.ndarray) -> str:
-    arr = np.ascontiguousarray(arr)
-    return hashlib.sha256(
-        arr.dtype.str.encode() + repr(arr.shape).encode() + arr.tobytes()
-    ).hexdigest()
-
-
-def verify_store(path: str | os.PathLike[str], expected: Expectation) -> None:
-    """Re-open a written store and compare it with what was read from the source.
-
-    Raises
-    ------
-    VerificationError
-        A split is missing or has another count, a sampled row digest or a
-        constant differs.
-    """
-    import fastload as fl
-
-    store = fl.open_store(path)
-    where = f"store {os.fspath(path)!r}"
-    if set(store.splits) != set(expected.counts):
-        raise VerificationError(
-            f"{where} has splits {list(store.splits)}, the source has {list(expected.counts)}"
-        )
-    for split, n in expected.counts.items():
-        sp = store[split]
-        if len(sp) != n:
-            raise VerificationError(
-                f"{where}: split {split!r} holds {len(sp)} events, the source has {n}"
-            )
-        rows = expected.rows[split]
-        chunks = rows // sp.chunk_len
-        for fname in {f for s, f in expected.digests if s == split}:
-            digest = hashlib.sha256()
-            for chunk in np.unique(chunks):
-                data = sp.read_chunk(fname, int(chunk))
-                local = rows[chunks == chunk] - int(chunk) * sp.chunk_len
-                digest.update(np.ascontiguousarray(data[local]).tobytes())
-            if digest.hexdigest() != expected.digests[(split, fname)]:
-                raise VerificationError(
-                    f"{where}: field {fname!r} of split {split!r} differs from the source in "
-                    f"a sample of {rows.size} rows (sha256 mismatch)"
-                )
-    for name, want in expected.constants.items():
-        have = store.constants.get(name)
-        if have is None or _digest(have) != want:
-            raise VerificationError(f"{where}: constant {name!r} differs from the source")
 
 
 # ------------------------------------------------------------------- writing

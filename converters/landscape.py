@@ -35,11 +35,9 @@ from converters._common import (
     conform,
     finish,
     make_options,
-    missing_key,
-    require_dir,
-    require_file,
     write_plan,
 )
+from converters._files import missing_key, require_dir, require_file
 from converters.pd4ml import LAYOUTS
 from fastload.errors import EmptyDatasetError, SourceFileError, missing_dependency
 

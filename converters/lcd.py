@@ -39,15 +39,12 @@ from converters._common import (
     check_equal_lengths,
     conform,
     finish,
-    h5_dataset,
-    h5_read,
     interleaved_split_stream,
     make_options,
-    open_hdf5,
-    require_dir,
     split_counts,
     write_plan,
 )
+from converters._files import h5_dataset, h5_read, open_hdf5, require_dir
 from fastload.errors import SchemaError, SourceFileError
 
 VERSION = "1.0"

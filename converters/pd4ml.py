@@ -8,7 +8,7 @@ maps each archive member to a named store field (or, for detector geometry
 that is the same for every event, to a store constant).
 
 Members are streamed row block by row block from the zip archive (see
-:class:`converters._common.NpzArchive`), so memory stays at one block even
+:class:`converters._npz.NpzArchive`), so memory stays at one block even
 for the 2M-jet TopTagging archive.
 """
 
@@ -26,8 +26,6 @@ from converters._common import (
     ConversionReport,
     ConvertOptions,
     FieldDecl,
-    NpzArchive,
-    NpzMember,
     StorePlan,
     block_ranges,
     check_dtype,
@@ -38,6 +36,7 @@ from converters._common import (
     make_options,
     write_plan,
 )
+from converters._npz import NpzArchive, NpzMember
 from fastload.errors import ConfigError, SchemaError, SourceFileError
 
 VERSION = "1.0"

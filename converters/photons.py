@@ -30,14 +30,12 @@ from converters._common import (
     check_equal_lengths,
     conform,
     finish,
-    h5_dataset,
-    h5_read,
     interleaved_split_stream,
     make_options,
-    open_hdf5,
     split_counts,
     write_plan,
 )
+from converters._files import h5_dataset, h5_read, open_hdf5
 from fastload.errors import SchemaError, SourceFileError
 
 VERSION = "1.0"

@@ -22,7 +22,7 @@ import pytest
 import fastload as fl
 from converters import ConvertOptions, convert, names
 from converters._cli import main, parse_bytes
-from converters._common import NpzArchive
+from converters._npz import NpzArchive
 from converters.pd4ml import LAYOUTS, convert_pd4ml
 from fastload.errors import (
     ConfigError,
