@@ -210,14 +210,22 @@ class Scheduler:
                     else:
                         ready.add(b)
 
+        # the next task's batches and those of them still without a slot; kept while
+        # the ring is full, so a blocked issue() costs one comparison per call (batches
+        # get slots only here, so `new` stays valid until this task is issued)
+        waiting: tuple[int, int, list[int], list[int]] | None = None
+
         def issue() -> None:
-            nonlocal next_task
+            nonlocal next_task, waiting
             while next_task < n_tasks:
-                r0, r1 = int(table.run_bounds[next_task]), int(table.run_bounds[next_task + 1])
-                batches = table.run_batch[r0:r1].tolist()
-                new = [b for b in batches if b not in slot_of]
+                if waiting is None:
+                    r0, r1 = int(table.run_bounds[next_task]), int(table.run_bounds[next_task + 1])
+                    batches = table.run_batch[r0:r1].tolist()
+                    waiting = (r0, r1, batches, [b for b in batches if b not in slot_of])
+                r0, r1, batches, new = waiting
                 if len(new) > len(free):
                     return
+                waiting = None
                 for b in new:
                     slot_of[b] = free.pop()
                 key = int(table.keys[next_task])
