@@ -1,4 +1,4 @@
-"""The coordinator's per-epoch tables against direct (slow, obvious) references."""
+"""The engine's index arithmetic (coordinator tables, the workers' ragged copy) against slow, obvious references."""
 
 from __future__ import annotations
 
@@ -100,3 +100,31 @@ def test_chunk_table_runs_cover_the_plan(
     lo = plan.batch_bounds[start_batch]
     assert (seen[lo:] == 1).all()
     assert (seen[:lo] == 0).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    mean_rows=st.sampled_from([0.5, 3, 30, 100]),  # both sides of the slice-copy threshold
+    n=st.integers(1, 40),
+    length=st.integers(1, 120),
+)
+def test_ragged_copy_pads_and_truncates_like_a_loop(
+    seed: int, mean_rows: float, n: int, length: int
+) -> None:
+    """Selected samples of a decoded ragged chunk, zero-padded or truncated to ``length`` rows."""
+    from fastload._engine._worker import _copy_ragged
+
+    rng = np.random.default_rng(seed)
+    counts = rng.poisson(mean_rows, 64)
+    offsets = np.concatenate([[0], np.cumsum(counts)])
+    values = rng.standard_normal((int(offsets[-1]), 3)).astype(np.float32)
+    rows = np.sort(rng.choice(64, n, replace=False))
+    out = np.full((n, length, 3), np.nan, dtype=np.float32)  # stale slot contents
+    lens = np.full(n, -1, dtype=np.int64)
+    _copy_ragged(values, offsets, rows, out, lens)
+    for i, r in enumerate(rows):
+        sample = values[offsets[r] : offsets[r + 1]][:length]
+        assert lens[i] == len(sample)
+        np.testing.assert_array_equal(out[i, : len(sample)], sample)
+        assert not out[i, len(sample) :].any()

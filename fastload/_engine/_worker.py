@@ -173,6 +173,11 @@ class Executor:
         )
 
 
+#: Mean rows per sample above which per-sample slice copies beat one vectorised scatter
+#: (measured: at 64 rows per sample the loop is 4x faster, at 4 rows 4x slower).
+_SLICE_COPY_MIN_ROWS = 24
+
+
 def _copy_ragged(
     values: np.ndarray, offsets: np.ndarray, rows: np.ndarray, out: np.ndarray, lens: np.ndarray
 ) -> None:
@@ -181,11 +186,16 @@ def _copy_ragged(
     start = offsets[rows]
     counts = np.minimum(offsets[rows + 1] - start, length)
     lens[...] = counts
-    out_flat = out.reshape(n * length, *out.shape[2:])
-    out_flat[...] = 0
+    out[...] = 0
     total = int(counts.sum())
     if total == 0:
         return
+    if total >= _SLICE_COPY_MIN_ROWS * n:
+        # long samples (calorimeter hits): one memcpy per sample, no index arrays
+        for i, (a, c) in enumerate(zip(start.tolist(), counts.tolist(), strict=True)):
+            out[i, :c] = values[a : a + c]
+        return
+    out_flat = out.reshape(n * length, *out.shape[2:])
     first = np.zeros(n, dtype=np.int64)
     np.cumsum(counts[:-1], out=first[1:])
     within = np.arange(total, dtype=np.int64) - np.repeat(first, counts)
