@@ -37,7 +37,7 @@ from fastload.store._codecs import first_chunk_shuffles
 from fastload.store._parallel import ParallelStore, SplitSize, default_chunk_len
 from fastload.store._provenance import source_entry
 from fastload.store._ragged import Ragged
-from fastload.store._schema import choose_chunk_len
+from fastload.store._schema import value_chunk_len
 
 Starts = Mapping[
     str, tuple[int, int, Mapping[str, int]]
@@ -121,7 +121,7 @@ def _chunk_zero_wants(
         per_field = {}
         for fname, info in plan.fields.items():
             if info.ragged:
-                value_chunk = choose_chunk_len(info.spec.sample_nbytes, chunk_bytes)
+                value_chunk = value_chunk_len(info, chunk_bytes)
                 per_field[fname] = max(0, value_chunk - int(value_starts.get(fname, 0)))
             else:
                 per_field[fname] = max(0, chunk_len - event_start)

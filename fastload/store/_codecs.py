@@ -23,8 +23,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from zarr.codecs import BloscCodec
 
-from fastload.store._ragged import Ragged
-from fastload.store._schema import SHUFFLES, FieldInfo, choose_chunk_len
+from fastload.store._schema import SHUFFLES, FieldInfo, value_chunk_len
 
 #: Values the writers accept for ``shuffle``: a fixed choice, or ``"auto"`` per array.
 SHUFFLE_OPTIONS = (*SHUFFLES, "auto")
@@ -72,7 +71,7 @@ def auto_shuffle(array_name: str, first_chunk: np.ndarray, codec: Mapping[str, o
 
 
 def first_chunk_shuffles(
-    blocks: Iterable[Mapping[str, Mapping[str, np.ndarray | Ragged]]],
+    blocks: Iterable[Mapping[str, Mapping[str, np.ndarray]]],
     *,
     fields: Mapping[str, FieldInfo],
     splits: Iterable[str],
@@ -83,15 +82,15 @@ def first_chunk_shuffles(
     """``auto`` choices of every array of a store written from ``blocks`` (in store order).
 
     For a writer that creates arrays before it sees data (the parallel one): reads
-    blocks (``{split: {field: rows}}``) only until chunk 0 of every array is known,
-    and chooses as the serial writer does when it writes that chunk.
+    blocks (``{split: {field: rows}}``; a ragged field as its value rows, in order)
+    only until chunk 0 of every array is known, and chooses as the serial writer
+    does when it writes that chunk.
     """
     want: dict[str, tuple[str, str, int]] = {}  # array path -> (split, field, rows of chunk 0)
     for split in splits:
         for fname, info in fields.items():
             if info.ragged:
-                value_chunk = choose_chunk_len(info.spec.sample_nbytes, chunk_bytes)
-                want[f"{split}/{fname}/values"] = (split, fname, value_chunk)
+                want[f"{split}/{fname}/values"] = (split, fname, value_chunk_len(info, chunk_bytes))
             else:
                 want[f"{split}/{fname}"] = (split, fname, chunk_len)
     parts: dict[str, list[np.ndarray]] = {path: [] for path in want}
@@ -101,11 +100,7 @@ def first_chunk_shuffles(
             data = block.get(split, {}).get(fname)
             if data is None or have[path] >= rows:
                 continue
-            if isinstance(data, Ragged):  # the writers store values[offsets[0]:offsets[-1]]
-                values = np.asarray(data.values)[int(data.offsets[0]) : int(data.offsets[-1])]
-            else:
-                values = np.asarray(data)
-            values = values[: rows - have[path]].astype(fields[fname].dtype, copy=False)
+            values = np.asarray(data)[: rows - have[path]].astype(fields[fname].dtype, copy=False)
             parts[path].append(values)
             have[path] += len(values)
         if all(have[p] >= want[p][2] for p in want):
@@ -119,10 +114,9 @@ def first_chunk_shuffles(
             else np.empty((0, *info.shape), dtype=info.dtype)
         )
         chosen[path] = auto_shuffle(path.rsplit("/", 1)[-1], first, codec)
-    for split in splits:
-        for fname, info in fields.items():
-            if info.ragged:
-                chosen[f"{split}/{fname}/offsets"] = "byte"
+        if info.ragged:  # its offsets: a fixed rule, no data needed
+            offsets = path.removesuffix("/values") + "/offsets"
+            chosen[offsets] = auto_shuffle("offsets", first, codec)
     return chosen
 
 

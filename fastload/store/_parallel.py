@@ -63,6 +63,7 @@ from fastload.store._schema import (
     Schema,
     SplitInfo,
     choose_chunk_len,
+    value_chunk_len,
 )
 from fastload.store._writer import _TMP_MARK, _local, is_remote
 
@@ -271,9 +272,7 @@ class ParallelStore:
             for fname, info in self.fields.items():
                 if info.ragged:
                     sub = group.create_group(fname)
-                    value_chunk = choose_chunk_len(
-                        info.spec.sample_nbytes, self.meta["chunk_bytes"]
-                    )
+                    value_chunk = value_chunk_len(info, self.meta["chunk_bytes"])
                     self._create_array(
                         sub,
                         f"{split}/{fname}/values",

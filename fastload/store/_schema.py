@@ -137,6 +137,11 @@ class Schema:
         )
 
 
+def value_chunk_len(info: FieldInfo, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
+    """Rows per chunk of a ragged field's ``values`` array (chunked by rows, not by samples)."""
+    return choose_chunk_len(info.spec.sample_nbytes, chunk_bytes)
+
+
 def choose_chunk_len(sample_nbytes: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
     """Samples per chunk: the largest power of two whose chunk stays within ``target_bytes``.
 

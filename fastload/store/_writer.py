@@ -67,6 +67,7 @@ from fastload.store._schema import (
     Schema,
     SplitInfo,
     choose_chunk_len,
+    value_chunk_len,
 )
 
 # kept importable from here for code written against the first version of this module
@@ -414,7 +415,7 @@ class StoreWriter:
         for fname, info in self._fields.items():
             if info.ragged:
                 sub = group.create_group(fname)
-                values_len = choose_chunk_len(info.spec.sample_nbytes, self.chunk_bytes)
+                values_len = value_chunk_len(info, self.chunk_bytes)
                 sw.values[fname] = self._column(
                     sub, f"{split}/{fname}", "values", info.shape, info.dtype, values_len
                 )
