@@ -3,7 +3,8 @@
 Pass 1 counts events (and ragged value rows) per block and split; with
 ``shuffle="auto"`` the blocks holding chunk 0 of some array return those rows,
 from which each array's shuffle is chosen as the serial writer would; the store is
-then laid out at its final size (:class:`fastload.store._parallel.ParallelStore`)
+then laid out at its final size (:class:`fastload.store.ParallelStore`, with the
+layout rule of :class:`fastload.store.StoreLayout`)
 and pass 2 converts every block in a task that writes its rows at their final
 position.  Chunks shared by two blocks are assembled from fragments after all
 blocks are done, so the chunk bytes equal those of a serial conversion.
@@ -33,11 +34,9 @@ from converters.generic import (
     store_options,
 )
 from fastload.errors import missing_dependency
-from fastload.store._codecs import first_chunk_shuffles
-from fastload.store._parallel import ParallelStore, SplitSize, default_chunk_len
-from fastload.store._provenance import source_entry
-from fastload.store._ragged import Ragged
-from fastload.store._schema import value_chunk_len
+from fastload.store import ParallelStore, Ragged, SplitSize, StoreLayout, source_entry
+
+logger = logging.getLogger("fastload.converters.dask")
 
 Starts = Mapping[
     str, tuple[int, int, Mapping[str, int]]
@@ -110,21 +109,18 @@ def assemble_task(store: ParallelStore, chunks: list[tuple[str, int]]) -> int:
 Wants = Mapping[str, Mapping[str, int]]  # split -> field -> rows of chunk 0 in the block
 
 
-def _chunk_zero_wants(
-    plan: ConversionPlan, block_starts: Starts, chunk_len: int, chunk_bytes: int
-) -> dict[str, dict[str, int]]:
+def _chunk_zero_wants(layout: StoreLayout, block_starts: Starts) -> dict[str, dict[str, int]]:
     """How many leading rows of each array of a block fall into that array's chunk 0."""
     wants: dict[str, dict[str, int]] = {}
     for split, (event_start, n, value_starts) in block_starts.items():
         if n == 0:
             continue
         per_field = {}
-        for fname, info in plan.fields.items():
-            if info.ragged:
-                value_chunk = value_chunk_len(info, chunk_bytes)
-                per_field[fname] = max(0, value_chunk - int(value_starts.get(fname, 0)))
-            else:
-                per_field[fname] = max(0, chunk_len - event_start)
+        for array in layout.arrays(split, layout.split_chunk_len(split)):
+            if array.part == "offsets":
+                continue  # a fixed rule: no data needed
+            first_row = event_start if not array.part else int(value_starts.get(array.field, 0))
+            per_field[array.field] = max(0, array.chunk_len - first_row)
         if any(per_field.values()):
             wants[split] = per_field
     return wants
@@ -155,21 +151,150 @@ def _needs_counting(plan: ConversionPlan) -> bool:
     return bool(plan.ragged_fields) or plan.spec.split.kind == "fraction"
 
 
-def _gather(client: Any, futures: list[Any], desc: str, progress: bool) -> list[Any]:
-    """Results in submission order, with a progress bar; the first failure cancels the rest."""
-    from distributed import as_completed
-    from tqdm import tqdm
+class _Tasks:
+    """Submit tasks to ``client`` with the run's retries; gather them with a progress bar."""
 
-    results: dict[Any, Any] = {}
-    with tqdm(total=len(futures), desc=desc, unit="task", disable=not progress) as bar:
-        try:
-            for future in as_completed(futures):
-                results[future.key] = future.result()
-                bar.update()
-        except BaseException:
-            client.cancel(futures)
-            raise
-    return [results[f.key] for f in futures]
+    def __init__(self, client: Any, *, retries: int, progress: bool) -> None:
+        self.client = client
+        self.retries = retries
+        self.progress = progress
+
+    def map(self, desc: str, fn: Callable[..., Any], *args: list[Any]) -> list[Any]:
+        """``[fn(*row) for row in zip(*args)]`` as tasks, in order."""
+        futures = self.client.map(fn, *args, retries=self.retries, pure=False)
+        return self.gather(futures, desc)
+
+    def gather(self, futures: list[Any], desc: str) -> list[Any]:
+        """Results in submission order; the first failure cancels the rest."""
+        from distributed import as_completed
+        from tqdm import tqdm
+
+        results: dict[Any, Any] = {}
+        with tqdm(total=len(futures), desc=desc, unit="task", disable=not self.progress) as bar:
+            try:
+                for future in as_completed(futures):
+                    results[future.key] = future.result()
+                    bar.update()
+            except BaseException:
+                self.client.cancel(futures)
+                raise
+        return [results[f.key] for f in futures]
+
+
+def _count(tasks: _Tasks, plan: ConversionPlan, plan_future: Any) -> list[Any]:
+    """Pass 1: ``{split: (events, {ragged field: rows})}`` of every block."""
+    if not _needs_counting(plan):
+        return [{plan.files[b.file].split: (b.stop - b.start, {})} for b in plan.blocks]
+    n = len(plan.blocks)
+    return tasks.map("counting", count_task, [plan_future] * n, plan.blocks)
+
+
+def _positions(
+    plan: ConversionPlan, counts: list[Any]
+) -> tuple[dict[str, SplitSize], list[dict[str, tuple[int, int, dict[str, int]]]]]:
+    """Final sizes per split, and where each block's rows go (blocks in order, within each split)."""
+    sizes: dict[str, SplitSize] = {
+        s: SplitSize(0, {f: 0 for f in plan.ragged_fields}) for s in plan.splits
+    }
+    starts: list[dict[str, tuple[int, int, dict[str, int]]]] = []
+    for per_split in counts:
+        block_starts: dict[str, tuple[int, int, dict[str, int]]] = {}
+        for split, (n, rows) in per_split.items():
+            size = sizes[split]
+            block_starts[split] = (size.n, n, dict(size.rows))
+            sizes[split] = SplitSize(
+                size.n + n, {f: size.rows[f] + rows.get(f, 0) for f in size.rows}
+            )
+        starts.append(block_starts)
+    return {s: v for s, v in sizes.items() if v.n}, starts
+
+
+def _auto_shuffles(
+    tasks: _Tasks,
+    plan: ConversionPlan,
+    plan_future: Any,
+    layout: StoreLayout,
+    sizes: Mapping[str, SplitSize],
+    starts: list[dict[str, tuple[int, int, dict[str, int]]]],
+) -> dict[str, str]:
+    """``shuffle="auto"`` choices, as the serial writer makes them from each array's chunk 0.
+
+    The arrays are laid out before any block is written, so the blocks holding chunk-0
+    rows are read first (in parallel; only the first few, unless a split is tiny).
+    """
+    wants = [_chunk_zero_wants(layout, s) for s in starts]
+    needed = [(b, w) for b, w in zip(plan.blocks, wants, strict=True) if w]
+    rows = tasks.map(
+        "choosing codecs",
+        chunk_zero_task,
+        [plan_future] * len(needed),
+        [b for b, _ in needed],
+        [w for _, w in needed],
+    )
+    return layout.first_chunk_shuffles(rows, {s: layout.split_chunk_len(s) for s in sizes})
+
+
+def _write_blocks(
+    tasks: _Tasks,
+    plan_future: Any,
+    store: ParallelStore,
+    todo: list[tuple[Block, Starts]],
+    task: Callable[..., dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Pass 2: one task per block (each with a fresh key, so a rerun never reuses a result)."""
+    futures = [
+        tasks.client.submit(
+            task,
+            plan_future,
+            store,
+            b,
+            s,
+            retries=tasks.retries,
+            pure=False,
+            key=f"fastload-block-{b.id}-{os.urandom(4).hex()}",
+        )
+        for b, s in todo
+    ]
+    return tasks.gather(futures, "blocks")
+
+
+def _merge_max_len(results: list[dict[str, Any]]) -> dict[str, dict[str, int]]:
+    """``{split: {ragged field: longest sample}}`` over every block's result."""
+    max_len: dict[str, dict[str, int]] = {}
+    for result in results:
+        for split, per_field in result.get("max_len", {}).items():
+            into = max_len.setdefault(split, {})
+            for f, v in per_field.items():
+                into[f] = max(into.get(f, 0), int(v))
+    return max_len
+
+
+def _assemble(tasks: _Tasks, store: ParallelStore) -> None:
+    """Write the chunks shared by neighbouring blocks, spread over about 4 tasks per worker."""
+    pending = store.pending_chunks()
+    if not pending:
+        return
+    workers = len(tasks.client.scheduler_info().get("workers", {}))
+    n_batches = max(1, min(len(pending), 4 * workers or 1))
+    batches = [pending[i::n_batches] for i in range(n_batches)]
+    tasks.map("assembling", assemble_task, [store] * len(batches), batches)
+
+
+def _checksums(tasks: _Tasks, plan: ConversionPlan) -> list[dict[str, Any]]:
+    """Provenance records of the sources (checksums computed by tasks)."""
+    algorithm = plan.spec.store.checksum
+    if algorithm == "none":
+        return []
+    paths = [p for f in plan.files for p in provenance_paths(f)]
+    return tasks.map("checksums", source_entry, paths, [algorithm] * len(paths))
+
+
+def _store_layout(plan: ConversionPlan, opts: dict[str, Any]) -> StoreLayout:
+    """The plan's layout; takes the layout options out of ``opts`` (the rest is metadata)."""
+    return StoreLayout(
+        fields=plan.fields,
+        **{k: opts.pop(k) for k in ("codec", "clevel", "shuffle", "chunk_bytes", "chunk_len")},
+    )
 
 
 def convert_dask(
@@ -187,114 +312,34 @@ def convert_dask(
 
     ``task`` is the pass-2 task (``write_task`` or a wrapper of it with the same signature).
     """
+    tasks = _Tasks(client, retries=retries, progress=progress)
     # hash=False: a fresh key per run, so a finished run releasing its copy cannot take ours
     plan_future = client.scatter(plan, broadcast=True, hash=False)
-    if _needs_counting(plan):
-        futures = client.map(
-            count_task, [plan_future] * len(plan.blocks), plan.blocks, retries=retries, pure=False
-        )
-        counts = _gather(client, futures, "counting", progress)
-    else:
-        counts = [{plan.files[b.file].split: (b.stop - b.start, {})} for b in plan.blocks]
-
-    # final positions: blocks in order, within each split
-    sizes: dict[str, SplitSize] = {
-        s: SplitSize(0, {f: 0 for f in plan.ragged_fields}) for s in plan.splits
-    }
-    starts: list[dict[str, tuple[int, int, dict[str, int]]]] = []
-    for per_split in counts:
-        block_starts: dict[str, tuple[int, int, dict[str, int]]] = {}
-        for split, (n, rows) in per_split.items():
-            size = sizes[split]
-            block_starts[split] = (size.n, n, dict(size.rows))
-            sizes[split] = SplitSize(
-                size.n + n, {f: size.rows[f] + rows.get(f, 0) for f in size.rows}
-            )
-        starts.append(block_starts)
-
+    sizes, starts = _positions(plan, _count(tasks, plan, plan_future))
     opts = store_options(plan)
-    written_sizes = {s: v for s, v in sizes.items() if v.n}
-    if opts["shuffle"] == "auto":
-        # chosen as the serial writer would, from chunk 0 of each array; the arrays are
-        # laid out before any block is written, so the blocks holding chunk-0 rows are
-        # read first (in parallel; only the first few, unless a split is tiny)
-        chunk_len = opts["chunk_len"] or default_chunk_len(plan.fields, opts["chunk_bytes"])
-        wants = [_chunk_zero_wants(plan, s, chunk_len, opts["chunk_bytes"]) for s in starts]
-        needed = [(b, w) for b, w in zip(plan.blocks, wants, strict=True) if w]
-        futures = client.map(
-            chunk_zero_task,
-            [plan_future] * len(needed),
-            [b for b, _ in needed],
-            [w for _, w in needed],
-            retries=retries,
-            pure=False,
-        )
-        opts["shuffles"] = first_chunk_shuffles(
-            _gather(client, futures, "choosing codecs", progress),
-            fields=plan.fields,
-            splits=list(written_sizes),
-            chunk_len=chunk_len,
-            chunk_bytes=opts["chunk_bytes"],
-            codec={"cname": opts["codec"], "clevel": opts["clevel"]},
-        )
+    layout = _store_layout(plan, opts)
+    shuffles = None
+    if layout.shuffle == "auto":
+        shuffles = _auto_shuffles(tasks, plan, plan_future, layout, sizes, starts)
     store = ParallelStore.create(
         dst,
-        fields=plan.fields,
-        sizes=written_sizes,
+        layout=layout,
+        sizes=sizes,
         plan_id=plan.digest,
+        shuffles=shuffles,
         overwrite=overwrite,
         resume=resume,
         **opts,
     )
     done = store.finished_blocks() if resume else {}
     todo = [(b, s) for b, s in zip(plan.blocks, starts, strict=True) if b.id not in done]
-    if resume and progress:
-        print(
-            f"resuming: {len(plan.blocks) - len(todo)} of {len(plan.blocks)} blocks already written"
+    if resume:
+        logger.info(
+            "resuming: %d of %d blocks already written",
+            len(plan.blocks) - len(todo),
+            len(plan.blocks),
         )
-    futures = [
-        client.submit(
-            task,
-            plan_future,
-            store,
-            b,
-            s,
-            retries=retries,
-            pure=False,
-            key=f"fastload-block-{b.id}-{os.urandom(4).hex()}",
-        )
-        for b, s in todo
-    ]
-    written = _gather(client, futures, "blocks", progress)
-
-    max_len: dict[str, dict[str, int]] = {}
-    for result in [*done.values(), *written]:
-        for split, per_field in result.get("max_len", {}).items():
-            into = max_len.setdefault(split, {})
-            for f, v in per_field.items():
-                into[f] = max(into.get(f, 0), int(v))
-
-    pending = store.pending_chunks()
-    if pending:
-        n_batches = max(
-            1, min(len(pending), 4 * len(client.scheduler_info().get("workers", {})) or 1)
-        )
-        batches = [pending[i::n_batches] for i in range(n_batches)]
-        _gather(
-            client,
-            client.map(assemble_task, [store] * len(batches), batches, retries=retries, pure=False),
-            "assembling",
-            progress,
-        )
-
-    sources: list[dict[str, Any]] = []
-    algorithm = plan.spec.store.checksum
-    if algorithm != "none":
-        paths = [p for f in plan.files for p in provenance_paths(f)]
-        sources = _gather(
-            client,
-            client.map(source_entry, paths, [algorithm] * len(paths), retries=retries, pure=False),
-            "checksums",
-            progress,
-        )
-    return store.commit(max_len=max_len, sources=sources)
+    written = _write_blocks(tasks, plan_future, store, todo, task)
+    _assemble(tasks, store)
+    sources = _checksums(tasks, plan)
+    return store.commit(max_len=_merge_max_len([*done.values(), *written]), sources=sources)

@@ -8,9 +8,11 @@ at their final position.
 Invariants
 ----------
 * The layout (array shapes, chunks, codecs, ``write_empty_chunks``, fill value,
-  the sample-chunk length rule, ragged value chunks, offsets chunked by
-  ``OFFSETS_CHUNK_LEN``) is the serial writer's, so a store written here has
-  the same chunk bytes as one written serially from the same data.
+  the sample-chunk length rule, ragged value and offsets chunks) comes from the
+  same :class:`~fastload.store.StoreLayout` as the serial writer's, so a store
+  written here has the same chunk bytes as one written serially from the same
+  data; ``shuffle="auto"`` choices are made beforehand from each array's chunk 0
+  (:meth:`StoreLayout.first_chunk_shuffles`).
 * No two tasks write the same chunk.  A task writes only the chunks that lie
   entirely inside its row range; the rows it holds of a chunk it shares with a
   neighbour (block edges, ragged values, offsets) are saved as a *fragment*
@@ -19,14 +21,17 @@ Invariants
 * A finished block leaves a marker (``done/BLOCK.json`` with its results) in a
   work directory beside the store; a rerun with ``resume=True`` and the same
   plan id skips finished blocks.  Rewriting a block is idempotent.
-* A local store is built under ``.NAME.fastload-tmp-parallel`` and renamed into
+* A local store is built under ``.NAME.fastload-tmp-parallel`` and moved into
   place by :meth:`ParallelStore.commit` after the schema is written with
-  ``complete=True``; a remote store (fsspec URL) is written in place and stays
-  marked incomplete until then.
+  ``complete=True``, with the serial writer's install protocol
+  (:mod:`fastload.store._placement`: a commit lock, one winner among racing
+  writers); a remote store (fsspec URL) is written in place and stays marked
+  incomplete until then.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -44,37 +49,34 @@ from fastload._version import __version__
 from fastload.errors import (
     ConfigError,
     CorruptStoreError,
-    NonFiniteError,
     SchemaError,
     StoreExistsError,
     StoreWriteError,
+    missing_dependency,
 )
-from fastload.store._codecs import SHUFFLE_OPTIONS, SHUFFLES, blosc_codec, codec_record
+from fastload.store._codecs import SHUFFLES
+from fastload.store._layout import StoreLayout
+from fastload.store._paths import TMP_MARK, is_remote, local_path
+from fastload.store._placement import (
+    Identity,
+    install,
+    refuse_existing,
+    require_fsspec,
+    store_identity,
+)
 from fastload.store._provenance import now_iso
 from fastload.store._ragged import Ragged
 from fastload.store._schema import (
     ATTR_KEY,
-    CODECS,
-    DEFAULT_CHUNK_BYTES,
     FORMAT_VERSION,
-    OFFSETS_CHUNK_LEN,
-    TASKS,
-    FieldInfo,
     Schema,
     SplitInfo,
-    choose_chunk_len,
-    value_chunk_len,
+    check_task,
+    new_store_id,
 )
-from fastload.store._writer import _TMP_MARK, _local, is_remote
 
-_TMP_NAME = "parallel"  # not a pid, so the serial writer's stale-temporary sweep leaves it alone
+_TMP_NAME = "parallel"  # no pid@host: the serial writer's stale-temporary sweep leaves it alone
 _WORK_SUFFIX = ".work"
-
-
-def default_chunk_len(fields: Mapping[str, FieldInfo], chunk_bytes: int) -> int:
-    """Samples per chunk when none is given: the largest dense sample fills ``chunk_bytes``."""
-    dense = [f.spec.sample_nbytes for f in fields.values() if not f.ragged]
-    return choose_chunk_len(max(dense, default=8), chunk_bytes)
 
 
 @dataclass(frozen=True)
@@ -84,12 +86,52 @@ class SplitSize:
     n: int
     rows: dict[str, int] = field(default_factory=dict)
 
+    def mean_rows(self) -> dict[str, float]:
+        """Mean value rows per sample of each ragged field."""
+        return {f: r / self.n for f, r in self.rows.items()} if self.n else {}
+
 
 def _fs(url: str) -> tuple[Any, str]:
-    import fsspec
-
+    try:
+        import fsspec
+    except ModuleNotFoundError:
+        raise missing_dependency("fsspec", "s3" if is_remote(url) else "dask") from None
     fs, root = fsspec.core.url_to_fs(url)
     return fs, root
+
+
+def _building_url(text: str) -> str:
+    """Where the store is built: in place for a URL, else a fixed hidden sibling (resumable)."""
+    if is_remote(text):
+        return text.rstrip("/")
+    target = local_path(text)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise StoreWriteError(
+            f"cannot create the directory {str(target.parent)!r} for store {text!r}: {exc}"
+        ) from exc
+    return str(target.parent / f".{target.name}{TMP_MARK}{_TMP_NAME}")
+
+
+def _auto_choices(
+    layout: StoreLayout,
+    sizes: Mapping[str, SplitSize],
+    shuffles: Mapping[str, str] | None,
+    path: str,
+) -> dict[str, str]:
+    """With ``shuffle="auto"``, the given choice of every array, checked to be complete."""
+    if layout.shuffle != "auto":
+        return {}
+    keys = [a.key for split in sizes for a in layout.arrays(split, 1)]
+    missing = [k for k in keys if (shuffles or {}).get(k) not in SHUFFLES]
+    if missing:
+        raise ConfigError(
+            f"shuffle='auto' for {path!r} needs the choice of every array, made from its "
+            f"first chunk; missing or invalid for {missing}: compute them with "
+            "StoreLayout.first_chunk_shuffles, or pick a fixed shuffle"
+        )
+    return {k: str((shuffles or {})[k]) for k in keys}
 
 
 class ParallelStore:
@@ -105,21 +147,25 @@ class ParallelStore:
         *,
         path: str,
         url: str,
-        work: str,
-        fields: Mapping[str, FieldInfo],
+        layout: StoreLayout,
         sizes: Mapping[str, SplitSize],
-        chunk_len: int,
+        chunk_lens: Mapping[str, int],
+        shuffles: Mapping[str, str],
         meta: Mapping[str, Any],
         allow_nonfinite: bool,
+        seen: Identity = None,
     ) -> None:
         self.path = path
         self.url = url
-        self.work = work
-        self.fields = dict(fields)
+        self.work = url + _WORK_SUFFIX
+        self.layout = layout
+        self.fields = dict(layout.fields)
         self.sizes = dict(sizes)
-        self.chunk_len = chunk_len
+        self.chunk_lens = dict(chunk_lens)
+        self.shuffles = dict(shuffles)
         self.meta = dict(meta)
         self.allow_nonfinite = allow_nonfinite
+        self._seen = seen
         self._arrays: dict[str, zarr.Array] = {}
         self._fs_root: tuple[Any, str] | None = None
 
@@ -135,17 +181,12 @@ class ParallelStore:
         cls,
         path: str | os.PathLike[str],
         *,
-        fields: Mapping[str, FieldInfo],
+        layout: StoreLayout,
         sizes: Mapping[str, SplitSize],
         plan_id: str,
+        shuffles: Mapping[str, str] | None = None,
         name: str | None = None,
         task: str = "classification",
-        codec: str = "lz4",
-        clevel: int = 5,
-        shuffle: str = "auto",
-        shuffles: Mapping[str, str] | None = None,
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        chunk_len: int | None = None,
         labels: Sequence[str] = (),
         converter: str | None = None,
         converter_version: str | None = None,
@@ -159,162 +200,91 @@ class ParallelStore:
         ----------
         path
             Target directory or fsspec URL.
-        fields
-            Every field of the store, in order.
+        layout
+            Fields and layout options (codec, level, shuffle, chunk bytes and length);
+            each split's chunk length is ``layout.split_chunk_len`` with the split's mean
+            ragged rows.
         sizes
             Per split: samples and ragged value rows (splits with no samples are left out).
         plan_id
             Identifies the conversion plan; ``resume`` only reuses work with the same id.
-        name, task, codec, clevel, shuffle, chunk_bytes, chunk_len, labels, converter,
-        converter_version, overwrite, allow_nonfinite
-            As for :func:`fastload.create_store`; ``chunk_len`` must be an int or ``None``.
         shuffles
             With ``shuffle="auto"``: the choice for every array path (``split/field``,
             ``split/field/values``, ``split/field/offsets``), from the data of its first
             chunk, which this writer never sees before laying out the arrays; compute it
-            with :func:`fastload.store._codecs.first_chunk_shuffles`.
+            with :meth:`StoreLayout.first_chunk_shuffles`.
+        name, task, labels, converter, converter_version, overwrite, allow_nonfinite
+            As for :func:`fastload.create_store`.
         resume
             Reuse the arrays and finished-block markers of an interrupted run with the same
             ``plan_id``; without it any leftover of an earlier run is discarded.
+
+        Raises
+        ------
+        ConfigError
+            An option is invalid, a ``shuffles`` choice is missing, or ``resume`` meets
+            the leftover of a different plan.
+        SchemaError
+            No split has a sample.
+        StoreExistsError
+            As for :func:`fastload.create_store`.
         """
         from fastload.store._reader import probe_store
 
-        if task not in TASKS:
-            raise SchemaError(f"task must be one of {TASKS}, got {task!r}")
-        if codec not in CODECS:
-            raise SchemaError(f"codec must be one of {CODECS}, got {codec!r}")
-        if shuffle not in SHUFFLE_OPTIONS:
-            raise SchemaError(f"shuffle must be one of {SHUFFLE_OPTIONS}, got {shuffle!r}")
-        if not sizes or not any(s.n for s in sizes.values()):
-            raise SchemaError(
-                f"no samples to write to {os.fspath(path)!r}; refusing to create an empty store"
-            )
         text = os.fspath(path)
-        state = probe_store(text)
-        if state == "complete" and not overwrite:
-            raise StoreExistsError(
-                f"a complete store already exists at {text!r}; pass overwrite=True "
-                "(--overwrite on the command line) to replace it"
-            )
-        if state == "foreign" and not overwrite:
-            raise StoreExistsError(
-                f"{text!r} exists and is not a fastload store; refusing to write over it"
-            )
-        if is_remote(text):
-            url = text.rstrip("/")
-        else:
-            target = _local(text)
-            try:
-                target.parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreWriteError(
-                    f"cannot create the directory {str(target.parent)!r} for store {text!r}: {exc}"
-                ) from exc
-            url = str(target.parent / f".{target.name}{_TMP_MARK}{_TMP_NAME}")
-        if chunk_len is None:
-            chunk_len = default_chunk_len(fields, chunk_bytes)
-        codec_options = {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle}
-        chosen: dict[str, str] = {}
-        if shuffle == "auto":
-            paths = [
-                f"{split}/{fname}{part}"
-                for split, size in sizes.items()
-                if size.n
-                for fname, info in fields.items()
-                for part in (("/values", "/offsets") if info.ragged else ("",))
-            ]
-            missing = [p for p in paths if (shuffles or {}).get(p) not in SHUFFLES]
-            if missing:
-                raise SchemaError(
-                    f"shuffle='auto' for {text!r} needs the choice of every array, made from its "
-                    f"first chunk; missing or invalid for {missing}: compute them with "
-                    "fastload.store._codecs.first_chunk_shuffles, or pick a fixed shuffle"
-                )
-            chosen = {p: str((shuffles or {})[p]) for p in paths}
-        meta = {
-            "name": name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
-            "task": task,
-            "codec": codec_record(codec_options, chosen),
-            "chunk_bytes": int(chunk_bytes),
-            "labels": [str(x) for x in labels],
-            "converter": converter,
-            "converter_version": converter_version,
-            "plan_id": plan_id,
-            "overwrite": overwrite,
-        }
+        check_task(task)
+        sizes = {k: v for k, v in sizes.items() if v.n}
+        if not sizes:
+            raise SchemaError(f"no samples to write to {text!r}; refusing to create an empty store")
+        require_fsspec(text)
+        refuse_existing(probe_store(text), text, overwrite=overwrite)
         store = cls(
             path=text,
-            url=url,
-            work=url + _WORK_SUFFIX,
-            fields=fields,
-            sizes={k: v for k, v in sizes.items() if v.n},
-            chunk_len=max(1, int(chunk_len)),
-            meta=meta,
+            url=_building_url(text),
+            layout=layout,
+            sizes=sizes,
+            chunk_lens={k: layout.split_chunk_len(k, v.mean_rows()) for k, v in sizes.items()},
+            shuffles=_auto_choices(layout, sizes, shuffles, text),
+            meta={
+                "name": name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
+                "task": task,
+                "labels": [str(x) for x in labels],
+                "converter": converter,
+                "converter_version": converter_version,
+                "plan_id": plan_id,
+                "overwrite": overwrite,
+                "store_id": new_store_id(),
+            },
             allow_nonfinite=allow_nonfinite,
+            seen=None if is_remote(text) else store_identity(local_path(text)),
         )
-        if resume and store._recorded_plan() == plan_id:
-            return store
-        if resume and store._recorded_plan() is not None:
-            raise ConfigError(
-                f"cannot resume {text!r}: the interrupted run in {store.url!r} used a different spec, "
-                "sources or layout; run again without --resume to start over"
-            )
-        store._discard()
-        store._layout()
-        store._put(f"{store.work}/plan.json", json.dumps({"plan_id": plan_id}).encode())
+        store._start(plan_id, resume)
         return store
 
-    def _layout(self) -> None:
+    def _start(self, plan_id: str, resume: bool) -> None:
+        """Reuse an interrupted run of the same plan (``resume``), or lay out afresh."""
+        recorded = self._recorded_plan()
+        if resume and recorded == plan_id:
+            return
+        if resume and recorded is not None:
+            raise ConfigError(
+                f"cannot resume {self.path!r}: the interrupted run in {self.url!r} used a "
+                "different spec, sources or layout; run again without --resume to start over"
+            )
+        self._discard()
+        self._layout_arrays()
+        self._put(f"{self.work}/plan.json", json.dumps({"plan_id": plan_id}).encode())
+
+    def _layout_arrays(self) -> None:
         root = zarr.open_group(self.url, mode="w")
         root.attrs[ATTR_KEY] = self._schema({}, [], complete=False).to_json()
         for split, size in self.sizes.items():
             group = root.create_group(split)
-            for fname, info in self.fields.items():
-                if info.ragged:
-                    sub = group.create_group(fname)
-                    value_chunk = value_chunk_len(info, self.meta["chunk_bytes"])
-                    self._create_array(
-                        sub,
-                        f"{split}/{fname}/values",
-                        size.rows.get(fname, 0),
-                        info.shape,
-                        info.dtype,
-                        value_chunk,
-                    )
-                    self._create_array(
-                        sub,
-                        f"{split}/{fname}/offsets",
-                        size.n + 1,
-                        (),
-                        np.dtype("<i8"),
-                        OFFSETS_CHUNK_LEN,
-                    )
-                else:
-                    self._create_array(
-                        group, f"{split}/{fname}", size.n, info.shape, info.dtype, self.chunk_len
-                    )
-
-    def _create_array(
-        self,
-        group: zarr.Group,
-        path: str,
-        n: int,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        chunk_len: int,
-    ) -> None:
-        # the same call as StoreWriter._column's, at the final length
-        codec = self.meta["codec"]
-        shuffle = codec["arrays"][path] if codec["shuffle"] == "auto" else codec["shuffle"]
-        group.create_array(
-            path.rsplit("/", 1)[-1],
-            shape=(n, *shape),
-            chunks=(chunk_len, *shape) if all(shape) else (chunk_len, *(max(1, s) for s in shape)),
-            dtype=dtype,
-            compressors=blosc_codec(codec, shuffle, dtype),
-            fill_value=0,
-            config={"write_empty_chunks": True},
-        )
+            for array in self.layout.arrays(split, self.chunk_lens[split]):
+                n = {"": size.n, "values": size.rows.get(array.field, 0), "offsets": size.n + 1}
+                parent = group if not array.part else group.require_group(array.field)
+                shuffle = self.shuffles.get(array.key, self.layout.shuffle)
+                self.layout.create_array(parent, array, n[array.part], shuffle)
 
     # ------------------------------------------------------------------ side files
     @property
@@ -407,57 +377,29 @@ class ParallelStore:
             )
         max_len: dict[str, int] = {}
         for fname, info in self.fields.items():
-            value = block[fname]
-            where = f"field {fname!r} of split {split!r} in {self.path!r}"
-            if info.ragged:
-                if not isinstance(value, Ragged):
-                    raise SchemaError(f"{where}: expected fastload.Ragged")
-                values, offsets = value.rebased()
-                values = self._check(values, info, where)
-                v0 = int((value_starts or {})[fname])
-                if v0 + len(values) > size.rows.get(fname, 0):
-                    raise SchemaError(
-                        f"{where}: value rows {v0}..{v0 + len(values)} exceed the {size.rows.get(fname, 0)} counted"
-                    )
-                self._write_rows(f"{split}/{fname}/values", v0, values)
-                ends = offsets[1:] + v0
-                if start == 0:
-                    self._write_rows(
-                        f"{split}/{fname}/offsets", 0, np.concatenate([[0], ends]).astype(np.int64)
-                    )
-                else:
-                    self._write_rows(f"{split}/{fname}/offsets", start + 1, ends.astype(np.int64))
-                max_len[fname] = int(np.diff(offsets).max(initial=0))
-            else:
-                if isinstance(value, Ragged):
-                    raise SchemaError(f"{where}: expected a dense array")
-                self._write_rows(
-                    f"{split}/{fname}", start, self._check(np.asarray(value), info, where)
-                )
-        return max_len
-
-    def _check(self, data: np.ndarray, info: FieldInfo, where: str) -> np.ndarray:
-        if data.shape[1:] != info.shape:
-            raise SchemaError(
-                f"{where}: per-sample shape {data.shape[1:]} != expected {info.shape}"
+            data = info.conform(
+                block[fname],
+                where=f"field {fname!r} of split {split!r} in {self.path!r}",
+                allow_nonfinite=self.allow_nonfinite,
             )
-        if data.dtype != info.dtype:
-            if not np.can_cast(data.dtype, info.dtype, casting="safe"):
+            if not isinstance(data, Ragged):
+                self._write_rows(f"{split}/{fname}", start, data)
+                continue
+            values, offsets = data.values, data.offsets  # rebased: offsets start at 0
+            v0 = int((value_starts or {})[fname])
+            if v0 + len(values) > size.rows.get(fname, 0):
                 raise SchemaError(
-                    f"{where}: dtype {data.dtype} cannot be stored as {info.dtype} without loss"
+                    f"field {fname!r} of split {split!r} in {self.path!r}: value rows "
+                    f"{v0}..{v0 + len(values)} exceed the {size.rows.get(fname, 0)} counted"
                 )
-            data = data.astype(info.dtype)
-        if (
-            not self.allow_nonfinite
-            and data.dtype.kind in "fc"
-            and data.size
-            and not np.isfinite(data).all()
-        ):
-            first = int(np.argmin(np.isfinite(data).reshape(len(data), -1).all(axis=1)))
-            raise NonFiniteError(
-                f"{where}: NaN or inf at row {first} of the block; clean the data or allow non-finite values"
-            )
-        return data
+            self._write_rows(f"{split}/{fname}/values", v0, values)
+            ends = (offsets[1:] + v0).astype(np.int64)
+            if start == 0:  # the block that holds the offsets' leading 0
+                self._write_rows(f"{split}/{fname}/offsets", 0, np.concatenate([[0], ends]))
+            else:
+                self._write_rows(f"{split}/{fname}/offsets", start + 1, ends)
+            max_len[fname] = int(np.diff(offsets).max(initial=0))
+        return max_len
 
     def _write_rows(self, key: str, r0: int, data: np.ndarray) -> None:
         """Write rows ``[r0, r0+len)``: whole chunks directly, shared edge chunks as fragments."""
@@ -552,7 +494,7 @@ class ParallelStore:
             k: SplitInfo(
                 k,
                 s.n,
-                self.chunk_len,
+                self.chunk_lens[k],
                 {f: int(max_len.get(k, {}).get(f, 0)) for f, i in self.fields.items() if i.ragged},
             )
             for k, s in self.sizes.items()
@@ -573,7 +515,8 @@ class ParallelStore:
             labels=list(m["labels"]),
             source=source,
             complete=complete,
-            codec=m["codec"],
+            codec=self.layout.codec_record(self.shuffles),
+            store_id=m["store_id"],
         )
 
     def commit(
@@ -585,6 +528,12 @@ class ParallelStore:
         :meth:`pending_chunks`.
 
         ``max_len`` is ``{split: {ragged field: longest sample}}`` gathered from the blocks.
+
+        Raises
+        ------
+        StoreExistsError
+            Another writer put a store at the path meanwhile (see
+            :func:`fastload.create_store`); this store is discarded.
         """
         root = zarr.open_group(self.url, mode="r+")
         for split in self.sizes:
@@ -596,21 +545,22 @@ class ParallelStore:
             fs.rm(self._side(""), recursive=True)
         if is_remote(self.path):
             return self.path
-        target = _local(self.path)
-        if target.exists():
-            trash = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-            os.rename(target, trash)
-            os.rename(self.url, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.rename(self.url, target)
+        try:
+            install(
+                Path(self.url),
+                local_path(self.path),
+                self.path,
+                overwrite=bool(self.meta["overwrite"]),
+                seen=self._seen,
+            )
+        except StoreExistsError:
+            self.abort()  # another writer won: leave no temporary
+            raise
         return self.path
 
     def abort(self) -> None:
         """Discard the partial store and its work files (an interrupted run then cannot resume)."""
         if is_remote(self.url):
-            import contextlib
-
             with contextlib.suppress(Exception):
                 zarr.open_group(self.url, mode="w")
         self._discard()

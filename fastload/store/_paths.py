@@ -1,18 +1,15 @@
 """Store locations: local paths vs URLs, and the temporaries of atomic writes.
 
-A local store ``DIR/NAME.zarr`` is written as ``DIR/.NAME.zarr.fastload-tmp-PID-HEX``
-and renamed into place when complete.  The writer's process id is part of the
-name so that a later writer can tell a temporary whose writer died (remove it)
-from one that is still being written (leave it alone).  A store being replaced
-is first moved aside under a name of the same form (``...-PID-oldHEX``), so a
-crash between the two renames also leaves only a removable temporary.
+A local store ``DIR/NAME.zarr`` is written under a hidden sibling whose name starts
+``DIR/.NAME.zarr.fastload-tmp-`` and renamed into place when complete; how the
+writers name, sweep and install temporaries is in :mod:`fastload.store._placement`.
+Readers only need to find leftovers (:func:`leftover_temporaries`) to name them
+in errors.
 """
 
 from __future__ import annotations
 
 import os
-import shutil
-import uuid
 from pathlib import Path
 
 TMP_MARK = ".fastload-tmp-"
@@ -51,30 +48,8 @@ def _prefix(target: Path) -> str:
     return f".{target.name}{TMP_MARK}"
 
 
-def temporary_path(target: Path, *, suffix: str = "") -> Path:
-    """A fresh hidden sibling of ``target`` owned by this process."""
-    return target.parent / f"{_prefix(target)}{os.getpid()}-{suffix}{uuid.uuid4().hex[:8]}"
-
-
 def leftover_temporaries(target: Path) -> list[Path]:
     """Temporaries of ``target`` (of live or dead writers), sorted by name."""
     if not target.parent.is_dir():
         return []
     return sorted(target.parent.glob(_prefix(target) + "*"))
-
-
-def remove_stale_temporaries(target: Path) -> list[Path]:
-    """Remove the temporaries of ``target`` whose writer process is gone; return them."""
-    import psutil
-
-    removed = []
-    prefix = _prefix(target)
-    for entry in leftover_temporaries(target):
-        pid_text = entry.name[len(prefix) :].split("-", 1)[0]
-        if pid_text.isdigit() and not psutil.pid_exists(int(pid_text)):
-            if entry.is_dir() and not entry.is_symlink():
-                shutil.rmtree(entry, ignore_errors=True)
-            else:
-                entry.unlink(missing_ok=True)
-            removed.append(entry)
-    return removed

@@ -4,7 +4,7 @@ The schema is plain JSON (never pickled, never evaluated) under
 ``attrs["fastload"]`` of the root Zarr group; each split group carries its own
 ``attrs["fastload"] = {"n": ..., "chunk_len": ..., "max_len": {...}}``.  This
 module turns that JSON into typed objects and back, and holds the rules that
-choose chunk lengths.
+choose chunk lengths and check data against a field.
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from fastload._spec import FieldSpec
+from fastload.errors import ConfigError, NonFiniteError, SchemaError
+from fastload.store._ragged import Ragged
 
 FORMAT_VERSION = 1
 ATTR_KEY = "fastload"
@@ -51,6 +53,60 @@ class FieldInfo:
     def spec(self) -> FieldSpec:
         """Per-sample spec (for a ragged field: one row of its values)."""
         return FieldSpec(self.shape, self.dtype)
+
+    def conform(
+        self, value: object, *, where: str, allow_nonfinite: bool = False
+    ) -> np.ndarray | Ragged:
+        """``value`` as this field stores it: checked, cast safely, a ragged one rebased.
+
+        Parameters
+        ----------
+        value
+            A dense array ``(m, *shape)``, or a :class:`~fastload.Ragged` for a ragged field.
+        where
+            Names the field, split and store in error messages.
+        allow_nonfinite
+            Accept NaN and inf in float and complex fields.
+
+        Raises
+        ------
+        SchemaError
+            Dense vs ragged, per-sample shape or dtype (no safe cast) disagree.
+        NonFiniteError
+            NaN or inf, and ``allow_nonfinite`` is not set.
+        """
+        if isinstance(value, Ragged) != self.ragged:
+            kind = "ragged (fastload.Ragged)" if self.ragged else "a dense array"
+            raise SchemaError(f"{where}: expected {kind}, got {type(value).__name__}")
+        offsets = None
+        if isinstance(value, Ragged):
+            # only the block's own rows are checked and stored
+            data, offsets = value.rebased()
+        else:
+            data = np.asarray(value)
+        if data.shape[1:] != self.shape:
+            raise SchemaError(
+                f"{where}: per-sample shape {data.shape[1:]} != expected {self.shape}"
+            )
+        if data.dtype != self.dtype:
+            if not np.can_cast(data.dtype, self.dtype, casting="safe"):
+                raise SchemaError(
+                    f"{where}: dtype {data.dtype} cannot be stored as {self.dtype} without loss; "
+                    "cast it explicitly or declare the field's dtype"
+                )
+            data = data.astype(self.dtype)
+        if not allow_nonfinite and data.dtype.kind in "fc" and data.size:
+            finite = np.isfinite(data).reshape(len(data), -1).all(axis=1)
+            if not finite.all():
+                row = int(np.argmin(finite))
+                sample = (
+                    row if offsets is None else int(np.searchsorted(offsets, row, side="right") - 1)
+                )
+                raise NonFiniteError(
+                    f"{where}: NaN or inf in sample {sample} of the block; clean the data or pass "
+                    "allow_nonfinite=True (--allow-nonfinite) to store it as is"
+                )
+        return data if offsets is None else Ragged(data, offsets)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -108,6 +164,9 @@ class Schema:
     source: dict[str, Any]
     complete: bool
     codec: dict[str, Any]
+    #: Random id given to each store when it is written (empty for stores written
+    #: before it existed): two stores at the same path have different ids.
+    store_id: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -120,6 +179,7 @@ class Schema:
             "source": self.source,
             "complete": self.complete,
             "codec": self.codec,
+            **({"store_id": self.store_id} if self.store_id else {}),
         }
 
     @classmethod
@@ -134,7 +194,22 @@ class Schema:
             source=dict(d.get("source", {})),
             complete=bool(d.get("complete", False)),
             codec=dict(d.get("codec", {})),
+            store_id=str(d.get("store_id", "")),
         )
+
+
+def check_task(task: object) -> str:
+    """``task`` if it is one of :data:`TASKS`; a :class:`ConfigError` naming it otherwise."""
+    if task not in TASKS:
+        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
+    return str(task)
+
+
+def new_store_id() -> str:
+    """A fresh random store id (128 bits, hex)."""
+    import secrets
+
+    return secrets.token_hex(16)
 
 
 def value_chunk_len(info: FieldInfo, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:

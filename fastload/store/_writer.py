@@ -30,51 +30,38 @@ import zarr
 
 from fastload._version import __version__
 from fastload.errors import (
+    ConfigError,
     EmptyDatasetError,
-    NonFiniteError,
     SchemaError,
-    StoreExistsError,
     StoreWriteError,
 )
-from fastload.store._codecs import (
-    SHUFFLE_OPTIONS,
-    SHUFFLES,
-    auto_shuffle,
-    blosc_codec,
-    codec_record,
-)
 from fastload.store._columns import ChunkedColumn
-from fastload.store._paths import (
-    TMP_MARK,
-    is_remote,
-    local_path,
+from fastload.store._layout import ArrayLayout, StoreLayout
+from fastload.store._paths import is_remote, local_path
+from fastload.store._placement import (
+    Identity,
+    install,
+    refuse_existing,
     remove_stale_temporaries,
+    require_fsspec,
+    store_identity,
     temporary_path,
 )
 from fastload.store._provenance import now_iso, source_entry
 from fastload.store._ragged import Ragged
 from fastload.store._schema import (
     ATTR_KEY,
-    CODECS,
     CONSTANTS_GROUP,
     DEFAULT_CHUNK_BYTES,
     FORMAT_VERSION,
-    OFFSETS_CHUNK_LEN,
     ROLES,
     STORABLE_KINDS,
-    TASKS,
     FieldInfo,
     Schema,
     SplitInfo,
-    choose_chunk_len,
-    value_chunk_len,
+    check_task,
+    new_store_id,
 )
-
-# kept importable from here for code written against the first version of this module
-_TMP_MARK = TMP_MARK
-_SHUFFLES = SHUFFLES
-_local = local_path
-_ChunkedColumn = ChunkedColumn
 
 Block = Mapping[str, np.ndarray | Ragged]
 
@@ -82,7 +69,7 @@ Block = Mapping[str, np.ndarray | Ragged]
 _RESERVED_NAMES = ("zarr.json",)
 
 
-def _check_name(kind: str, name: object, path: str) -> str:
+def _check_name(kind: str, name: object, path: str, error: type[Exception] = SchemaError) -> str:
     """Split, field and constant names become directory names: keep them plain."""
     if (
         not isinstance(name, str)
@@ -92,11 +79,35 @@ def _check_name(kind: str, name: object, path: str) -> str:
         or "\\" in name
         or name in _RESERVED_NAMES
     ):
-        raise SchemaError(
+        raise error(
             f"invalid {kind} name {name!r} for store {path!r}: use a non-empty string without "
             f"'/' or '\\', not starting with '.', and not one of {_RESERVED_NAMES}"
         )
     return name
+
+
+def _declarations(
+    fields: Mapping[str, Mapping[str, Any]] | None, path: str
+) -> dict[str, dict[str, Any]]:
+    """The ``fields=`` option, checked: plain names and known roles."""
+    declared = {k: dict(v) for k, v in (fields or {}).items()}
+    for fname, decl in declared.items():
+        _check_name("field", fname, path, ConfigError)
+        role = decl.get("role", "input")
+        if role not in ROLES:
+            raise ConfigError(
+                f"fields[{fname!r}]: role must be one of {ROLES}, got {role!r} (store {path!r})"
+            )
+    return declared
+
+
+def _mean_rows(block: Mapping[str, Any]) -> dict[str, float]:
+    """Mean value rows per sample of each non-empty ragged field of ``block``."""
+    return {
+        name: (int(v.offsets[-1]) - int(v.offsets[0])) / len(v)
+        for name, v in block.items()
+        if isinstance(v, Ragged) and len(v)
+    }
 
 
 class _SplitWriter:
@@ -120,7 +131,11 @@ class _SplitWriter:
 
 
 class StoreWriter:
-    """Write a store block by block; see :func:`create_store` for the options."""
+    """Write a store block by block.
+
+    Open one with :func:`create_store`, which documents the options (the same
+    keywords as this constructor's).
+    """
 
     def __init__(
         self,
@@ -142,43 +157,21 @@ class StoreWriter:
     ) -> None:
         self._state = "init"  # init -> open -> closed | aborted
         self.path = os.fspath(path)
-        if task not in TASKS:
-            raise SchemaError(f"task must be one of {TASKS}, got {task!r}")
-        if codec not in CODECS:
-            raise SchemaError(f"codec must be one of {CODECS}, got {codec!r}")
-        if shuffle not in SHUFFLE_OPTIONS:
-            raise SchemaError(f"shuffle must be one of {SHUFFLE_OPTIONS}, got {shuffle!r}")
-        if not 0 <= int(clevel) <= 9:
-            raise SchemaError(f"clevel must be between 0 and 9, got {clevel!r}")
-        if int(chunk_bytes) < 1:
-            raise SchemaError(
-                f"chunk_bytes must be a positive number of bytes, got {chunk_bytes!r}"
-            )
-        explicit = (
-            dict(chunk_len)
-            if isinstance(chunk_len, Mapping)
-            else {}
-            if chunk_len is None
-            else {"*": chunk_len}
+        self.task = check_task(task)
+        # the fields join the layout once the first block has fixed them
+        self._layout = StoreLayout(
+            codec=codec,
+            clevel=clevel,
+            shuffle=shuffle,
+            chunk_bytes=chunk_bytes,
+            chunk_len=chunk_len,
         )
-        for key, value in explicit.items():
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                where = "" if key == "*" else f" for split {key!r}"
-                raise SchemaError(f"chunk_len{where} must be a positive integer, got {value!r}")
+        self._declared = _declarations(fields, self.path)
         self.name = name or Path(self.path.rstrip("/")).name.removesuffix(".zarr")
-        self.task = task
-        self.codec = {"name": "blosc", "cname": codec, "clevel": int(clevel), "shuffle": shuffle}
-        self._shuffles: dict[str, str] = {}  # array path -> what shuffle="auto" chose
-        self.chunk_bytes = int(chunk_bytes)
-        self._chunk_len = chunk_len
         self.labels = [str(x) for x in labels]
         self.allow_nonfinite = allow_nonfinite
-        self._declared = {k: dict(v) for k, v in (fields or {}).items()}
-        for fname, decl in self._declared.items():
-            _check_name("field", fname, self.path)
-            role = decl.get("role", "input")
-            if role not in ROLES:
-                raise SchemaError(f"field {fname!r}: role must be one of {ROLES}, got {role!r}")
+        self.store_id = new_store_id()
+        self._shuffles: dict[str, str] = {}  # array path -> what shuffle="auto" chose
         self._fields: dict[str, FieldInfo] = {}
         self._splits: dict[str, _SplitWriter] = {}
         self._sources: list[dict[str, Any]] = []
@@ -191,6 +184,7 @@ class StoreWriter:
         self._remote = is_remote(self.path)
         self._target: Path | None = None if self._remote else local_path(self.path)
         self._tmp: Path | None = None
+        self._seen: Identity = None  # the store at the target when this writer started
         self._prepare_location()
         try:
             self._root = zarr.open_group(self._write_url, mode="w")
@@ -206,7 +200,8 @@ class StoreWriter:
     def _prepare_location(self) -> None:
         from fastload.store._reader import probe_store
 
-        self._refuse_existing(probe_store(self.path))
+        require_fsspec(self.path)
+        refuse_existing(probe_store(self.path), self.path, overwrite=self._overwrite)
         if self._remote:
             self._write_url = self.path
             return
@@ -222,23 +217,10 @@ class StoreWriter:
             raise StoreWriteError(
                 f"cannot write store {self.path!r}: directory {str(parent)!r} is not writable"
             )
+        self._seen = store_identity(self._target)
         remove_stale_temporaries(self._target)
         self._tmp = temporary_path(self._target)
         self._write_url = str(self._tmp)
-
-    def _refuse_existing(self, state: str) -> None:
-        if state == "complete" and not self._overwrite:
-            raise StoreExistsError(
-                f"a complete store already exists at {self.path!r}; pass overwrite=True "
-                "(--overwrite on the command line) to replace it"
-            )
-        if state == "foreign":
-            # overwrite=True replaces stores, never other data: a mistyped path must not
-            # cost someone a directory of their files
-            raise StoreExistsError(
-                f"{self.path!r} exists and is not a fastload store; refusing to write over it "
-                "even with overwrite=True (choose another path, or remove it yourself)"
-            )
 
     # --------------------------------------------------------------- writing
     def add_source(self, path: str | os.PathLike[str], *, checksum: str = "sha256") -> None:
@@ -306,13 +288,22 @@ class StoreWriter:
                 f"split {split!r} of {self.path!r}: block fields {sorted(block)} differ from the store's "
                 f"{sorted(fields)} (missing {sorted(missing)}, unexpected {sorted(extra)})"
             )
-        prepared = {k: self._validate(split, fields[k], v) for k, v in block.items()}
-        self._fields = fields
+        prepared = {
+            k: fields[k].conform(
+                v,
+                where=f"field {k!r} of split {split!r} in {self.path!r}",
+                allow_nonfinite=self.allow_nonfinite,
+            )
+            for k, v in block.items()
+        }
+        if not self._fields:
+            self._fields = fields
+            self._layout = self._layout.with_fields(fields)
         if m == 0:
             return
         sw = self._split_writer(split, prepared)
         for fname, data in prepared.items():
-            if isinstance(data, Ragged):  # rebased by _validate: offsets start at 0
+            if isinstance(data, Ragged):  # rebased by conform: offsets start at 0
                 values_col, offsets_col = sw.values[fname], sw.offsets[fname]
                 offsets_col.append(data.offsets[1:] + values_col.total)
                 values_col.append(data.values)
@@ -371,112 +362,32 @@ class StoreWriter:
             )
         return fields
 
-    def _validate(self, split: str, info: FieldInfo, value: object) -> np.ndarray | Ragged:
-        where = f"field {info.name!r} of split {split!r} in {self.path!r}"
-        if isinstance(value, Ragged) != info.ragged:
-            kind = "ragged (fastload.Ragged)" if info.ragged else "a dense array"
-            raise SchemaError(f"{where}: expected {kind}, got {type(value).__name__}")
-        offsets = None
-        if isinstance(value, Ragged):
-            # only the block's own rows are checked and stored
-            data, offsets = value.rebased()
-        else:
-            data = np.asarray(value)
-        if data.shape[1:] != info.shape:
-            raise SchemaError(
-                f"{where}: per-sample shape {data.shape[1:]} != expected {info.shape}"
-            )
-        if data.dtype != info.dtype:
-            if not np.can_cast(data.dtype, info.dtype, casting="safe"):
-                raise SchemaError(
-                    f"{where}: dtype {data.dtype} cannot be stored as {info.dtype} without loss; "
-                    "cast it explicitly or declare the field's dtype"
-                )
-            data = data.astype(info.dtype)
-        if not self.allow_nonfinite and data.dtype.kind in "fc" and data.size:
-            finite = np.isfinite(data).reshape(len(data), -1).all(axis=1)
-            if not finite.all():
-                row = int(np.argmin(finite))
-                sample = (
-                    row if offsets is None else int(np.searchsorted(offsets, row, side="right") - 1)
-                )
-                raise NonFiniteError(
-                    f"{where}: NaN or inf in sample {sample} of the block; clean the data or pass "
-                    "allow_nonfinite=True (--allow-nonfinite) to store it as is"
-                )
-        return data if offsets is None else Ragged(data, offsets)
-
     def _split_writer(self, split: str, first_block: Mapping[str, Any]) -> _SplitWriter:
         if split in self._splits:
             return self._splits[split]
-        chunk_len = self._chunk_len_for(split, first_block)
+        chunk_len = self._layout.split_chunk_len(split, _mean_rows(first_block))
         group = self._root.create_group(split)
         sw = _SplitWriter(group, chunk_len)
-        for fname, info in self._fields.items():
-            if info.ragged:
-                sub = group.create_group(fname)
-                values_len = value_chunk_len(info, self.chunk_bytes)
-                sw.values[fname] = self._column(
-                    sub, f"{split}/{fname}", "values", info.shape, info.dtype, values_len
-                )
-                sw.offsets[fname] = self._column(
-                    sub, f"{split}/{fname}", "offsets", (), np.dtype("<i8"), OFFSETS_CHUNK_LEN
-                )
-                sw.offsets[fname].append(np.zeros(1, dtype=np.int64))  # offsets start at 0
-                sw.max_len[fname] = 0
-            else:
-                sw.dense[fname] = self._column(
-                    group, split, fname, info.shape, info.dtype, chunk_len
-                )
+        columns = {"": sw.dense, "values": sw.values, "offsets": sw.offsets}
+        for array in self._layout.arrays(split, chunk_len):
+            parent = group if not array.part else group.require_group(array.field)
+            columns[array.part][array.field] = self._column(parent, array)
+        for fname in sw.offsets:
+            sw.offsets[fname].append(np.zeros(1, dtype=np.int64))  # offsets start at 0
+            sw.max_len[fname] = 0
         self._splits[split] = sw
         return sw
 
-    def _chunk_len_for(self, split: str, first_block: Mapping[str, Any]) -> int:
-        if isinstance(self._chunk_len, Mapping):
-            if split in self._chunk_len:
-                return int(self._chunk_len[split])
-        elif self._chunk_len is not None:
-            return int(self._chunk_len)
-        # one shared length per split, sized so the largest field's chunk fits chunk_bytes; a
-        # ragged field counts with the mean rows per sample of the first block, so that an
-        # event chunk of hit-level data spans about chunk_bytes of values too
-        per_sample = [f.spec.sample_nbytes for f in self._fields.values() if not f.ragged]
-        for name, info in self._fields.items():
-            block = first_block.get(name)
-            if info.ragged and isinstance(block, Ragged) and len(block):
-                mean_rows = (int(block.offsets[-1]) - int(block.offsets[0])) / len(block)
-                per_sample.append(int(np.ceil(mean_rows * info.spec.sample_nbytes)))
-        return choose_chunk_len(max(per_sample, default=8), self.chunk_bytes)
-
-    def _column(
-        self,
-        group: zarr.Group,
-        parent: str,
-        name: str,
-        shape: tuple[int, ...],
-        dtype: np.dtype,
-        chunk_len: int,
-    ) -> ChunkedColumn:
+    def _column(self, group: zarr.Group, array: ArrayLayout) -> ChunkedColumn:
         """A column whose array is created when its first chunk is known (for ``shuffle="auto"``)."""
 
         def make_array(first_chunk: np.ndarray) -> zarr.Array:
-            shuffle = self.codec["shuffle"]
-            if shuffle == "auto":
-                shuffle = auto_shuffle(name, first_chunk, self.codec)
-                self._shuffles[f"{parent}/{name}"] = shuffle
-            return group.create_array(
-                name,
-                shape=(0, *shape),
-                # zarr needs chunk extents >= 1 even along an axis of length 0
-                chunks=(chunk_len, *(max(1, s) for s in shape)),
-                dtype=dtype,
-                compressors=blosc_codec(self.codec, shuffle, dtype),
-                fill_value=0,
-                # every chunk exists on disk, so readers can fetch chunk bytes directly
-                config={"write_empty_chunks": True},
-            )
+            shuffle = self._layout.shuffle_for(array, first_chunk)
+            if self._layout.shuffle == "auto":
+                self._shuffles[array.key] = shuffle
+            return self._layout.create_array(group, array, 0, shuffle)
 
-        return ChunkedColumn(make_array, chunk_len, shape, dtype)
+        return ChunkedColumn(make_array, array.chunk_len, array.row_shape, array.dtype)
 
     # -------------------------------------------------------------- finishing
     def _schema(self, *, complete: bool) -> Schema:
@@ -493,7 +404,8 @@ class StoreWriter:
             labels=self.labels,
             source=source,
             complete=complete,
-            codec=codec_record(self.codec, self._shuffles),
+            codec=self._layout.codec_record(self._shuffles),
+            store_id=self.store_id,
         )
 
     def close(self) -> str:
@@ -510,7 +422,8 @@ class StoreWriter:
             No block held any sample; nothing is written.
         StoreExistsError
             Another writer put a complete store at the path meanwhile (and ``overwrite``
-            is not set).
+            is not set), or, with ``overwrite``, replaced the store this writer started
+            from: one of two racing writers wins, the other's data are discarded.
         """
         if self._state == "closed":
             return self.path
@@ -537,25 +450,9 @@ class StoreWriter:
     def _commit(self) -> None:
         if self._remote:
             return
-        from fastload.store._reader import probe_store
-
         assert self._target is not None
         assert self._tmp is not None
-        self._refuse_existing(probe_store(self._target))  # another writer may have finished first
-        if not os.path.lexists(self._target):
-            os.rename(self._tmp, self._target)
-            return
-        # the old store is moved aside only now that the new one is complete; the aside
-        # name is a temporary of this process, so a crash here leaves nothing a later
-        # writer would not clean up
-        aside = temporary_path(self._target, suffix="old")
-        os.rename(self._target, aside)
-        try:
-            os.rename(self._tmp, self._target)
-        except BaseException:
-            os.rename(aside, self._target)
-            raise
-        shutil.rmtree(aside, ignore_errors=True)
+        install(self._tmp, self._target, self.path, overwrite=self._overwrite, seen=self._seen)
 
     def abort(self) -> None:
         """Discard everything written so far (idempotent; a closed store is kept)."""
@@ -598,25 +495,55 @@ class StoreWriter:
                 self.abort()
 
 
-def create_store(path: str | os.PathLike[str], **options: Any) -> StoreWriter:
+def create_store(
+    path: str | os.PathLike[str],
+    *,
+    name: str | None = None,
+    task: str = "classification",
+    codec: str = "lz4",
+    clevel: int = 5,
+    shuffle: str = "auto",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_len: int | Mapping[str, int] | None = None,
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
+    labels: Iterable[str] = (),
+    converter: str | None = None,
+    converter_version: str | None = None,
+    overwrite: bool = False,
+    allow_nonfinite: bool = False,
+) -> StoreWriter:
     """Open a streaming writer for a new store at ``path``.
 
     Parameters
     ----------
     path
-        Target directory (``NAME.zarr``), ``file://`` URL, or fsspec URL (written in place).
-    **options
-        ``name`` (default: the directory name without ``.zarr``), ``task``
-        ("classification" | "regression"), ``codec`` ("lz4" | "zstd" | "blosclz" | "zlib"),
-        ``clevel`` (0-9), ``shuffle`` ("auto" | "byte" | "bit" | "none"; "auto", the
-        default, keeps byte shuffle only for arrays whose first chunk it shrinks by more
-        than 10% with lz4/blosclz, or at all with zstd/zlib, since unshuffling doubles
-        LZ4's decode time), ``chunk_bytes`` (upper
-        bound on the uncompressed bytes of a chunk, default 4 MiB), ``chunk_len`` (samples per
-        chunk, an int or ``{split: int}``; overrides ``chunk_bytes``), ``fields``
-        (``{name: {"role", "doc", "dtype", "shape"}}``), ``labels`` (class names),
-        ``converter``, ``converter_version``, ``overwrite`` (replace a complete store),
-        ``allow_nonfinite`` (accept NaN/inf).
+        Target directory (``NAME.zarr``), ``file://`` URL, or fsspec URL (written in
+        place; needs ``fastload[s3]``).
+    name
+        Dataset name; default: the directory name without ``.zarr``.
+    task
+        ``"classification"`` or ``"regression"``.
+    codec, clevel
+        Blosc compressor (``"lz4"``, ``"zstd"``, ``"blosclz"``, ``"zlib"``) and level (0-9).
+    shuffle
+        ``"auto"`` (default: per array, byte shuffle only where it shrinks the array's
+        first chunk by more than 10% with lz4/blosclz, or at all with zstd/zlib, since
+        unshuffling doubles LZ4's decode time), ``"byte"``, ``"bit"`` or ``"none"``.
+    chunk_bytes
+        Upper bound on the uncompressed bytes of a chunk (default 4 MiB).
+    chunk_len
+        Samples per chunk, an int or ``{split: int}``; overrides ``chunk_bytes``.
+    fields
+        Declarations ``{name: {"role", "doc", "dtype", "shape"}}``; undeclared fields
+        take their dtype and shape from the first block.
+    labels
+        Class names (index = label value).
+    converter, converter_version
+        Recorded in the provenance.
+    overwrite
+        Replace a complete store at ``path`` (never anything that is not a store).
+    allow_nonfinite
+        Store NaN and inf instead of raising :class:`~fastload.errors.NonFiniteError`.
 
     Returns
     -------
@@ -626,21 +553,51 @@ def create_store(path: str | os.PathLike[str], **options: Any) -> StoreWriter:
 
     Raises
     ------
+    ConfigError
+        An option is invalid (the message names it).
     StoreExistsError
         A complete store exists at ``path`` (and ``overwrite`` is not set), or ``path``
         holds something that is not a fastload store.
     StoreWriteError
         The location cannot be written.
-    SchemaError
-        An option is invalid.
+    ModuleNotFoundError
+        ``path`` is a URL and fsspec is missing (the message names ``fastload[s3]``).
     """
-    return StoreWriter(path, **options)
+    return StoreWriter(
+        path,
+        name=name,
+        task=task,
+        codec=codec,
+        clevel=clevel,
+        shuffle=shuffle,
+        chunk_bytes=chunk_bytes,
+        chunk_len=chunk_len,
+        fields=fields,
+        labels=labels,
+        converter=converter,
+        converter_version=converter_version,
+        overwrite=overwrite,
+        allow_nonfinite=allow_nonfinite,
+    )
 
 
 def write_arrays(
     path: str | os.PathLike[str],
     splits: Mapping[str, Mapping[str, np.ndarray | Ragged]],
-    **options: Any,
+    *,
+    name: str | None = None,
+    task: str = "classification",
+    codec: str = "lz4",
+    clevel: int = 5,
+    shuffle: str = "auto",
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    chunk_len: int | Mapping[str, int] | None = None,
+    fields: Mapping[str, Mapping[str, Any]] | None = None,
+    labels: Iterable[str] = (),
+    converter: str | None = None,
+    converter_version: str | None = None,
+    overwrite: bool = False,
+    allow_nonfinite: bool = False,
 ) -> str:
     """Write whole in-memory arrays as a store in one call.
 
@@ -650,7 +607,8 @@ def write_arrays(
         Target location, as for :func:`create_store`.
     splits
         ``{split: {field: array | Ragged}}``.
-    **options
+    name, task, codec, clevel, shuffle, chunk_bytes, chunk_len, fields, labels, converter, \
+converter_version, overwrite, allow_nonfinite
         As for :func:`create_store`.
 
     Returns
@@ -658,7 +616,22 @@ def write_arrays(
     str
         The store's path.
     """
-    with create_store(path, **options) as writer:
+    with create_store(
+        path,
+        name=name,
+        task=task,
+        codec=codec,
+        clevel=clevel,
+        shuffle=shuffle,
+        chunk_bytes=chunk_bytes,
+        chunk_len=chunk_len,
+        fields=fields,
+        labels=labels,
+        converter=converter,
+        converter_version=converter_version,
+        overwrite=overwrite,
+        allow_nonfinite=allow_nonfinite,
+    ) as writer:
         for split, block in splits.items():
             writer.append(split, block)
     return writer.path

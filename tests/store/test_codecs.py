@@ -10,10 +10,9 @@ import zarr
 from store_helpers import store_files
 
 import fastload as fl
-from fastload.errors import SchemaError
-from fastload.store._codecs import choose_shuffle, first_chunk_shuffles
-from fastload.store._parallel import ParallelStore, SplitSize
-from fastload.store._schema import FieldInfo
+from fastload.errors import ConfigError
+from fastload.store import FieldInfo, ParallelStore, SplitSize, StoreLayout
+from fastload.store._codecs import choose_shuffle
 
 
 def _padded(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -123,10 +122,9 @@ def test_parallel_writer_needs_and_uses_the_first_chunk_choices(
         "pt": FieldInfo("pt", (), np.dtype("<f4")),
     }
     sizes = {"train": SplitSize(200)}
-    with pytest.raises(SchemaError, match=r"train/X.*first_chunk_shuffles"):
-        ParallelStore.create(
-            tmp_path / "p.zarr", fields=fields, sizes=sizes, plan_id="t", chunk_len=64
-        )
+    layout = StoreLayout(fields, chunk_len=64)
+    with pytest.raises(ConfigError, match=r"train/X.*first_chunk_shuffles"):
+        ParallelStore.create(tmp_path / "p.zarr", layout=layout, sizes=sizes, plan_id="t")
     blocks = [{"train": {"X": x[a:b], "pt": pt[a:b]}} for a, b in ((0, 10), (10, 200))]
     read: list[int] = []
 
@@ -135,23 +133,11 @@ def test_parallel_writer_needs_and_uses_the_first_chunk_choices(
             read.append(i)
             yield block
 
-    shuffles = first_chunk_shuffles(
-        lazily(),  # type: ignore[arg-type]
-        fields=fields,
-        splits=["train"],
-        chunk_len=64,
-        chunk_bytes=4 * 2**20,
-        codec={"cname": "lz4", "clevel": 5},
-    )
+    shuffles = layout.first_chunk_shuffles(lazily(), {"train": 64})  # type: ignore[arg-type]
     assert shuffles == {"train/X": "none", "train/pt": "byte"}
     assert read == [0, 1]
     store = ParallelStore.create(
-        tmp_path / "p.zarr",
-        fields=fields,
-        sizes=sizes,
-        plan_id="t",
-        chunk_len=64,
-        shuffles=shuffles,
+        tmp_path / "p.zarr", layout=layout, sizes=sizes, plan_id="t", shuffles=shuffles
     )
     store.write("train", 0, {"X": x, "pt": pt}, {})
     store.assemble(store.pending_chunks())

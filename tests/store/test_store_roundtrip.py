@@ -125,6 +125,7 @@ def test_many_small_appends_equal_one_big_append(tmp_path: Path, rng: np.random.
     assert one == many
     a, b = root_attrs(tmp_path / "one.zarr"), root_attrs(tmp_path / "many.zarr")
     a["source"].pop("created"), b["source"].pop("created")
+    assert len(a.pop("store_id")) == len(b.pop("store_id")) == 32  # random per store
     assert a == b
     assert_split_equal(fl.open_store(tmp_path / "many.zarr")["train"], whole)
 

@@ -10,7 +10,7 @@ import pytest
 from store_helpers import siblings
 
 import fastload as fl
-from fastload.errors import EmptyDatasetError, NonFiniteError, SchemaError
+from fastload.errors import ConfigError, EmptyDatasetError, NonFiniteError, SchemaError
 
 
 def _writer(tmp_path: Path, **options: Any) -> fl.StoreWriter:
@@ -200,8 +200,8 @@ def test_invalid_names(tmp_path: Path, kind: str, name: str) -> None:
     ],
 )
 def test_invalid_options(tmp_path: Path, options: dict[str, Any], message: str) -> None:
-    """Options are validated before anything is written."""
-    with pytest.raises(SchemaError, match=message):
+    """Options are validated before anything is written: a ConfigError naming the option."""
+    with pytest.raises(ConfigError, match=message):
         fl.create_store(tmp_path / "o.zarr", **options)
     assert siblings(tmp_path / "o.zarr") == []
 
