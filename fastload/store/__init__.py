@@ -13,7 +13,7 @@ from fastload.store._provenance import file_checksum, source_entry
 from fastload.store._ragged import Ragged
 from fastload.store._reader import Split, Store, open_store, probe_store
 from fastload.store._schema import FORMAT_VERSION, FieldInfo, Schema, SplitInfo, choose_chunk_len
-from fastload.store._writer import StoreWriter, create_store, write_arrays
+from fastload.store._writer import StoreOptions, StoreWriter, create_store, write_arrays
 
 __all__ = [
     "FORMAT_VERSION",
@@ -27,6 +27,7 @@ __all__ = [
     "SplitSize",
     "Store",
     "StoreLayout",
+    "StoreOptions",
     "StoreWriter",
     "choose_chunk_len",
     "create_store",

@@ -21,9 +21,10 @@ import contextlib
 import os
 import shutil
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import numpy as np
 import zarr
@@ -110,6 +111,36 @@ def _mean_rows(block: Mapping[str, Any]) -> dict[str, float]:
     }
 
 
+@dataclass(frozen=True)
+class _Header:
+    """What a store says about itself besides its data (checked options of create_store)."""
+
+    name: str
+    task: str
+    labels: list[str]
+    declared: dict[str, dict[str, Any]]
+    converter: str | None
+    converter_version: str | None
+
+
+class StoreOptions(TypedDict, total=False):
+    """The keyword options of :func:`create_store` (meanings and defaults there), typed."""
+
+    name: str | None
+    task: str
+    codec: str
+    clevel: int
+    shuffle: str
+    chunk_bytes: int
+    chunk_len: int | Mapping[str, int] | None
+    fields: Mapping[str, Mapping[str, Any]] | None
+    labels: Iterable[str]
+    converter: str | None
+    converter_version: str | None
+    overwrite: bool
+    allow_nonfinite: bool
+
+
 class _SplitWriter:
     """Columns of one split: dense fields, ragged values + offsets."""
 
@@ -133,42 +164,25 @@ class _SplitWriter:
 class StoreWriter:
     """Write a store block by block.
 
-    Open one with :func:`create_store`, which documents the options (the same
-    keywords as this constructor's).
+    Open one with :func:`create_store`, which checks and documents the options.
     """
 
     def __init__(
         self,
-        path: str | os.PathLike[str],
+        path: str,
+        layout: StoreLayout,
+        header: _Header,
         *,
-        name: str | None = None,
-        task: str = "classification",
-        codec: str = "lz4",
-        clevel: int = 5,
-        shuffle: str = "auto",
-        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-        chunk_len: int | Mapping[str, int] | None = None,
-        fields: Mapping[str, Mapping[str, Any]] | None = None,
-        labels: Iterable[str] = (),
-        converter: str | None = None,
-        converter_version: str | None = None,
-        overwrite: bool = False,
-        allow_nonfinite: bool = False,
+        overwrite: bool,
+        allow_nonfinite: bool,
     ) -> None:
         self._state = "init"  # init -> open -> closed | aborted
-        self.path = os.fspath(path)
-        self.task = check_task(task)
-        # the fields join the layout once the first block has fixed them
-        self._layout = StoreLayout(
-            codec=codec,
-            clevel=clevel,
-            shuffle=shuffle,
-            chunk_bytes=chunk_bytes,
-            chunk_len=chunk_len,
-        )
-        self._declared = _declarations(fields, self.path)
-        self.name = name or Path(self.path.rstrip("/")).name.removesuffix(".zarr")
-        self.labels = [str(x) for x in labels]
+        self.path = path
+        self._layout = layout  # the fields join it once the first block has fixed them
+        self.name = header.name
+        self.task = header.task
+        self.labels = list(header.labels)
+        self._declared = header.declared
         self.allow_nonfinite = allow_nonfinite
         self.store_id = new_store_id()
         self._shuffles: dict[str, str] = {}  # array path -> what shuffle="auto" chose
@@ -176,8 +190,8 @@ class StoreWriter:
         self._splits: dict[str, _SplitWriter] = {}
         self._sources: list[dict[str, Any]] = []
         self._source_meta: dict[str, Any] = {
-            "converter": converter,
-            "converter_version": converter_version,
+            "converter": header.converter,
+            "converter_version": header.converter_version,
             "fastload_version": __version__,
         }
         self._overwrite = bool(overwrite)
@@ -563,41 +577,27 @@ def create_store(
     ModuleNotFoundError
         ``path`` is a URL and fsspec is missing (the message names ``fastload[s3]``).
     """
-    return StoreWriter(
-        path,
-        name=name,
-        task=task,
-        codec=codec,
-        clevel=clevel,
-        shuffle=shuffle,
-        chunk_bytes=chunk_bytes,
-        chunk_len=chunk_len,
-        fields=fields,
-        labels=labels,
+    text = os.fspath(path)
+    layout = StoreLayout(
+        codec=codec, clevel=clevel, shuffle=shuffle, chunk_bytes=chunk_bytes, chunk_len=chunk_len
+    )
+    header = _Header(
+        name=name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
+        task=check_task(task),
+        labels=[str(x) for x in labels],
+        declared=_declarations(fields, text),
         converter=converter,
         converter_version=converter_version,
-        overwrite=overwrite,
-        allow_nonfinite=allow_nonfinite,
+    )
+    return StoreWriter(
+        text, layout, header, overwrite=bool(overwrite), allow_nonfinite=bool(allow_nonfinite)
     )
 
 
 def write_arrays(
     path: str | os.PathLike[str],
     splits: Mapping[str, Mapping[str, np.ndarray | Ragged]],
-    *,
-    name: str | None = None,
-    task: str = "classification",
-    codec: str = "lz4",
-    clevel: int = 5,
-    shuffle: str = "auto",
-    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
-    chunk_len: int | Mapping[str, int] | None = None,
-    fields: Mapping[str, Mapping[str, Any]] | None = None,
-    labels: Iterable[str] = (),
-    converter: str | None = None,
-    converter_version: str | None = None,
-    overwrite: bool = False,
-    allow_nonfinite: bool = False,
+    **options: Unpack[StoreOptions],
 ) -> str:
     """Write whole in-memory arrays as a store in one call.
 
@@ -607,31 +607,25 @@ def write_arrays(
         Target location, as for :func:`create_store`.
     splits
         ``{split: {field: array | Ragged}}``.
-    name, task, codec, clevel, shuffle, chunk_bytes, chunk_len, fields, labels, converter, \
-converter_version, overwrite, allow_nonfinite
-        As for :func:`create_store`.
+    **options
+        The keyword options of :func:`create_store` (:class:`StoreOptions`): ``name``,
+        ``task``, ``codec``, ``clevel``, ``shuffle``, ``chunk_bytes``, ``chunk_len``,
+        ``fields``, ``labels``, ``converter``, ``converter_version``, ``overwrite``,
+        ``allow_nonfinite``.
 
     Returns
     -------
     str
         The store's path.
+
+    Raises
+    ------
+    TypeError
+        An unknown option.
+    ConfigError, StoreExistsError, StoreWriteError, SchemaError, NonFiniteError
+        As for :func:`create_store` and :meth:`StoreWriter.append`.
     """
-    with create_store(
-        path,
-        name=name,
-        task=task,
-        codec=codec,
-        clevel=clevel,
-        shuffle=shuffle,
-        chunk_bytes=chunk_bytes,
-        chunk_len=chunk_len,
-        fields=fields,
-        labels=labels,
-        converter=converter,
-        converter_version=converter_version,
-        overwrite=overwrite,
-        allow_nonfinite=allow_nonfinite,
-    ) as writer:
+    with create_store(path, **options) as writer:
         for split, block in splits.items():
             writer.append(split, block)
     return writer.path
