@@ -905,7 +905,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="Dask local cluster of N worker processes (default: min(4, cores); serial on one core)",
+        help="Dask local cluster of N worker processes (default: serial below 256 MiB of source "
+        "files or on one core, else min(4, cores) workers; serial if Dask is not installed)",
     )
     mode.add_argument(
         "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.1:8786"
