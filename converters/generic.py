@@ -770,7 +770,7 @@ def choose_execution(
     if workers == "auto":
         n_bytes, n_events = source_nbytes(plan), sum(f.n_events for f in plan.files)
         cores = os.cpu_count() or 1
-        size = f"{n_events:,} events in {n_bytes / 1e6:,.1f} MB of source files"
+        size = f"{n_events:,} events in {n_bytes / 2**20:,.1f} MiB of source files"
         if resume:
             workers = min(4, cores)
             reason = f"--resume: converting with Dask ({workers} workers)"
@@ -780,12 +780,12 @@ def choose_execution(
             return Execution(
                 False,
                 None,
-                f"{size} < {dask_min_bytes / 1e6:,.0f} MB: converting serially "
+                f"{size} < {dask_min_bytes / 2**20:,.0f} MiB: converting serially "
                 "(a Dask cluster would take longer to start; --workers N forces Dask)",
             )
         else:
             workers = min(4, cores)
-            reason = f"{size} >= {dask_min_bytes / 1e6:,.0f} MB: converting with Dask ({workers} workers)"
+            reason = f"{size} >= {dask_min_bytes / 2**20:,.0f} MiB: converting with Dask ({workers} workers)"
         explicit = False
     elif workers is None or workers == 0:
         if resume:

@@ -144,7 +144,7 @@ def test_auto_threshold_and_the_reason_logged(
     small = choose_execution(plan, workers="auto")
     assert not small.dask
     assert "converting serially" in small.reason
-    assert f"{DASK_MIN_SOURCE_BYTES / 1e6:,.0f} MB" in small.reason
+    assert f"< {DASK_MIN_SOURCE_BYTES / 2**20:,.0f} MiB" in small.reason
     big = choose_execution(plan, workers="auto", dask_min_bytes=1)
     assert (big.dask, big.workers) == (True, 4)
     assert "converting with Dask (4 workers)" in big.reason
