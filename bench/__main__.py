@@ -1,5 +1,5 @@
 """``python -m bench`` runs the throughput benchmark (same as ``python -m bench.throughput``)."""
 
-from bench.throughput import main
+from .throughput import main
 
 raise SystemExit(main())

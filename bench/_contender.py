@@ -35,7 +35,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from bench._data import BenchData
+from ._data import BenchData
 
 Batch = dict[str, np.ndarray]
 

@@ -52,8 +52,8 @@ from typing import Any
 import numpy as np
 import psutil
 
-from bench._contender import Batch, Contender, RunConfig
-from bench._data import BenchData
+from ._contender import Batch, Contender, RunConfig
+from ._data import BenchData
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 _MB = 1e6
@@ -322,7 +322,7 @@ def _run_repeat(
 
 def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
     """Run a cell described by ``spec`` (``mode`` "prepare" or "run") in this process."""
-    from bench.baselines import contender as make_contender
+    from .baselines import contender as make_contender
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     contender = make_contender(spec["contender"])
@@ -452,7 +452,7 @@ def run_isolated(
     shm_before = _shm_entries()
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "bench._measure", str(spec_path), str(result_path)],
+            [sys.executable, "-m", f"{__package__}._measure", str(spec_path), str(result_path)],
             stdout=log,
             stderr=subprocess.STDOUT,
             cwd=REPO_ROOT,

@@ -67,7 +67,7 @@ def environment() -> dict[str, Any]:
             versions[name] = None
     affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     return {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
         "host": socket.gethostname(),
         "platform": platform.platform(),
         "cpu_model": _cpu_model(),

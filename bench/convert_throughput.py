@@ -49,8 +49,11 @@ def _host() -> dict[str, Any]:
 
 def run(events: int, codecs: list[str], repeats: int, workdir: Path) -> dict[str, Any]:
     """Generate the source once, convert it per codec ``repeats`` times; return the results."""
-    from converters.pd4ml import convert_pd4ml
     from fastload.synthetic import make_toptagging_pd4ml
+
+    from ._siblings import converters_module
+
+    convert_pd4ml = converters_module("pd4ml").convert_pd4ml
 
     n_test = events // 5
     t0 = time.perf_counter()

@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench._contender import Contender, RunConfig
-from bench._data import DATASETS, BenchData, build_dataset, default_events
-from bench._measure import run_isolated
-from bench._report import (
+from ._contender import Contender, RunConfig
+from ._data import DATASETS, BenchData, build_dataset, default_events
+from ._measure import run_isolated
+from ._report import (
     RESULTS_SCHEMA,
     environment,
     format_markdown,
@@ -44,7 +44,7 @@ from bench._report import (
     summarise,
     write_json,
 )
-from bench.baselines import CONTENDERS
+from .baselines import CONTENDERS
 
 
 def _int_list(text: str) -> list[int]:
@@ -308,7 +308,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 data_root,
                 seed=args.seed,
                 hdf5_compression=args.hdf5_compression,
-                progress=not args.no_progress,
+                progress=not args.no_progress and sys.stderr.isatty(),
             )
             datasets[name] = data
             print(
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     data_root,
                     seed=args.seed,
                     hdf5_compression=args.hdf5_compression,
-                    progress=not args.no_progress,
+                    progress=not args.no_progress and sys.stderr.isatty(),
                 )
             print(
                 f"worker sweep on {datasets[sweep_name].title}: {settings['sweep_workers']}",
@@ -400,21 +400,38 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             shutil.rmtree(temp, ignore_errors=True)
 
 
-def write_outputs(results: dict[str, Any], out: Path) -> dict[str, Path]:
-    """Write results.json, table.txt and the two PNGs into ``out``; their paths."""
+PLOTS_MISSING = (
+    "matplotlib is not installed, so the plots will be skipped (results.json and the tables are "
+    "written); install it with `pip install 'fastload[bench]'`"
+)
+
+
+def can_plot() -> bool:
+    """Whether matplotlib can be imported (checked before the run, not after it)."""
+    try:
+        return importlib.util.find_spec("matplotlib") is not None
+    except (ImportError, ValueError):  # a None entry in sys.modules, a broken package
+        return False
+
+
+def write_outputs(
+    results: dict[str, Any], out: Path, *, plots: bool | None = None
+) -> dict[str, Path]:
+    """Write results.json, table.txt, table.md and (with matplotlib) the two PNGs; their paths."""
     out.mkdir(parents=True, exist_ok=True)
     paths = {
         "json": out / "results.json",
         "table": out / "table.txt",
         "markdown": out / "table.md",
-        "bars": out / "throughput.png",
-        "sweep": out / "throughput_vs_workers.png",
     }
     write_json(results, paths["json"])
     paths["table"].write_text(format_table(results) + "\n")
     paths["markdown"].write_text(format_markdown(results) + "\n")
-    plot_bars(results, paths["bars"])
-    plot_sweep(results, paths["sweep"])
+    if can_plot() if plots is None else plots:
+        paths["bars"] = out / "throughput.png"
+        paths["sweep"] = out / "throughput_vs_workers.png"
+        plot_bars(results, paths["bars"])
+        plot_sweep(results, paths["sweep"])
     return paths
 
 
@@ -434,17 +451,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.workers < 0 or (args.events is not None and args.events < 2):
         raise SystemExit("--batch-size must be >= 1, --workers >= 0 and --events >= 2")
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    plots = can_plot()
+    if not plots:
+        print(f"note: {PLOTS_MISSING}", flush=True)
     t0 = time.perf_counter()
     results = run(args)
     results["total_s"] = time.perf_counter() - t0
     if hasattr(os, "getloadavg"):
         results["environment"]["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
-    paths = write_outputs(results, args.out)
+    paths = write_outputs(results, args.out, plots=plots)
     print(format_table(results))
-    print(
-        f"\nwrote {paths['json']}, {paths['table']}, {paths['bars']}, {paths['sweep']} "
-        f"in {results['total_s']:.0f} s"
-    )
+    print(f"\nwrote {', '.join(str(p) for p in paths.values())} in {results['total_s']:.0f} s")
+    if not plots:
+        print(f"note: {PLOTS_MISSING}")
     failed = [r for r in results["results"] + results["sweep"] if r.get("status") == "error"]
     return 1 if failed else 0
 

@@ -44,9 +44,11 @@ import numpy as np
 import psutil
 
 import fastload as fl
-from bench.models import ModelSpec, framework_module
-from bench.models.recipes import DATASETS, Recipe, recipe
 from fastload.errors import ConfigError
+
+from ._siblings import converters_module
+from .models import ModelSpec, framework_module
+from .models.recipes import DATASETS, Recipe, recipe
 
 PD4ML_DATASETS = ("TopTagging", "Spinodal", "EOSL", "Airshower", "Belle")
 FRAMEWORKS = ("torch", "tf")
@@ -109,12 +111,10 @@ def prepare_store(dataset: str, events: int, seed: int, data_dir: Path) -> Path:
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{dataset}-originals-") as src:
         generate(dataset, src, n=events, seed=seed)
         if dataset in PD4ML_DATASETS:
-            from converters.pd4ml import convert_pd4ml
-
+            convert_pd4ml = converters_module("pd4ml").convert_pd4ml
             convert_pd4ml(dataset, src, path, overwrite=True, quiet=True)
         elif dataset == "LCD":
-            from converters.lcd import convert_lcd
-
+            convert_lcd = converters_module("lcd").convert_lcd
             convert_lcd(src, path, overwrite=True, quiet=True)
         else:  # pragma: no cover - DATASETS and the branches above agree
             raise ConfigError(f"no converter for {dataset!r}")
@@ -659,8 +659,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         cfg = parse_args(argv)
         result = run(cfg)
-    except ConfigError as exc:
-        print(f"bench.train: {exc}", file=sys.stderr)
+    except (ConfigError, ImportError) as exc:  # ImportError: a framework, named with its extra
+        print(f"bench.train: error: {exc}", file=sys.stderr)
         return 2
     print(summary_line(result))
     print(f"wrote {result['path']}")

@@ -18,53 +18,48 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from converters._common import ConversionReport, ConvertOptions
+from ._common import ConversionReport, ConvertOptions
 
 __all__ = ["ConversionReport", "ConvertOptions", "convert", "names"]
 
 
 def names() -> list[str]:
-    """CLI names of the built-in converters (``convert`` accepts these)."""
-    from converters._cli import commands
+    """Every converter name of ``python -m converters`` (``convert`` accepts each, and aliases)."""
+    from ._cli import EXTERNAL, commands
 
-    return sorted(commands())
+    return sorted([*commands(), *EXTERNAL])
 
 
-def convert(
-    name: str, src: str | os.PathLike[str], dst: str | os.PathLike[str], /, **options: Any
-) -> ConversionReport:
-    """Convert dataset ``name`` (a CLI name, e.g. ``"toptagging"`` or ``"lcd"``) from ``src`` to ``dst``.
+def convert(name: str, src: Any, dst: str | os.PathLike[str], /, **options: Any) -> Any:
+    """Convert with converter ``name`` -- any name of ``python -m converters`` -- from ``src`` to ``dst``.
 
     Parameters
     ----------
     name
-        One of :func:`names`.
-    src, dst
-        Original file or directory; the store to write.
+        One of :func:`names` (or an alias such as ``"landscape"``), case-insensitive.
+    src
+        Original file or directory; for ``"generic"`` the spec file (or ``None`` with
+        ``overrides``); for ``"premix"`` the class stores, ``{name: path}`` or
+        ``["NAME=PATH", ...]``.
+    dst
+        The store to write.
     **options
-        Converter-specific keywords (``split``, ``split_seed``, ``group``, ``key``,
-        ``with_truth``) and any field of :class:`ConvertOptions`.
+        The converter's keywords: for the dataset converters any field of
+        :class:`ConvertOptions` plus ``split``, ``split_seed``, ``group``, ``key``,
+        ``with_truth``; for ``"generic"``/``"ahcal"`` those of
+        :func:`converters.generic.convert` plus ``overrides`` (and ``format`` for ahcal);
+        for ``"premix"`` those of :func:`converters.premix.premix`.
 
     Returns
     -------
     ConversionReport
-    """
-    from converters.landscape import convert_landscape
-    from converters.lcd import convert_lcd
-    from converters.pd4ml import CLI_NAMES, convert_pd4ml
-    from converters.photons import convert_photons
-    from fastload.errors import ConfigError
+        For the dataset converters; ``generic``, ``ahcal`` and ``premix`` return the store path.
 
-    key = name.lower()
-    if key in CLI_NAMES:
-        return convert_pd4ml(CLI_NAMES[key], src, dst, **options)
-    table = {
-        "toptagging-landscape": convert_landscape,
-        "landscape": convert_landscape,
-        "lcd": convert_lcd,
-        "photons": convert_photons,
-        "photon-showers": convert_photons,
-    }
-    if key not in table:
-        raise ConfigError(f"unknown converter {name!r}; known: {names()}")
-    return table[key](src, dst, **options)
+    Raises
+    ------
+    fastload.errors.ConfigError
+        ``name`` is not a converter (the message lists the known names).
+    """
+    from ._cli import lookup
+
+    return lookup(name)(src, dst, **options)

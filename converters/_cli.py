@@ -8,29 +8,44 @@ print one ``error: ...`` line, never a traceback.
 ``generic``, ``ahcal`` and ``premix`` are converters of their own modules;
 their names are dispatched lazily to ``converters.<module>:main(argv)`` with
 the rest of the command line.
+
+Streams: the one-line ``wrote ...`` summary goes to stdout; progress bars
+(only when stderr is a terminal), log messages (``logging``, configured here
+for the command line only) and ``error:`` lines go to stderr -- the same for
+every converter.
+
+This module is also the one registry of converter names: :func:`registry`
+serves the command line and :func:`converters.convert` alike.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
+import logging
+import os
 import re
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from converters._common import ConversionReport, ConvertOptions
-from fastload.errors import FastloadError, StoreExistsError
+from fastload.errors import ConfigError, FastloadError, StoreExistsError, closest
+
+from ._common import ConversionReport, ConvertOptions
 
 EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 
-#: converters living in modules owned elsewhere: CLI name -> (module, what it converts)
+#: converters living in their own modules: CLI name -> (module relative to this package,
+#: what it converts); each has ``main(argv)`` and a Python function (see :func:`registry`)
 EXTERNAL: dict[str, tuple[str, str]] = {
-    "generic": ("converters.generic", "any HDF5/ROOT/npy source described by a spec file"),
-    "ahcal": ("converters.ahcal", "CALICE AHCAL hit-level ROOT/npz files"),
-    "premix": ("converters.premix", "several stores premixed into one"),
+    "generic": (".generic", "any HDF5/ROOT/npy source described by a spec file"),
+    "ahcal": (".ahcal", "CALICE AHCAL hit-level ROOT/npz files"),
+    "premix": (".premix", "several stores premixed into one"),
 }
+
+PathLike = str | os.PathLike[str]
 
 
 @dataclass(frozen=True)
@@ -41,23 +56,88 @@ class Command:
     src_help: str
     run: Callable[[argparse.Namespace, ConvertOptions], ConversionReport]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    #: the Python API: ``convert(src, dst, **options)``
+    convert: Callable[..., Any] | None = None
+
+
+def configure_logging(quiet: bool = False) -> None:
+    """For a command line only (never called by library code): log lines on stderr.
+
+    fastload's and the converters' INFO messages (e.g. why a conversion runs with Dask)
+    are shown unless ``quiet``; other libraries stay at WARNING.
+    """
+    logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
+    for name in ("fastload", __package__ or "converters"):
+        logging.getLogger(name).setLevel(logging.WARNING if quiet else logging.INFO)
+
+
+def wants_quiet(argv: Sequence[str]) -> bool:
+    return any(a in ("-q", "--quiet") for a in argv)
 
 
 def _pd4ml(dataset: str) -> Command:
-    from converters.pd4ml import LAYOUTS
+    from .pd4ml import LAYOUTS
 
     layout = LAYOUTS[dataset]
 
-    def run(args: argparse.Namespace, options: ConvertOptions) -> ConversionReport:
-        from converters.pd4ml import convert_pd4ml
+    def convert(src: PathLike, dst: PathLike, /, **options: Any) -> ConversionReport:
+        from .pd4ml import convert_pd4ml
 
-        return convert_pd4ml(dataset, args.src, args.dst, options=options)
+        return convert_pd4ml(dataset, src, dst, **options)
+
+    def run(args: argparse.Namespace, options: ConvertOptions) -> ConversionReport:
+        return convert(args.src, args.dst, options=options)
 
     return Command(
         help=f"{dataset}: pd4ml release {layout.filename} (splits train, test)",
         src_help=f"{layout.filename}, or a directory holding it",
         run=run,
+        convert=convert,
     )
+
+
+def _convert_landscape(src: PathLike, dst: PathLike, /, **options: Any) -> ConversionReport:
+    from .landscape import convert_landscape
+
+    return convert_landscape(src, dst, **options)
+
+
+def _convert_lcd(src: PathLike, dst: PathLike, /, **options: Any) -> ConversionReport:
+    from .lcd import convert_lcd
+
+    return convert_lcd(src, dst, **options)
+
+
+def _convert_photons(src: PathLike, dst: PathLike, /, **options: Any) -> ConversionReport:
+    from .photons import convert_photons
+
+    return convert_photons(src, dst, **options)
+
+
+def _convert_generic(spec: PathLike | None, dst: PathLike, /, **options: Any) -> str:
+    from .generic import convert_spec_file
+
+    return convert_spec_file(spec, dst, **options)
+
+
+def _convert_ahcal(src: PathLike, dst: PathLike, /, **options: Any) -> str:
+    from .ahcal import convert_ahcal
+
+    return convert_ahcal(src, dst, **options)
+
+
+def _convert_premix(sources: Any, dst: PathLike, /, **options: Any) -> str:
+    from .premix import premix_paths
+
+    return premix_paths(dst, sources, **options)
+
+
+#: the Python functions of the converters in :data:`EXTERNAL`
+_EXTERNAL_CONVERT: dict[str, Callable[..., Any]] = {
+    "generic": _convert_generic,
+    "ahcal": _convert_ahcal,
+    "premix": _convert_premix,
+}
 
 
 def _split_arguments(parser: argparse.ArgumentParser) -> None:
@@ -88,25 +168,19 @@ def _photon_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_landscape(args: argparse.Namespace, options: ConvertOptions) -> ConversionReport:
-    from converters.landscape import convert_landscape
-
-    return convert_landscape(
+    return _convert_landscape(
         args.src, args.dst, key=args.key, with_truth=args.with_truth, options=options
     )
 
 
 def _run_lcd(args: argparse.Namespace, options: ConvertOptions) -> ConversionReport:
-    from converters.lcd import convert_lcd
-
-    return convert_lcd(
+    return _convert_lcd(
         args.src, args.dst, split=args.split, split_seed=args.split_seed, options=options
     )
 
 
 def _run_photons(args: argparse.Namespace, options: ConvertOptions) -> ConversionReport:
-    from converters.photons import convert_photons
-
-    return convert_photons(
+    return _convert_photons(
         args.src,
         args.dst,
         group=args.group,
@@ -125,6 +199,7 @@ def commands() -> dict[str, Command]:
             "directory holding train.h5, val.h5 and test.h5",
             _run_landscape,
             _landscape_arguments,
+            _convert_landscape,
         ),
         "spinodal": _pd4ml("Spinodal"),
         "eosl": _pd4ml("EOSL"),
@@ -135,17 +210,42 @@ def commands() -> dict[str, Command]:
             "directory searched recursively for <P>Escan_<a>_<b>.h5",
             _run_lcd,
             _split_arguments,
+            _convert_lcd,
         ),
         "photons": Command(
             "PhotonShowers: HDF5 file(s) with group 30x30/{energy,layers} (seeded split)",
             "an HDF5 file or a directory of them",
             _run_photons,
             _photon_arguments,
+            _convert_photons,
         ),
     }
 
 
 _ALIASES = {"photon-showers": "photons", "landscape": "toptagging-landscape"}
+
+
+def registry() -> dict[str, Callable[..., Any]]:
+    """Every converter name of the command line (aliases included) -> its Python function."""
+    table: dict[str, Callable[..., Any]] = {}
+    for name, cmd in commands().items():
+        assert cmd.convert is not None
+        table[name] = cmd.convert
+    table.update(_EXTERNAL_CONVERT)
+    for alias, target in _ALIASES.items():
+        table[alias] = table[target]
+    return table
+
+
+def lookup(name: str) -> Callable[..., Any]:
+    """The Python function of converter ``name`` (case-insensitive); ConfigError if unknown."""
+    table = registry()
+    key = name.lower()
+    if key not in table:
+        raise ConfigError(
+            f"unknown converter {name!r}{closest(key, list(table))}; known: {sorted(table)}"
+        )
+    return table[key]
 
 
 def _fractions(text: str) -> dict[str, float]:
@@ -272,9 +372,10 @@ def _options(args: argparse.Namespace) -> ConvertOptions:
 
 
 def _dispatch_external(name: str, argv: list[str]) -> int:
-    module_name, what = EXTERNAL[name]
+    relative, what = EXTERNAL[name]
+    module_name = importlib.util.resolve_name(relative, __package__)
     try:
-        module: Any = importlib.import_module(module_name)
+        module: Any = importlib.import_module(relative, __package__)
     except ModuleNotFoundError as exc:
         if exc.name != module_name:
             raise
@@ -288,8 +389,13 @@ def _dispatch_external(name: str, argv: list[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the converter CLI; returns the exit status (see the module docstring)."""
+    """Run the converter CLI; returns the exit status (see the module docstring).
+
+    Called without ``argv`` (as the program) it configures logging for itself.
+    """
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if argv is None:
+        configure_logging(wants_quiet(args_list))
     if args_list and args_list[0] in EXTERNAL:
         return _dispatch_external(args_list[0], args_list[1:])
     parser = build_parser()
@@ -300,11 +406,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = _ALIASES.get(args.name, args.name)
     try:
         options = _options(args)
-        commands()[name].run(args, options)
+        report = commands()[name].run(args, options)
     except StoreExistsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_REFUSED
-    except (FastloadError, OSError, ImportError) as exc:
+    except ImportError as exc:  # an optional package; the message names its extra
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_REFUSED
+    except (FastloadError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
@@ -313,4 +422,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
+    if not args.quiet:
+        print(report.summary())
     return EXIT_OK

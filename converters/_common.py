@@ -30,6 +30,7 @@ Invariants
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
@@ -41,7 +42,6 @@ from typing import Any
 
 import numpy as np
 
-from converters._verify import SampleDigest, verify_store
 from fastload.errors import (
     ConfigError,
     EmptyDatasetError,
@@ -51,7 +51,11 @@ from fastload.errors import (
     VerificationError,
 )
 
+from ._verify import SampleDigest, verify_store
+
 Block = dict[str, np.ndarray]
+
+logger = logging.getLogger(__name__)
 
 
 #: Uncompressed bytes of one block read from the originals when
@@ -88,7 +92,7 @@ class ConvertOptions:
     progress
         Show a tqdm progress bar; ``None`` shows it when stderr is a terminal.
     quiet
-        Print nothing (no progress bar, no summary).
+        No progress bar and no summary (the command line prints the summary on stdout).
     """
 
     overwrite: bool = False
@@ -530,7 +534,7 @@ def write_plan(
 
 
 def finish(report: ConversionReport, options: ConvertOptions) -> ConversionReport:
-    """Print the report's one-line summary unless quiet; return the report."""
+    """Log the report's one-line summary (DEBUG; the command line prints it) and return it."""
     if not options.quiet:
-        print(report.summary(), file=sys.stderr)
+        logger.debug("%s", report.summary())
     return report

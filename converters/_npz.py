@@ -7,8 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from converters._files import missing_key, require_file
 from fastload.errors import SchemaError, SourceFileError
+
+from ._files import missing_key, require_file
 
 
 class NpzArchive:

@@ -190,6 +190,10 @@ def _open_failed(path: Path, fmt: str, exc: BaseException) -> SourceFileError:
 
 
 # --------------------------------------------------------------------- ROOT
+def _root_package(exc: ModuleNotFoundError) -> str:
+    return "awkward" if (exc.name or "").split(".")[0] == "awkward" else "uproot"
+
+
 class RootReader(SourceReader):
     """A TTree or RNTuple read with uproot; jagged branches become ragged."""
 
@@ -198,9 +202,10 @@ class RootReader(SourceReader):
     def __init__(self, path: Path, tree: str | None) -> None:
         super().__init__(path)
         try:
+            import awkward  # noqa: F401  (uproot's arrays; imported here for the install hint)
             import uproot
-        except ModuleNotFoundError:
-            raise missing_dependency("uproot", "root") from None
+        except ModuleNotFoundError as exc:
+            raise missing_dependency(_root_package(exc), "root") from None
         try:
             self._file = uproot.open(path)
         except Exception as exc:
@@ -414,8 +419,11 @@ class PandasReader(SourceReader):
         super().__init__(path)
         try:
             import pandas as pd
-        except ModuleNotFoundError:
-            raise missing_dependency("pandas", "pandas") from None
+            import tables  # noqa: F401  (pandas needs PyTables for HDF5; fail with the install hint)
+        except ModuleNotFoundError as exc:
+            raise missing_dependency(
+                "tables" if exc.name == "tables" else "pandas", "pandas"
+            ) from None
         try:
             self._store = pd.HDFStore(path, mode="r")
         except Exception as exc:

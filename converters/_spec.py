@@ -23,13 +23,13 @@ import fnmatch
 import hashlib
 import json
 import re
+import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import tomllib
 
 from fastload.errors import ConfigError, closest
 

@@ -15,13 +15,16 @@ release): the stored fields are
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from converters._spec import ConversionSpec, load_spec
-from converters.generic import add_run_arguments, overrides_from_args, run_from_args
 from fastload.errors import ConfigError
+
+from ._spec import ConversionSpec, load_spec
+from .generic import add_run_arguments, convert, overrides_from_args, run_from_args
 
 SPECS_DIR = Path(__file__).resolve().parent / "specs"
 SPEC_FILES = {"root": "ahcal.toml", "npz": "ahcal-npz.toml"}
@@ -61,8 +64,33 @@ def load_ahcal_spec(
     return spec, (path.parent if path.is_file() else path)
 
 
+def convert_ahcal(
+    src: str | os.PathLike[str],
+    dst: str | os.PathLike[str],
+    /,
+    *,
+    format: str | None = None,
+    overrides: Sequence[str] = (),
+    **options: Any,
+) -> str:
+    """Convert AHCAL files (a directory or one file) with the shipped spec; returns the store path.
+
+    ``options`` are those of :func:`converters.generic.convert`; the default converts
+    serially in this process, ``workers="auto"`` uses Dask only for large inputs.
+    """
+    spec, source_dir = load_ahcal_spec(src, format, overrides)
+    return convert(spec, dst, source_dir=source_dir, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m converters ahcal SRC DST [options]``; returns the exit status."""
+    """``python -m converters ahcal SRC DST [options]``; returns the exit status.
+
+    Called without ``argv`` (as the program) it configures logging for itself.
+    """
+    if argv is None:
+        from ._cli import configure_logging, wants_quiet
+
+        configure_logging(wants_quiet(sys.argv[1:]))
     parser = argparse.ArgumentParser(
         prog="python -m converters ahcal",
         description="Convert CALICE AHCAL hit-level files (ROOT bigtree or .npz) with the shipped spec "

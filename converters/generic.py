@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import glob as _glob
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -36,8 +37,18 @@ from typing import Any
 import numpy as np
 
 import fastload as fl
-from converters._sources import KeyInfo, SourceReader, open_reader, read_counts
-from converters._spec import (
+from fastload.errors import (
+    ConfigError,
+    FastloadError,
+    SourceFileError,
+    SourceKeyError,
+    StoreExistsError,
+    missing_dependency,
+)
+from fastload.store import FieldInfo, Ragged, choose_chunk_len
+
+from ._sources import KeyInfo, SourceReader, open_reader, read_counts
+from ._spec import (
     ConversionSpec,
     FieldMap,
     file_label,
@@ -47,16 +58,13 @@ from converters._spec import (
     seeded_uniform,
     spec_error,
 )
-from fastload.errors import (
-    ConfigError,
-    FastloadError,
-    SourceFileError,
-    SourceKeyError,
-    StoreExistsError,
-)
-from fastload.store import FieldInfo, Ragged, choose_chunk_len
 
 CONVERTER = "converters.generic"
+#: ``workers="auto"`` uses Dask from this many bytes of source files on; below it a conversion
+#: is faster in one process than a local cluster takes to start (docs/byod.md, "Serial or Dask")
+DASK_MIN_SOURCE_BYTES = 256 * 2**20
+
+logger = logging.getLogger(__name__)
 _SAMPLE_EVENTS = 4096  # events surveyed to estimate the bytes of a ragged event
 
 
@@ -705,18 +713,114 @@ def provenance_paths(f: SourceFile) -> list[str]:
     return [str(x) for x in sorted(p.glob("*.npy"))] if p.is_dir() else [f.path]
 
 
+def source_nbytes(plan: ConversionPlan) -> int:
+    """Bytes of every source file of the plan on disk (the .npy files of a directory)."""
+    return sum(os.path.getsize(p) for f in plan.files for p in provenance_paths(f))
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a conversion runs: serially in this process, or as Dask tasks; and why."""
+
+    dask: bool
+    workers: int | None
+    reason: str
+    #: how loudly the reason is logged: the default serial run at DEBUG, a choice made for the
+    #: user at INFO, a request that cannot be honoured (explicit workers, no Dask) at WARNING
+    level: int = logging.INFO
+
+
+def _dask_installed() -> bool:
+    try:
+        import dask  # noqa: F401
+        import distributed  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def choose_execution(
+    plan: ConversionPlan,
+    *,
+    workers: int | str | None = None,
+    scheduler: str | None = None,
+    client: Any = None,
+    resume: bool = False,
+    dask_min_bytes: int = DASK_MIN_SOURCE_BYTES,
+) -> Execution:
+    """Serial or Dask for ``plan``: see :func:`convert` (``workers``) and docs/byod.md.
+
+    ``workers="auto"`` picks Dask only for inputs of at least ``dask_min_bytes`` on a machine
+    with two or more cores (a local cluster costs seconds to start, more than small inputs
+    take serially); ``"auto"`` and ``workers=N`` fall back to serial when Dask is not
+    installed.  A ``scheduler``, a ``client`` or ``resume`` need Dask and raise without it.
+
+    Raises
+    ------
+    ConfigError
+        ``resume`` with a serial conversion, or a bad ``workers``.
+    ModuleNotFoundError
+        Dask is needed (scheduler, client, resume) but not installed; names ``fastload[dask]``.
+    """
+    if client is not None or scheduler is not None:
+        if not _dask_installed():
+            raise missing_dependency("distributed", "dask")
+        where = "the given Dask client" if client is not None else f"the scheduler {scheduler}"
+        return Execution(True, None, f"converting with Dask on {where}")
+    if workers == "auto":
+        n_bytes, n_events = source_nbytes(plan), sum(f.n_events for f in plan.files)
+        cores = os.cpu_count() or 1
+        size = f"{n_events:,} events in {n_bytes / 2**20:,.1f} MiB of source files"
+        if resume:
+            workers = min(4, cores)
+            reason = f"--resume: converting with Dask ({workers} workers)"
+        elif cores < 2:
+            return Execution(False, None, f"{size}; one CPU core: converting serially")
+        elif n_bytes < dask_min_bytes:
+            return Execution(
+                False,
+                None,
+                f"{size} < {dask_min_bytes / 2**20:,.0f} MiB: converting serially "
+                "(a Dask cluster would take longer to start; --workers N forces Dask)",
+            )
+        else:
+            workers = min(4, cores)
+            reason = f"{size} >= {dask_min_bytes / 2**20:,.0f} MiB: converting with Dask ({workers} workers)"
+        explicit = False
+    elif workers is None or workers == 0:
+        if resume:
+            raise ConfigError(
+                "--resume applies to Dask conversions (--workers N or --scheduler ADDRESS)"
+            )
+        return Execution(False, None, "converting serially (no Dask requested)", logging.DEBUG)
+    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+        raise ConfigError(f"workers must be 'auto', 0 (serial) or a positive int, got {workers!r}")
+    else:
+        reason = f"converting with Dask ({workers} workers, as requested)"
+        explicit = True
+    if _dask_installed():
+        return Execution(True, workers, reason)
+    if resume:
+        raise missing_dependency("distributed", "dask")
+    note = "Dask is not installed (pip install 'fastload[dask]'): converting serially instead" + (
+        f" of with {workers} Dask workers" if explicit else ""
+    )
+    return Execution(False, None, note, logging.WARNING if explicit else logging.INFO)
+
+
 def convert(
     spec: ConversionSpec,
     dst: str | os.PathLike[str],
     *,
     source_dir: str | os.PathLike[str] | None = None,
-    workers: int | None = None,
+    workers: int | str | None = None,
     scheduler: str | None = None,
     client: Any = None,
     resume: bool = False,
     overwrite: bool = False,
     retries: int = 2,
     progress: bool = False,
+    dask_min_bytes: int = DASK_MIN_SOURCE_BYTES,
 ) -> str:
     """Convert the sources described by ``spec`` into a store at ``dst``.
 
@@ -729,9 +833,13 @@ def convert(
     source_dir
         Directory the spec's globs are relative to (default: the spec file's directory).
     workers, scheduler, client
-        Dask: ``workers=N`` starts a local cluster of N processes; ``scheduler`` connects to a
-        running one; ``client`` reuses a ``distributed.Client``.  All ``None`` (or
-        ``workers=0``) converts serially in this process.
+        ``None`` or ``0`` (default) converts serially in this process.  ``"auto"`` (the
+        command line's default) converts serially below ``dask_min_bytes`` of source files
+        and with a local Dask cluster of ``min(4, cores)`` processes from there on.
+        ``workers=N`` starts a local cluster of N processes; ``scheduler`` connects to a
+        running one; ``client`` reuses a ``distributed.Client``.  Without Dask installed,
+        ``"auto"`` and ``N`` convert serially (logged).  The choice and its reason are
+        logged on this module's logger.
     resume
         Dask only: keep the blocks an interrupted run already wrote.
     overwrite
@@ -739,7 +847,9 @@ def convert(
     retries
         Dask only: times a failed task is retried.
     progress
-        Show a progress bar (tqdm) over blocks.
+        Show a progress bar (tqdm, on stderr) over blocks.
+    dask_min_bytes
+        Threshold of ``workers="auto"``, in bytes of source files.
 
     Returns
     -------
@@ -750,13 +860,18 @@ def convert(
         origin = spec.where.origin
         source_dir = Path(origin).parent if origin not in ("<flags>", "<text>") else Path.cwd()
     plan = plan_conversion(spec, source_dir)
-    if client is None and scheduler is None and not workers:
-        if resume:
-            raise ConfigError(
-                "--resume applies to Dask conversions (--workers N or --scheduler ADDRESS)"
-            )
+    how = choose_execution(
+        plan,
+        workers=workers,
+        scheduler=scheduler,
+        client=client,
+        resume=resume,
+        dask_min_bytes=dask_min_bytes,
+    )
+    logger.log(how.level, "%s", how.reason)
+    if not how.dask:
         return convert_serial(plan, dst, overwrite=overwrite, progress=progress)
-    from converters._dask import convert_dask, dask_client
+    from ._dask import convert_dask, dask_client
 
     if client is not None:
         return convert_dask(
@@ -768,7 +883,7 @@ def convert(
             retries=retries,
             progress=progress,
         )
-    with dask_client(workers=workers, scheduler=scheduler) as own:
+    with dask_client(workers=how.workers, scheduler=scheduler) as own:
         return convert_dask(
             plan,
             dst,
@@ -790,7 +905,8 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         default=None,
         metavar="N",
-        help="Dask local cluster of N worker processes (default: min(4, cores); serial on one core)",
+        help="Dask local cluster of N worker processes (default: serial below 256 MiB of source "
+        "files or on one core, else min(4, cores) workers; serial if Dask is not installed)",
     )
     mode.add_argument(
         "--scheduler", metavar="ADDRESS", help="a running Dask scheduler, e.g. tcp://10.0.0.1:8786"
@@ -848,15 +964,16 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
 def run_from_args(
     spec: ConversionSpec, dst: str, source_dir: str | None, args: argparse.Namespace
 ) -> int:
-    """Run a conversion from parsed options; prints one line; returns the exit status.
+    """Run a conversion from parsed options; returns the exit status.
 
-    0 converted; 1 failed (unreadable source, bad values); 2 refused (the spec is wrong or
-    names a missing key, an existing store without ``--overwrite``); 130 interrupted.
+    Prints the ``wrote ...`` summary on stdout (unless ``--quiet``) or one ``error:`` line on
+    stderr.  0 converted; 1 failed (unreadable source, bad values); 2 refused (the spec is
+    wrong or names a missing key, an existing store without ``--overwrite``, an optional
+    package not installed); 130 interrupted.
     """
-    workers = 0 if args.serial else args.workers
+    workers: int | str | None = 0 if args.serial else args.workers
     if workers is None and args.scheduler is None:
-        cores = os.cpu_count() or 1
-        workers = 0 if cores < 2 else min(4, cores)
+        workers = "auto"
     try:
         path = convert(
             spec,
@@ -867,9 +984,12 @@ def run_from_args(
             resume=args.resume,
             overwrite=args.overwrite,
             retries=args.retries,
-            progress=not args.quiet,
+            progress=not args.quiet and sys.stderr.isatty(),
         )
     except (ConfigError, SourceKeyError, StoreExistsError) as exc:  # the spec does not fit
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except ImportError as exc:  # an optional package (uproot, pandas, dask); names its extra
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (FastloadError, OSError) as exc:
@@ -888,8 +1008,34 @@ def run_from_args(
     return 0
 
 
+def convert_spec_file(
+    spec: str | os.PathLike[str] | None,
+    dst: str | os.PathLike[str],
+    /,
+    *,
+    overrides: Sequence[str] = (),
+    source_dir: str | os.PathLike[str] | None = None,
+    **options: Any,
+) -> str:
+    """``load_spec(spec, overrides)`` then :func:`convert`; what ``converters.convert("generic", ...)`` runs.
+
+    ``source_dir`` defaults to the spec's directory (the working directory without a spec).
+    """
+    parsed = load_spec(spec, overrides=overrides)
+    if source_dir is None:
+        source_dir = Path(spec).parent if spec is not None else Path.cwd()
+    return convert(parsed, dst, source_dir=source_dir, **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m converters generic [SPEC.toml] DST [options]``; returns the exit status."""
+    """``python -m converters generic [SPEC.toml] DST [options]``; returns the exit status.
+
+    Called without ``argv`` (as the program) it configures logging for itself.
+    """
+    if argv is None:
+        from ._cli import configure_logging, wants_quiet
+
+        configure_logging(wants_quiet(sys.argv[1:]))
     parser = argparse.ArgumentParser(
         prog="python -m converters generic",
         description="Convert files described by a TOML spec (ROOT, HDF5, pandas, npy/npz) into a fastload store; "

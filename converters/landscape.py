@@ -25,7 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from converters._common import (
+from fastload.errors import EmptyDatasetError, SourceFileError, missing_dependency
+
+from ._common import (
     Block,
     ConversionReport,
     ConvertOptions,
@@ -37,9 +39,8 @@ from converters._common import (
     make_options,
     write_plan,
 )
-from converters._files import missing_key, require_dir, require_file
-from converters.pd4ml import LAYOUTS
-from fastload.errors import EmptyDatasetError, SourceFileError, missing_dependency
+from ._files import missing_key, require_dir, require_file
+from .pd4ml import LAYOUTS
 
 VERSION = "1.0"
 SPLIT_FILES = {"train": "train.h5", "val": "val.h5", "test": "test.h5"}

@@ -27,7 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from converters._common import (
+from fastload.errors import SchemaError, SourceFileError
+
+from ._common import (
     Block,
     ConversionReport,
     ConvertOptions,
@@ -44,8 +46,7 @@ from converters._common import (
     split_counts,
     write_plan,
 )
-from converters._files import h5_dataset, h5_read, open_hdf5, require_dir
-from fastload.errors import SchemaError, SourceFileError
+from ._files import h5_dataset, h5_read, open_hdf5, require_dir
 
 VERSION = "1.0"
 PARTICLES = ("Ele", "Gamma", "Pi0", "ChPi")

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from converters._common import (
+from fastload.errors import ConfigError, SchemaError, SourceFileError
+
+from ._common import (
     Block,
     ConversionReport,
     ConvertOptions,
@@ -36,8 +38,7 @@ from converters._common import (
     make_options,
     write_plan,
 )
-from converters._npz import NpzArchive, NpzMember
-from fastload.errors import ConfigError, SchemaError, SourceFileError
+from ._npz import NpzArchive, NpzMember
 
 VERSION = "1.0"
 SPLITS = ("train", "test")

@@ -18,7 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from converters._common import (
+from fastload.errors import SchemaError, SourceFileError
+
+from ._common import (
     Block,
     ConversionReport,
     ConvertOptions,
@@ -35,8 +37,7 @@ from converters._common import (
     split_counts,
     write_plan,
 )
-from converters._files import h5_dataset, h5_read, open_hdf5
-from fastload.errors import SchemaError, SourceFileError
+from ._files import h5_dataset, h5_read, open_hdf5
 
 VERSION = "1.0"
 DEFAULT_GROUP = "30x30"

@@ -15,14 +15,15 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
 
 import fastload as fl
-from fastload.errors import ConfigError, FastloadError
+from fastload.errors import ConfigError, FastloadError, StoreError
 from fastload.mix import check_field_agreement
 
 _DESCRIPTION = __doc__.split("\n\n")[0] if __doc__ else "premix stores"
@@ -40,7 +41,7 @@ def premix(
     workers: int = 1,
     overwrite: bool = False,
     codec: str = "lz4",
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> str:
     """Write ``output``: for each split, all samples of all ``sources`` shuffled together, plus a class label.
 
@@ -60,7 +61,11 @@ def premix(
         Samples per output block (memory bound).
     workers
         Decode workers per source loader.
+    progress
+        Show a progress bar (tqdm, on stderr); ``None``: only when stderr is a terminal.
     """
+    if progress is None:
+        progress = sys.stderr.isatty()
     if not sources:
         raise ConfigError("premix needs at least one source store")
     stores = list(sources.values())
@@ -183,8 +188,52 @@ def _take(block: dict[str, object], order: np.ndarray) -> dict[str, object]:
     return out
 
 
+def open_sources(
+    sources: Mapping[str, str | Path | fl.Store] | Sequence[str],
+) -> dict[str, fl.Store]:
+    """``{name: store}`` from ``{name: path or Store}`` or from ``["NAME=PATH" or "PATH", ...]``.
+
+    A bare PATH is named by its store's name; names must be unique.
+    """
+    if isinstance(sources, Mapping):
+        return {
+            name: st if isinstance(st, fl.Store) else fl.open_store(st)
+            for name, st in sources.items()
+        }
+    if isinstance(sources, (str, Path)):
+        raise ConfigError(
+            f"premix sources must be a list of NAME=PATH items or a {{name: path}} mapping, got {sources!r}"
+        )
+    opened: dict[str, fl.Store] = {}
+    for item in sources:
+        name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
+        store = fl.open_store(path)
+        opened[name or store.name] = store
+    if len(opened) != len(sources):
+        raise ConfigError("source class names must be unique; name them explicitly as NAME=PATH")
+    return opened
+
+
+def premix_paths(
+    output: str | Path,
+    sources: Mapping[str, str | Path | fl.Store] | Sequence[str],
+    **options: Any,
+) -> str:
+    """:func:`premix` from store paths (see :func:`open_sources`); ``converters.convert("premix", ...)``."""
+    return premix(output, open_sources(sources), **options)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command-line entry point; returns the exit code."""
+    """Command-line entry point; returns the exit code.
+
+    Prints the ``wrote ...`` summary on stdout (unless ``--quiet``) or one ``error:`` line on
+    stderr; 0 written, 1 failed, 2 refused (bad sources or options, an existing store).
+    Called without ``argv`` (as the program) it configures logging for itself.
+    """
+    if argv is None:
+        from ._cli import configure_logging, wants_quiet
+
+        configure_logging(wants_quiet(sys.argv[1:]))
     parser = argparse.ArgumentParser(prog="python -m converters premix", description=_DESCRIPTION)
     parser.add_argument("output", help="path of the premixed store to write")
     parser.add_argument(
@@ -205,21 +254,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=1, help="decode workers per source")
     parser.add_argument("--codec", default="lz4", choices=("lz4", "zstd"))
     parser.add_argument("--overwrite", action="store_true")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
+    parser.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     try:
-        sources: dict[str, fl.Store] = {}
-        for item in args.sources:
-            name, _, path = item.rpartition("=") if "=" in item else ("", "", item)
-            store = fl.open_store(path)
-            sources[name or store.name] = store
-        if len(sources) != len(args.sources):
-            raise ConfigError(
-                "source class names must be unique; name them explicitly as NAME=PATH"
-            )
-        premix(
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2)
+        return int(exc.code or 0)
+    try:
+        path = premix_paths(
             args.output,
-            sources,
+            args.sources,
             splits=args.splits,
             label_field=args.label_field,
             seed=args.seed,
@@ -230,9 +273,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             codec=args.codec,
             progress=not args.quiet and sys.stderr.isatty(),
         )
-    except FastloadError as exc:
-        print(f"premix: error: {exc}", file=sys.stderr)
+    except (ConfigError, StoreError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    except (FastloadError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if not args.quiet:
+        store = fl.open_store(path)
+        sizes = ", ".join(f"{s}={len(store[s])}" for s in store.splits)
+        print(f"wrote {path} ({sizes}; fields {', '.join(store.fields)})")
     return 0
 
 

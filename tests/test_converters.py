@@ -8,6 +8,7 @@ through the synthetic generators live in tests/test_datasets.py.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -304,15 +305,18 @@ def test_codec_chunk_bytes_and_converter_options(tmp_path):
         ConvertOptions(block_events=0)
 
 
-def test_progress_bar_and_summary_go_to_stderr(tmp_path, capsys):
-    """progress=True draws a tqdm bar on stderr; quiet prints nothing at all."""
+def test_library_draws_the_bar_and_leaves_the_summary_to_the_cli(tmp_path, capsys, caplog):
+    """progress=True draws a tqdm bar on stderr; the library prints no summary (it logs it at
+    DEBUG, the command line prints it); quiet shows nothing at all."""
     src, _ = pd4ml_file(tmp_path, "Spinodal")
-    convert("spinodal", src, tmp_path / "a.zarr", progress=True, block_events=10)
+    with caplog.at_level(logging.DEBUG, logger="converters"):
+        convert("spinodal", src, tmp_path / "a.zarr", progress=True, block_events=10)
     captured = capsys.readouterr()
     assert "Spinodal" in captured.err
     assert "/48" in captured.err  # tqdm counts the 48 events
-    assert "wrote" in captured.err
+    assert "wrote" not in captured.err
     assert captured.out == ""
+    assert [r.levelno for r in caplog.records if "wrote" in r.getMessage()] == [logging.DEBUG]
     convert("spinodal", src, tmp_path / "b.zarr", progress=True, quiet=True)
     assert capsys.readouterr().err == ""
 
@@ -534,7 +538,9 @@ def test_cli_converts_and_refuses_existing_store(tmp_path, capsys):
     src, arrays = pd4ml_file(tmp_path, "Spinodal")
     dst = tmp_path / "s.zarr"
     assert main(["spinodal", str(src), str(dst), "--codec", "zstd", "--block-events", "5"]) == 0
-    assert "wrote" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert captured.out.startswith("wrote ")  # the summary is on stdout, like every converter's
+    assert "wrote" not in captured.err
     np.testing.assert_array_equal(fl.open_store(dst)["test"].read("histogram"), arrays["X_test_0"])
     assert main(["spinodal", str(src), str(dst), "--quiet"]) == 2
     err = capsys.readouterr().err

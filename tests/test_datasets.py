@@ -8,6 +8,7 @@ pandas, h5py).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import subprocess
@@ -62,13 +63,14 @@ PD4ML = [
 
 
 @pytest.mark.parametrize(("cls", "filename", "n_inputs"), PD4ML, ids=[c.name for c, _, _ in PD4ML])
-def test_pd4ml_load_equals_the_npz(data_dir, capsys, cls, filename, n_inputs):
+def test_pd4ml_load_equals_the_npz(data_dir, caplog, cls, filename, n_inputs):
     """load() converts once, then returns [X_s_0, X_s_1, ...], y_s exactly as in the npz."""
     raw = npz(data_dir / cls.name / filename)
+    caplog.set_level(logging.INFO, logger="fastload.datasets")
     for i, split in enumerate(("train", "test")):
+        caplog.clear()
         X, y = cls.load(split, path=data_dir)
-        err = capsys.readouterr().err
-        assert ("converting" in err) == (i == 0)  # only the first call converts
+        assert ("converting" in caplog.text) == (i == 0)  # only the first call converts
         assert isinstance(X, list)
         assert len(X) == n_inputs
         for j, x in enumerate(X):
@@ -80,10 +82,11 @@ def test_pd4ml_load_equals_the_npz(data_dir, capsys, cls, filename, n_inputs):
     assert (data_dir / f"{cls.name}.zarr").is_dir()
 
 
-def test_toptagging_from_the_landscape_release(tmp_path, capsys):
+def test_toptagging_from_the_landscape_release(tmp_path, caplog):
     """With only train/val/test.h5 present, TopTagging.load converts them; val is a split."""
     import pandas as pd
 
+    caplog.set_level(logging.INFO, logger="fastload.datasets")
     folder = tmp_path / "TopTagging"
     synthetic.make_toptagging_landscape(folder, n_train=20, n_val=7, n_test=8, seed=3)
     for split in ("train", "val", "test"):
@@ -92,7 +95,7 @@ def test_toptagging_from_the_landscape_release(tmp_path, capsys):
         np.testing.assert_array_equal(X[0].reshape(len(frame), 800), frame.iloc[:, :800].to_numpy())
         np.testing.assert_array_equal(X[1], frame["ttv"].to_numpy())
         np.testing.assert_array_equal(y, frame["is_signal_new"].to_numpy())
-    assert "landscape release" in capsys.readouterr().err
+    assert "landscape release" in caplog.text
 
 
 def test_lcd_load_labels_and_every_field(data_dir):
@@ -138,15 +141,18 @@ def test_photon_showers_load(data_dir):
     assert n == 15
 
 
-def test_store_is_used_without_originals(data_dir, capsys):
+def test_store_is_used_without_originals(data_dir, capsys, caplog):
     """Once converted, the originals may go: load reads the store alone."""
     X, y = fd.Spinodal.load("test", path=data_dir)
     shutil.rmtree(data_dir / "Spinodal")
     capsys.readouterr()
+    caplog.set_level(logging.INFO, logger="fastload.datasets")
+    caplog.clear()
     X2, y2 = fd.Spinodal.load("test", path=data_dir)
     np.testing.assert_array_equal(X2[0], X[0])
     np.testing.assert_array_equal(y2, y)
     assert capsys.readouterr().err == ""
+    assert caplog.records == []
     with pytest.raises(SplitNotFoundError, match="'val' not in store"):
         fd.Spinodal.load("val", path=data_dir)
 
@@ -192,32 +198,33 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
-def test_ahcal_load_is_wired_to_converters_ahcal(tmp_path, monkeypatch, capsys):
-    """AHCAL.load runs converters.ahcal.main([src, dst]) and returns inputs/label by role."""
+def test_ahcal_load_is_wired_to_converters_ahcal(tmp_path, monkeypatch, caplog):
+    """AHCAL.load runs converters.ahcal.convert_ahcal(src, dst) serially, returns inputs/label by role."""
     import fastload as fl
 
+    caplog.set_level(logging.INFO, logger="fastload.datasets")
     (tmp_path / "AHCAL").mkdir()
     (tmp_path / "AHCAL" / "ahcal_1.npz").write_bytes(b"")
     calls = []
     hits = fl.Ragged.from_counts(np.arange(10, dtype=np.float32).reshape(5, 2), np.array([2, 0, 3]))
 
-    def fake_main(argv):
-        calls.append(argv)
+    def fake_convert(src, dst, **options):
+        calls.append(([str(src), str(dst)], options["workers"]))
         fields = {"hits": {"role": "input"}, "n_hits": {"role": "aux"}, "energy": {"role": "label"}}
         block = {
             "hits": hits,
             "n_hits": np.array([2, 0, 3]),
             "energy": np.array([10.0, 20.0, 30.0]),
         }
-        fl.write_arrays(argv[1], {"train": block}, fields=fields, task="regression")
-        return 0
+        fl.write_arrays(dst, {"train": block}, fields=fields, task="regression")
+        return str(dst)
 
     fake = types.ModuleType("converters.ahcal")
-    fake.main = fake_main
+    fake.convert_ahcal = fake_convert
     monkeypatch.setitem(sys.modules, "converters.ahcal", fake)
     X, y = fd.AHCAL.load("train", path=tmp_path)
-    assert calls == [[str(tmp_path / "AHCAL"), str(tmp_path / "AHCAL.zarr")]]
-    assert "converting" in capsys.readouterr().err
+    assert calls == [([str(tmp_path / "AHCAL"), str(tmp_path / "AHCAL.zarr")], 0)]  # 0: serial
+    assert "converting" in caplog.text
     assert len(X) == 1
     np.testing.assert_array_equal(X[0].values, hits.values)
     np.testing.assert_array_equal(X[0].offsets, hits.offsets)
@@ -226,8 +233,12 @@ def test_ahcal_load_is_wired_to_converters_ahcal(tmp_path, monkeypatch, capsys):
     other = tmp_path / "other"
     (other / "AHCAL").mkdir(parents=True)
     (other / "AHCAL" / "ahcal_2.npz").write_bytes(b"")
-    fake.main = lambda argv: 1
-    with pytest.raises(SourceError, match="exit status 1"):
+
+    def failing(src, dst, **options):
+        raise ConfigError("the spec does not fit")
+
+    fake.convert_ahcal = failing
+    with pytest.raises(ConfigError, match="does not fit"):  # the converter's own error type
         fd.AHCAL.prepare(other, verbose=False)
     monkeypatch.setitem(sys.modules, "converters.ahcal", None)
     with pytest.raises(SourceError, match="no AHCAL converter"):

@@ -6,24 +6,24 @@ library when it is opened, so a missing package skips only that contender.
 
 from __future__ import annotations
 
-from bench._contender import Contender
-from bench.baselines.blosc2_ndarray import Blosc2NDArray
-from bench.baselines.fastload_loader import (
+from .._contender import Contender
+from .blosc2_ndarray import Blosc2NDArray
+from .fastload_loader import (
     FastloadMix,
     FastloadMixThread,
     FastloadPremixed,
     FastloadPremixedThread,
 )
-from bench.baselines.in_memory import InMemory
-from bench.baselines.litdata_stream import LitdataStreaming
-from bench.baselines.naive_generator import NaiveGenerator
-from bench.baselines.pipe_queue import PipeQueue
-from bench.baselines.spdl_npz import SpdlNpz
-from bench.baselines.tensorstore_zarr import TensorstoreZarr
-from bench.baselines.tf_data import TfData
-from bench.baselines.torch_dataloader import TorchDataLoader, TorchDataLoaderPinned
-from bench.baselines.torchdata_nodes import TorchdataNodes
-from bench.baselines.webdataset_tar import WebDatasetTar
+from .in_memory import InMemory
+from .litdata_stream import LitdataStreaming
+from .naive_generator import NaiveGenerator
+from .pipe_queue import PipeQueue
+from .spdl_npz import SpdlNpz
+from .tensorstore_zarr import TensorstoreZarr
+from .tf_data import TfData
+from .torch_dataloader import TorchDataLoader, TorchDataLoaderPinned
+from .torchdata_nodes import TorchdataNodes
+from .webdataset_tar import WebDatasetTar
 
 #: every contender, in table order: reference, baselines, peers, fastload
 CONTENDERS: tuple[type[Contender], ...] = (

@@ -15,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import Batch, RunConfig, Session, epoch_seed
-from bench._data import BenchData
-from bench.baselines._common import block_batches
+from .._contender import Batch, RunConfig, Session, epoch_seed
+from .._data import BenchData
+from ._common import block_batches
 
 
 class BlockSession(Session):

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._data import BenchData, pad_ragged
+from .._data import BenchData, pad_ragged
 
 Batch = dict[str, np.ndarray]
 

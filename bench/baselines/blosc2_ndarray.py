@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import Batch, Contender, RunConfig, Session, ensure_format, format_dir
-from bench._data import BenchData, pad_ragged
-from bench.baselines._blocks import BlockSession
+from .._contender import Batch, Contender, RunConfig, Session, ensure_format, format_dir
+from .._data import BenchData, pad_ragged
+from ._blocks import BlockSession
 
 
 def _chunk_rows(data: BenchData, shape: tuple[int, ...], itemsize: int) -> int:

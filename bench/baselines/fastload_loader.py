@@ -12,8 +12,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, ClassVar
 
-from bench._contender import Batch, Contender, RunConfig, Session
-from bench._data import LABEL_FIELD, BenchData
+from .._contender import Batch, Contender, RunConfig, Session
+from .._data import LABEL_FIELD, BenchData
 
 
 class _FastloadSession(Session):

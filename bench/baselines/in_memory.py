@@ -11,9 +11,9 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from bench._contender import Batch, Contender, RunConfig, Session, epoch_seed
-from bench._data import BenchData
-from bench.baselines._common import read_all
+from .._contender import Batch, Contender, RunConfig, Session, epoch_seed
+from .._data import BenchData
+from ._common import read_all
 
 
 class _InMemorySession(Session):

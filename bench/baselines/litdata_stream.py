@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import (
+from .._contender import (
     Batch,
     Contender,
     RunConfig,
@@ -25,8 +25,8 @@ from bench._contender import (
     epoch_seed,
     format_dir,
 )
-from bench._data import BenchData
-from bench.baselines._common import stack_samples, to_numpy
+from .._data import BenchData
+from ._common import stack_samples, to_numpy
 
 
 def samples_of_range(

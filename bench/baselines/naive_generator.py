@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bench._contender import Batch, Contender, RunConfig, Session, epoch_seed
-from bench._data import BenchData
-from bench.baselines._common import H5Reader, shuffled_ranges
+from .._contender import Batch, Contender, RunConfig, Session, epoch_seed
+from .._data import BenchData
+from ._common import H5Reader, shuffled_ranges
 
 
 def hdf5_batch_generator(reader: H5Reader, n: int, cfg: RunConfig, epoch: int) -> Iterator[Batch]:

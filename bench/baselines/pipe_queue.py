@@ -17,9 +17,9 @@ import traceback
 from collections.abc import Iterator
 from typing import Any
 
-from bench._contender import Batch, Contender, RunConfig, Session, epoch_seed
-from bench._data import BenchData
-from bench.baselines._common import H5Reader, shuffled_ranges
+from .._contender import Batch, Contender, RunConfig, Session, epoch_seed
+from .._data import BenchData
+from ._common import H5Reader, shuffled_ranges
 
 #: longest wait for one batch before the consumer gives up (a hung worker)
 _GET_TIMEOUT_S = 120.0

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import (
+from .._contender import (
     Batch,
     Contender,
     RunConfig,
@@ -24,7 +24,7 @@ from bench._contender import (
     epoch_seed,
     format_dir,
 )
-from bench._data import BenchData, pad_ragged
+from .._data import BenchData, pad_ragged
 
 _PIPELINE_TIMEOUT_S = 120.0
 

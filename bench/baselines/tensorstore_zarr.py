@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import Batch, Contender, RunConfig, Session
-from bench._data import BenchData, pad_ragged
-from bench.baselines._blocks import BlockSession
+from .._contender import Batch, Contender, RunConfig, Session
+from .._data import BenchData, pad_ragged
+from ._blocks import BlockSession
 
 
 class _TensorstoreSession(BlockSession):

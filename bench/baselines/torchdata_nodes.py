@@ -12,9 +12,9 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-from bench._contender import Batch, Contender, RunConfig, Session, epoch_seed
-from bench._data import BenchData
-from bench.baselines._common import H5Reader, shuffled_ranges
+from .._contender import Batch, Contender, RunConfig, Session, epoch_seed
+from .._data import BenchData
+from ._common import H5Reader, shuffled_ranges
 
 
 class ReadRange:

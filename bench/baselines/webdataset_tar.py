@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from bench._contender import (
+from .._contender import (
     Batch,
     Contender,
     RunConfig,
@@ -26,8 +26,8 @@ from bench._contender import (
     epoch_seed,
     format_dir,
 )
-from bench._data import BenchData
-from bench.baselines._common import stack_samples, to_numpy
+from .._data import BenchData
+from ._common import stack_samples, to_numpy
 
 _SHARDS = 16
 _SHUFFLE_BUFFER = 1000

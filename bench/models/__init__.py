@@ -26,19 +26,28 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from bench.models._spec import KINDS, Head, ModelSpec
-from fastload.errors import ConfigError
+from fastload.errors import ConfigError, missing_dependency
+
+from ._spec import KINDS, Head, ModelSpec
 
 __all__ = ["KINDS", "Head", "ModelSpec", "build", "framework_module"]
 
-FRAMEWORKS = {"torch": "bench.models.torch_models", "tf": "bench.models.keras_models"}
+FRAMEWORKS = {"torch": ".torch_models", "tf": ".keras_models"}  # relative to this package
+#: framework -> (the package it needs, the fastload extra that installs it)
+_NEEDS = {"torch": ("torch", "torch"), "tf": ("tensorflow", "tf")}
 
 
 def framework_module(framework: str) -> Any:
     """``bench.models.torch_models`` or ``bench.models.keras_models`` (imported now)."""
     if framework not in FRAMEWORKS:
         raise ConfigError(f"framework must be one of {sorted(FRAMEWORKS)}, got {framework!r}")
-    return importlib.import_module(FRAMEWORKS[framework])
+    package, extra = _NEEDS[framework]
+    try:
+        return importlib.import_module(FRAMEWORKS[framework], __package__)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or exc.name.split(".")[0] not in (package, "keras"):
+            raise
+        raise missing_dependency(package, extra) from None
 
 
 def build(framework: str, spec: ModelSpec) -> Any:

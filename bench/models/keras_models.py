@@ -19,7 +19,9 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras
 from keras import layers, ops
 
-from bench.models._spec import (
+from fastload.transforms import grid_adjacency
+
+from ._spec import (
     EDGE_CONV_CHANNELS,
     EDGE_CONV_FC,
     FCN_DEPTH,
@@ -29,7 +31,6 @@ from bench.models._spec import (
     GCN_WIDTH,
     ModelSpec,
 )
-from fastload.transforms import grid_adjacency
 
 # A distance that keeps padded nodes and the node itself out of every kNN list.
 _FAR = 1e30

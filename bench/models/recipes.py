@@ -24,9 +24,10 @@ from typing import Any
 import numpy as np
 
 import fastload.transforms as T
-from bench.models._spec import Head
 from fastload.errors import ConfigError, closest
 from fastload.store import Split
+
+from ._spec import Head
 
 #: Samples read from the training split to fit normalisation statistics.
 FIT_SAMPLES = 4096

@@ -13,7 +13,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.models._spec import (
+from fastload.transforms import grid_adjacency
+
+from ._spec import (
     EDGE_CONV_CHANNELS,
     EDGE_CONV_FC,
     FCN_DEPTH,
@@ -23,7 +25,6 @@ from bench.models._spec import (
     GCN_WIDTH,
     ModelSpec,
 )
-from fastload.transforms import grid_adjacency
 
 Batch = dict[str, torch.Tensor]
 

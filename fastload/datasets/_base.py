@@ -10,13 +10,16 @@
    data can be obtained and how to generate synthetic stand-ins.
 
 The converters are imported only when a conversion is needed, so
-``import fastload.datasets`` stays light.
+``import fastload.datasets`` stays light.  A conversion runs serially in the
+calling process (never a Dask cluster: a one-liner often sits in a script
+without an ``if __name__ == "__main__":`` guard, which worker processes
+would re-run) and is reported on the ``fastload.datasets`` logger.
 """
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +28,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from fastload.errors import ConfigError, DatasetNotFoundError, closest
+
+logger = logging.getLogger(__name__)
 
 #: every Dataset subclass, by name
 REGISTRY: dict[str, type[Dataset]] = {}
@@ -134,10 +139,12 @@ class Dataset:
             )
         original, src = found
         if verbose:
-            print(
-                f"{cls.name}: no store at {str(store)!r}; converting the {original.label} at {str(src)!r} "
-                "(one time only)",
-                file=sys.stderr,
+            logger.info(
+                "%s: no store at %r; converting the %s at %r (one time only)",
+                cls.name,
+                str(store),
+                original.label,
+                str(src),
             )
         original.convert(src, store)
         return store
@@ -172,10 +179,13 @@ class Dataset:
         cls,
         split: str = "train",
         path: str | os.PathLike[str] = "./datasets",
+        force_download: bool = False,
         *,
         verbose: bool = True,
     ) -> tuple[list[np.ndarray], np.ndarray]:
         """Load one split into memory, shaped as ``pd4ml``'s ``Dataset.load`` returns it.
+
+        The signature is pd4ml's, ``load(split, path, force_download)``, positionally too.
 
         Parameters
         ----------
@@ -183,8 +193,12 @@ class Dataset:
             ``"train"``, ``"test"`` (and ``"val"`` where the store has one).
         path
             Data directory holding ``<name>.zarr`` or the original files.
+        force_download
+            Accepted for pd4ml compatibility.  fastload never downloads: the data are read
+            from ``path`` as usual, and a warning on the ``fastload.datasets`` logger says
+            so (delete ``<path>/<name>.zarr`` to convert the originals again).
         verbose
-            Report a conversion when one is needed.
+            Report a conversion when one is needed (INFO on the ``fastload.datasets`` logger).
 
         Returns
         -------
@@ -196,6 +210,14 @@ class Dataset:
         Ragged (variable-length) fields, such as AHCAL hits, come back as
         :class:`fastload.Ragged` (``values`` plus ``offsets``).
         """
+        if force_download:
+            logger.warning(
+                "%s.load(force_download=True): fastload does not download datasets; reading %r "
+                "(or converting the originals under %r); delete that store to convert again",
+                cls.name,
+                str(cls.store_path(path)),
+                os.fspath(path),
+            )
         store = cls.open(path, verbose=verbose)
         part = store[split]
         X = [cls._input(store, part, name, split) for name in cls.input_names(store)]

@@ -7,6 +7,7 @@ the converters behind ``originals`` are imported when a conversion runs.
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +68,7 @@ def _has_ahcal(folder: str | os.PathLike[str]) -> bool:
 
 
 def _convert_ahcal(src: Path, dst: Path) -> Any:
-    """Run the AHCAL converter (module ``converters.ahcal``, imported only now)."""
+    """Run the AHCAL converter (module ``converters.ahcal``, imported only now), serially."""
     import importlib
 
     from fastload.errors import SourceError
@@ -81,13 +82,7 @@ def _convert_ahcal(src: Path, dst: Path) -> Any:
             f"found AHCAL originals at {str(src)!r}, but this installation has no AHCAL converter "
             "(module converters.ahcal)"
         ) from exc
-    status = module.main([str(src), str(dst)])
-    if status != 0:
-        raise SourceError(
-            f"converting the AHCAL files at {str(src)!r} failed (exit status {status}); the converter's "
-            f"message is above — or run `python -m converters ahcal {src} {dst}` to see it"
-        )
-    return status
+    return module.convert_ahcal(src, dst, workers=0, progress=sys.stderr.isatty())
 
 
 class TopTagging(Dataset):

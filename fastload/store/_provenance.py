@@ -57,4 +57,4 @@ def source_entry(path: str | os.PathLike[str], algorithm: str = "sha256") -> dic
 
 def now_iso() -> str:
     """Current UTC time, ISO 8601."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")

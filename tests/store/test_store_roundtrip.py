@@ -434,14 +434,14 @@ def test_provenance(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     a, b = tmp_path / "a.h5", tmp_path / "b.root"
     a.write_bytes(b"first source" * 1000)
     b.write_bytes(bytes(range(256)) * 77)
-    before = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+    before = dt.datetime.now(dt.UTC).replace(microsecond=0)
     with fl.create_store(
         tmp_path / "p.zarr", converter="converters.hdf5", converter_version="1.2"
     ) as w:
         w.add_source(a)
         w.add_source("b.root", checksum="md5")  # relative: recorded as an absolute path
         w.append("train", {"x": np.zeros(3)})
-    after = dt.datetime.now(dt.timezone.utc)
+    after = dt.datetime.now(dt.UTC)
     source = fl.open_store(tmp_path / "p.zarr").source
     assert source["converter"] == "converters.hdf5"
     assert source["converter_version"] == "1.2"
