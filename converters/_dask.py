@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from converters.generic import (
+from .generic import (
     Block,
     ConversionPlan,
     block_counts,

@@ -11,12 +11,12 @@ import numpy as np
 import psutil
 import pytest
 
-from bench._contender import RunConfig
-from bench._data import BenchData, build_dataset, pad_ragged
-from bench._measure import BatchError, Consumer
-from bench.baselines.in_memory import InMemory
-from bench.baselines.pipe_queue import PipeQueue
-from bench.throughput import missing_requirement
+from fastload.bench._contender import RunConfig
+from fastload.bench._data import BenchData, build_dataset, pad_ragged
+from fastload.bench._measure import BatchError, Consumer
+from fastload.bench.baselines.in_memory import InMemory
+from fastload.bench.baselines.pipe_queue import PipeQueue
+from fastload.bench.throughput import missing_requirement
 
 REPO = Path(__file__).resolve().parent.parent
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

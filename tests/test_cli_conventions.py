@@ -21,14 +21,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import converters
+import fastload.converters as converters
 import fastload as fl
 import fastload.datasets as fd
-from converters import ahcal
-from converters._cli import EXTERNAL, build_parser
-from converters._cli import main as cli
-from converters._spec import load_spec
-from converters.generic import DASK_MIN_SOURCE_BYTES, choose_execution, plan_conversion
+from fastload.converters import ahcal
+from fastload.converters._cli import EXTERNAL, build_parser
+from fastload.converters._cli import main as cli
+from fastload.converters._spec import load_spec
+from fastload.converters.generic import DASK_MIN_SOURCE_BYTES, choose_execution, plan_conversion
 from fastload import synthetic
 from fastload.errors import ConfigError, FastloadError
 
@@ -136,7 +136,7 @@ def test_auto_threshold_and_the_reason_logged(
 ) -> None:
     """workers='auto': serial below the threshold, Dask (min(4, cores) workers) from it on; the
     choice and its reason are logged; an explicit request is honoured; resume needs Dask."""
-    import converters._dask as dask_driver
+    import fastload.converters._dask as dask_driver
 
     spec, source_dir = ahcal.load_ahcal_spec(ahcal_src / "AHCAL", "npz")
     plan = plan_conversion(spec, source_dir)
@@ -174,7 +174,7 @@ def test_auto_threshold_and_the_reason_logged(
 
     monkeypatch.setattr(dask_driver, "dask_client", fake_client)
     monkeypatch.setattr(dask_driver, "convert_dask", lambda plan, dst, **kw: str(dst))
-    caplog.set_level(logging.INFO, logger="converters")
+    caplog.set_level(logging.INFO, logger="fastload.converters")
     ahcal.convert_ahcal(
         ahcal_src / "AHCAL", tmp_path / "d.zarr", format="npz", workers="auto", dask_min_bytes=1
     )

@@ -21,10 +21,10 @@ import numpy as np
 import pytest
 
 import fastload as fl
-from converters import ConvertOptions, convert, names
-from converters._cli import main, parse_bytes
-from converters._npz import NpzArchive
-from converters.pd4ml import LAYOUTS, convert_pd4ml
+from fastload.converters import ConvertOptions, convert, names
+from fastload.converters._cli import main, parse_bytes
+from fastload.converters._npz import NpzArchive
+from fastload.converters.pd4ml import LAYOUTS, convert_pd4ml
 from fastload.errors import (
     ConfigError,
     EmptyDatasetError,
@@ -309,7 +309,7 @@ def test_library_draws_the_bar_and_leaves_the_summary_to_the_cli(tmp_path, capsy
     """progress=True draws a tqdm bar on stderr; the library prints no summary (it logs it at
     DEBUG, the command line prints it); quiet shows nothing at all."""
     src, _ = pd4ml_file(tmp_path, "Spinodal")
-    with caplog.at_level(logging.DEBUG, logger="converters"):
+    with caplog.at_level(logging.DEBUG, logger="fastload.converters"):
         convert("spinodal", src, tmp_path / "a.zarr", progress=True, block_events=10)
     captured = capsys.readouterr()
     assert "Spinodal" in captured.err
@@ -486,7 +486,7 @@ def test_existing_store_and_unwritable_output(tmp_path):
 @pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
 def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch, exc):
     """An interrupt half-way leaves no store, no temporary, and an old store untouched."""
-    import converters._common as common
+    import fastload.converters._common as common
 
     write_lcd(tmp_path / "lcd")
     convert("lcd", tmp_path / "lcd", tmp_path / "old.zarr", **QUIET)
@@ -499,7 +499,7 @@ def test_interrupted_conversion_leaves_nothing(tmp_path, monkeypatch, exc):
             raise exc("stop")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr("converters.lcd.conform", flaky)
+    monkeypatch.setattr("fastload.converters.lcd.conform", flaky)
     with pytest.raises(exc):
         convert("lcd", tmp_path / "lcd", tmp_path / "new.zarr", block_events=4, **QUIET)
     assert calls["n"] == 8
@@ -584,13 +584,13 @@ def test_cli_split_and_photon_options(tmp_path):
 
 def test_cli_dispatches_external_converters(monkeypatch, capsys):
     """generic/ahcal/premix go to <module>.main(argv); a missing module is a clean error."""
-    import converters._cli as cli
+    import fastload.converters._cli as cli
 
     seen = {}
-    fake = types.ModuleType("converters._fake_for_test")
+    fake = types.ModuleType("fastload.converters._fake_for_test")
     fake.main = lambda argv: seen.setdefault("argv", argv) and 7
-    monkeypatch.setitem(sys.modules, "converters._fake_for_test", fake)
-    monkeypatch.setitem(cli.EXTERNAL, "premix", ("converters._fake_for_test", "test"))
+    monkeypatch.setitem(sys.modules, "fastload.converters._fake_for_test", fake)
+    monkeypatch.setitem(cli.EXTERNAL, "premix", ("fastload.converters._fake_for_test", "test"))
     assert main(["premix", "a", "--b"]) == 7
     assert seen["argv"] == ["a", "--b"]
     monkeypatch.setitem(cli.EXTERNAL, "ahcal", ("converters._absent_module_xyz", "AHCAL hits"))

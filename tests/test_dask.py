@@ -21,10 +21,10 @@ import psutil
 import pytest
 
 import fastload as fl
-from converters import ahcal
-from converters._dask import Starts, convert_dask, write_task
-from converters._spec import load_spec
-from converters.generic import Block, ConversionPlan, convert, plan_conversion
+from fastload.converters import ahcal
+from fastload.converters._dask import Starts, convert_dask, write_task
+from fastload.converters._spec import load_spec
+from fastload.converters.generic import Block, ConversionPlan, convert, plan_conversion
 from fastload.errors import IncompleteStoreError, SourceFileError, StoreNotFoundError
 from fastload.store import ParallelStore, probe_store
 from fastload.synthetic import make_ahcal
@@ -216,9 +216,9 @@ import sys, time
 
 from distributed import Client, LocalCluster
 
-from converters._dask import convert_dask, write_task
-from converters._spec import load_spec
-from converters.generic import plan_conversion
+from fastload.converters._dask import convert_dask, write_task
+from fastload.converters._spec import load_spec
+from fastload.converters.generic import plan_conversion
 
 
 def slow_task(plan, store, block, starts):

@@ -219,9 +219,9 @@ def test_ahcal_load_is_wired_to_converters_ahcal(tmp_path, monkeypatch, caplog):
         fl.write_arrays(dst, {"train": block}, fields=fields, task="regression")
         return str(dst)
 
-    fake = types.ModuleType("converters.ahcal")
+    fake = types.ModuleType("fastload.converters.ahcal")
     fake.convert_ahcal = fake_convert
-    monkeypatch.setitem(sys.modules, "converters.ahcal", fake)
+    monkeypatch.setitem(sys.modules, "fastload.converters.ahcal", fake)
     X, y = fd.AHCAL.load("train", path=tmp_path)
     assert calls == [([str(tmp_path / "AHCAL"), str(tmp_path / "AHCAL.zarr")], 0)]  # 0: serial
     assert "converting" in caplog.text
@@ -240,7 +240,7 @@ def test_ahcal_load_is_wired_to_converters_ahcal(tmp_path, monkeypatch, caplog):
     fake.convert_ahcal = failing
     with pytest.raises(ConfigError, match="does not fit"):  # the converter's own error type
         fd.AHCAL.prepare(other, verbose=False)
-    monkeypatch.setitem(sys.modules, "converters.ahcal", None)
+    monkeypatch.setitem(sys.modules, "fastload.converters.ahcal", None)
     with pytest.raises(SourceError, match="no AHCAL converter"):
         fd.AHCAL.prepare(other, verbose=False)
 

@@ -16,8 +16,8 @@ import pandas as pd
 import pytest
 
 import fastload as fl
-from converters._spec import load_spec
-from converters.generic import convert, main, plan_conversion, split_assignment
+from fastload.converters._spec import load_spec
+from fastload.converters.generic import convert, main, plan_conversion, split_assignment
 from fastload.errors import ConfigError, SourceFileError, SourceKeyError
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import fastload as fl
-from converters.premix import main, premix
+from fastload.converters.premix import main, premix
 from fastload.errors import ConfigError
 
 

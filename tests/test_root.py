@@ -16,9 +16,9 @@ import pytest
 import uproot
 
 import fastload as fl
-from converters import ahcal
-from converters._spec import load_spec
-from converters.generic import convert, main, plan_conversion, split_assignment
+from fastload.converters import ahcal
+from fastload.converters._spec import load_spec
+from fastload.converters.generic import convert, main, plan_conversion, split_assignment
 from fastload.errors import ConfigError, SourceFileError
 from fastload.synthetic import make_ahcal
 
@@ -348,7 +348,7 @@ def test_columns_with_different_counters_are_refused_before_writing(tmp_path: Pa
 
 def test_command_line_dispatches_ahcal_and_generic(ahcal_src: Path, tmp_path: Path) -> None:
     """`python -m converters ahcal|generic ...` reach this converter (through the CLI registry)."""
-    from converters._cli import main as cli
+    from fastload.converters._cli import main as cli
 
     assert cli(["ahcal", str(ahcal_src), str(tmp_path / "a.zarr"), "--serial", "-q"]) == 0
     spec = str(ahcal.spec_path("root"))

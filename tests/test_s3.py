@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import fastload as fl
-from converters._spec import load_spec
-from converters.generic import convert
+from fastload.converters._spec import load_spec
+from fastload.converters.generic import convert
 from fastload.errors import SourceFileError, StoreError
 from fastload.store import probe_store
 

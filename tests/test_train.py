@@ -16,8 +16,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from bench.models import Head, ModelSpec, build
-from bench.train import TrainConfig, main, roc_auc, run
+from fastload.bench.models import Head, ModelSpec, build
+from fastload.bench.train import TrainConfig, main, roc_auc, run
 from fastload.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("no_leaks")

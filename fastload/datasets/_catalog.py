@@ -20,7 +20,7 @@ PD4ML_SOURCE = (
 
 def _pd4ml(dataset: str, filename: str) -> Original:
     def convert(src: Path, dst: Path) -> Any:
-        from converters.pd4ml import convert_pd4ml
+        from fastload.converters.pd4ml import convert_pd4ml
 
         return convert_pd4ml(dataset, src, dst)
 
@@ -34,7 +34,7 @@ def _has_landscape(folder: str | os.PathLike[str]) -> bool:
 
 
 def _convert_landscape(src: Path, dst: Path) -> Any:
-    from converters.landscape import convert_landscape
+    from fastload.converters.landscape import convert_landscape
 
     return convert_landscape(src, dst)
 
@@ -44,7 +44,7 @@ def _has_lcd(folder: str | os.PathLike[str]) -> bool:
 
 
 def _convert_lcd(src: Path, dst: Path) -> Any:
-    from converters.lcd import convert_lcd
+    from fastload.converters.lcd import convert_lcd
 
     return convert_lcd(src, dst)
 
@@ -57,7 +57,7 @@ def _has_hdf5(path: str | os.PathLike[str]) -> bool:
 
 
 def _convert_photons(src: Path, dst: Path) -> Any:
-    from converters.photons import convert_photons
+    from fastload.converters.photons import convert_photons
 
     return convert_photons(src, dst)
 
@@ -74,13 +74,13 @@ def _convert_ahcal(src: Path, dst: Path) -> Any:
     from fastload.errors import SourceError
 
     try:
-        module: Any = importlib.import_module("converters.ahcal")
+        module: Any = importlib.import_module("fastload.converters.ahcal")
     except ModuleNotFoundError as exc:
-        if exc.name != "converters.ahcal":
+        if exc.name != "fastload.converters.ahcal":
             raise
         raise SourceError(
             f"found AHCAL originals at {str(src)!r}, but this installation has no AHCAL converter "
-            "(module converters.ahcal)"
+            "(module fastload.converters.ahcal)"
         ) from exc
     return module.convert_ahcal(src, dst, workers=0, progress=sys.stderr.isatty())
 

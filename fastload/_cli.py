@@ -1,0 +1,91 @@
+"""The ``fastload`` console script: one entry point for the project's command-line tools.
+
+``fastload convert NAME SRC DST ...``  the converters (same as ``python -m converters`` in a checkout)
+``fastload synthetic NAME DIR ...``    originals in the datasets' own layouts (``python -m fastload.synthetic``)
+``fastload bench [throughput|train|convert] ...``  the benchmarks (``python -m bench.throughput`` ...)
+``fastload inspect STORE``             what a store holds: splits, sizes, fields, chunking, checksums
+
+Each subcommand hands its remaining arguments to the tool's own parser, so ``--help`` works at
+every level and the options are those documented for the ``python -m`` forms.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+_TOOLS = {
+    "convert": ("fastload.converters._cli", "the dataset converters (python -m converters)"),
+    "synthetic": ("fastload.synthetic.__main__", "synthetic originals in the datasets' layouts"),
+    "bench": (None, "benchmarks: throughput (default), train, convert"),
+    "inspect": (None, "print what a store holds"),
+}
+_BENCHES = {
+    "throughput": "fastload.bench.throughput",
+    "train": "fastload.bench.train",
+    "convert": "fastload.bench.convert_throughput",
+}
+
+
+def _usage() -> str:
+    lines = ["usage: fastload COMMAND [ARGS...]", "", "commands:"]
+    lines += [f"  {name:<10} {doc}" for name, (_, doc) in _TOOLS.items()]
+    lines += ["", "`fastload COMMAND --help` lists each command's options."]
+    return "\n".join(lines)
+
+
+def _inspect(argv: Sequence[str]) -> int:
+    import argparse
+
+    from fastload.errors import FastloadError
+    from fastload.store import open_store
+
+    parser = argparse.ArgumentParser(prog="fastload inspect", description="Describe a store.")
+    parser.add_argument("store", help="path or URL of a fastload store")
+    args = parser.parse_args(list(argv))
+    try:
+        store = open_store(args.store)
+    except FastloadError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{store.path}  name={store.name!r} task={store.task!r}")
+    for name in store.splits:
+        split = store[name]
+        print(f"  {name}: {len(split)} samples in {split.n_chunks} chunks of {split.chunk_len}")
+    for field in store.fields.values():
+        kind = "ragged " if field.ragged else ""
+        print(f"  field {field.name}: {kind}{field.dtype}{tuple(field.shape)} role={field.role}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``fastload COMMAND ...``; returns the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    if not args or args[0] in ("-h", "--help"):
+        print(_usage())
+        return 0 if args else 2
+    command, rest = args[0], args[1:]
+    if command not in _TOOLS:
+        print(f"error: unknown command {command!r}\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if command == "inspect":
+        return _inspect(rest)
+    if command == "bench":
+        which = rest[0] if rest and rest[0] in _BENCHES else "throughput"
+        rest = rest[1:] if rest and rest[0] in _BENCHES else rest
+        module_name = _BENCHES[which]
+    else:
+        module_name = _TOOLS[command][0]  # type: ignore[assignment]
+    module = importlib.import_module(module_name)  # type: ignore[arg-type]
+    if argv is not None:
+        return int(module.main(rest) or 0)
+    # run as the program: each tool then configures logging for itself, as with `python -m`
+    sys.argv = [f"fastload {command}", *rest]
+    return int(module.main() or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover - python -m fastload._cli
+    sys.exit(main())
