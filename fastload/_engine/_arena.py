@@ -87,7 +87,7 @@ class Arena:
         return view
 
     def slot_array(self, name: str, slot: int, n: int) -> np.ndarray:
-        """A new array over the first ``n`` rows of slot ``slot`` of region ``name``.
+        """A new read-only array over the first ``n`` rows of slot ``slot`` of region ``name``.
 
         Its base is the mapping itself, not a cached view: every view derived
         from it (and every tensor made from one) keeps *this* array alive, so a
@@ -95,12 +95,14 @@ class Arena:
         """
         r = self.layout.regions[name]
         stride = r.nbytes // r.shape[0]
-        return np.ndarray(
+        root = np.ndarray(
             (n, *r.shape[2:]),
             dtype=np.dtype(r.dtype),
             buffer=self._buffer,
             offset=r.offset + slot * stride,
         )
+        root.flags.writeable = False
+        return root
 
     def release(self) -> None:
         """Drop cached views (the mapping closes once no consumer view is left)."""

@@ -205,10 +205,8 @@ class Engine:
         batch, roots = {}, []
         for name in self.output_specs:
             root = self.arena.slot_array(f"batch/{name}", slot, n)
-            root.flags.writeable = False
             roots.append(weakref.ref(root))
-            # a view of a read-only root cannot be made writeable again
-            batch[name] = root.view()
+            batch[name] = root.view()  # the consumer gets views: ``root`` is what they keep alive
         self.slots.keep(slot, roots)
         return batch
 
