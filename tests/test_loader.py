@@ -37,7 +37,7 @@ engines = st.sampled_from(FAST_ENGINES)
 
 # --------------------------------------------------------------------------- helpers
 def collect(loader: fl.Loader) -> list[dict[str, np.ndarray]]:
-    """Copies of every batch of one epoch (views die at the next batch)."""
+    """Owned copies of every batch of one epoch (independent of the loader's shared memory)."""
     return [{k: v.copy() for k, v in batch.items()} for batch in loader]
 
 
