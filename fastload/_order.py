@@ -70,24 +70,31 @@ _U64 = np.uint64
 
 
 # --------------------------------------------------------------------------- validation
+def _label(owner: str, name: str) -> str:
+    return f"{owner}.{name}" if owner else name
+
+
 def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an ``int`` >= ``minimum`` or raise :class:`ConfigError`."""
+    """Return ``value`` as an ``int`` >= ``minimum`` or raise :class:`ConfigError`.
+
+    ``owner`` prefixes the name (``"SourceShape.n"``); the configs that mirror a
+    public signature pass ``""`` so that messages name the public parameter.
+    """
+    what = _label(owner, name)
     if isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {value!r}")
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
     try:
         as_int = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
-        raise ConfigError(
-            f"{owner}.{name} must be an integer >= {minimum}, got {value!r}"
-        ) from None
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}") from None
     if as_int < minimum:
-        raise ConfigError(f"{owner}.{name} must be an integer >= {minimum}, got {as_int!r}")
+        raise ConfigError(f"{what} must be an integer >= {minimum}, got {as_int!r}")
     return int(as_int)
 
 
 def _check_bool(owner: str, name: str, value: object) -> bool:
     if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{owner}.{name} must be True or False, got {value!r}")
+        raise ConfigError(f"{_label(owner, name)} must be True or False, got {value!r}")
     return bool(value)
 
 
@@ -180,7 +187,7 @@ class OrderConfig:
     drop_last: bool = False
 
     def __post_init__(self) -> None:
-        owner = "OrderConfig"
+        owner = ""  # the names are fl.Loader's parameters; the loader says whose
         for name, minimum in (
             ("batch_size", 1),
             ("seed", 0),
@@ -192,9 +199,7 @@ class OrderConfig:
         object.__setattr__(self, "shuffle", _check_bool(owner, "shuffle", self.shuffle))
         object.__setattr__(self, "drop_last", _check_bool(owner, "drop_last", self.drop_last))
         if self.rank >= self.world_size:
-            raise ConfigError(
-                f"OrderConfig.rank must be in [0, world_size={self.world_size}), got {self.rank}"
-            )
+            raise ConfigError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
 
 
 @dataclass(frozen=True)
@@ -228,19 +233,19 @@ class MixConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _check_weights(self.weights))
         if self.policy not in POLICIES:
-            raise ConfigError(f"MixConfig.policy must be one of {POLICIES}, got {self.policy!r}")
+            raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
         if self.policy == "cycle":
             if self.num_samples is None:
                 raise ConfigError(
-                    "MixConfig.policy='cycle' needs num_samples (samples per epoch over all "
+                    "policy='cycle' needs num_samples (samples per epoch over all "
                     "ranks): cycling has no natural epoch end"
                 )
             object.__setattr__(
-                self, "num_samples", _check_int("MixConfig", "num_samples", self.num_samples, 1)
+                self, "num_samples", _check_int("", "num_samples", self.num_samples, 1)
             )
         elif self.num_samples is not None:
             raise ConfigError(
-                f"MixConfig.num_samples={self.num_samples!r} only applies to policy='cycle'; "
+                f"num_samples={self.num_samples!r} only applies to policy='cycle'; "
                 "with 'first_exhausted' the smallest source ends the epoch"
             )
 

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+import logging
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
-from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets
+from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets, input_specs
 from fastload._engine._pool import BACKENDS
 from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
 from fastload._order import (
@@ -26,6 +29,7 @@ from fastload.mix import Mix
 from fastload.store import Split
 
 Batch = dict[str, np.ndarray]
+_log = logging.getLogger(__name__)
 
 
 class _Done:
@@ -38,15 +42,130 @@ class _Done:
         return self._value
 
 
+def _sources_of(source: object) -> tuple[tuple[Split, ...], tuple[str, ...], Mix | None]:
+    """The splits a loader reads, their names, and the mix (None for one split)."""
+    if isinstance(source, Split):
+        return (source,), (source.name,), None
+    if isinstance(source, Mix):
+        return tuple(source.sources.values()), tuple(source.names), source
+    raise ConfigError(
+        f"Loader source must be a store split or a fl.Mix, got {type(source).__name__}"
+    )
+
+
+def _check_engine_options(
+    backend: str, workers: object, prefetch: object, window_chunks: object, max_kept_bytes: object
+) -> None:
+    if backend not in BACKENDS:
+        raise ConfigError(f"fl.Loader: backend must be one of {BACKENDS}, got {backend!r}")
+    for name, value, minimum in (
+        ("workers", workers, 0),
+        ("prefetch", prefetch, 2),
+        ("window_chunks", window_chunks, 1),
+        ("max_kept_bytes", 0 if max_kept_bytes is None else max_kept_bytes, 0),
+    ):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
+            shown = max_kept_bytes if name == "max_kept_bytes" else value
+            raise ConfigError(
+                f"fl.Loader: {name} must be an integer >= {minimum}"
+                + (" or None" if name == "max_kept_bytes" else "")
+                + f", got {shown!r}"
+            )
+
+
+_Config = TypeVar("_Config")
+
+
+def _public_config(owner: str, config: Callable[..., _Config], **values: Any) -> _Config:
+    """Build an order-layer config from public arguments; errors name ``owner``'s parameter."""
+    try:
+        return config(**values)
+    except ConfigError as exc:
+        raise ConfigError(f"{owner}: {exc}") from None
+
+
+def _select_fields(
+    splits: tuple[Split, ...], mix: Mix | None, fields: Sequence[str] | None
+) -> tuple[str, ...]:
+    first = splits[0]
+    all_fields = tuple(first.fields)
+    if fields is not None:
+        selected = tuple(fields)
+    else:
+        selected = mix.common_fields() if mix is not None else all_fields
+    for fname in selected:
+        if fname not in first.fields:
+            raise FieldNotFoundError(
+                f"field {fname!r} not in {first.store.path!r}{closest(fname, list(all_fields))} "
+                f"(fields: {list(all_fields)})"
+            )
+    if not selected:
+        raise ConfigError("Loader needs at least one field")
+    if mix is not None:
+        mix.check_fields(selected)
+    return selected
+
+
+def _ragged_lengths(
+    splits: tuple[Split, ...], selected: tuple[str, ...], pad: Mapping[str, int] | None
+) -> dict[str, int]:
+    """Padded length of each selected ragged field: ``pad``'s, else the longest sample."""
+    lengths: dict[str, int] = {}
+    for fname in selected:
+        if splits[0].fields[fname].ragged:
+            length = (pad or {}).get(fname) or max(s.max_len(fname) for s in splits)
+            lengths[fname] = max(int(length), 1)
+    return lengths
+
+
+_warned_unsharded = False
+
+
+def _warn_if_unsharded_in_distributed_job() -> None:
+    """Warn (once per process) when a loader without ranks runs in a torch.distributed job.
+
+    Every rank would read the whole epoch, in the same order: silently the same
+    samples on every GPU.  Warn rather than shard automatically: an explicit
+    rank/world_size keeps which samples each process reads visible in the code
+    (docs/order.md).  torch is looked up only if the program imported it.
+    """
+    global _warned_unsharded
+    dist = sys.modules.get("torch.distributed")
+    if _warned_unsharded or dist is None:
+        return
+    try:
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        world = int(dist.get_world_size())
+    except (RuntimeError, ValueError, AttributeError):
+        return
+    if world <= 1:
+        return
+    _warned_unsharded = True
+    message = (
+        f"fl.Loader built without rank/world_size inside a torch.distributed job of {world} "
+        "processes: every rank loads the same samples. Use "
+        "fastload.adapters.torch.distributed_loader(source, batch_size, ...) to give each rank "
+        "its shard, or pass rank= and world_size= (world_size=1 if every rank should read "
+        "everything)"
+    )
+    _log.warning(message)
+    warnings.warn(message, UserWarning, stacklevel=3)
+
+
 class Loader:
     """Iterate batches of a split (premixed) or of a :class:`Mix` (mixed on the fly).
 
-    Worker processes decode Zarr chunks into a shared-memory chunk cache and
-    gather each batch into a shared-memory slot; the consumer receives
-    ``dict[str, np.ndarray]`` *views* of that slot, valid until it asks for the
-    next batch (``copy=True`` returns copies instead).  Batches come in plan
-    order whatever the worker timing; the plan depends only on the seed, the
-    epoch and the configuration (see docs/order.md), never on ``workers``.
+    Workers decode Zarr chunks and gather each batch into a slot of a batch
+    ring in shared memory; the consumer receives ``dict[str, np.ndarray]`` of
+    read-only arrays over that slot, with no copy.  A slot is reused only once
+    every array of its batch — and every view or tensor made from one — is
+    gone, so batches kept in a list stay correct.  Kept batches pin shared
+    memory, up to ``max_kept_bytes``; beyond it batches arrive as copies until
+    kept ones are released, with one warning.  ``copy=True`` returns copies
+    always.  Batches come in plan order whatever the worker timing; the plan
+    depends only on the seed, the epoch and the configuration (see
+    docs/order.md), never on ``workers``.
 
     Parameters
     ----------
@@ -61,7 +180,8 @@ class Loader:
     workers : int
         Worker processes (or threads); ``0`` runs everything in the calling thread.
     prefetch : int
-        Batch slots in the ring (batches prepared ahead of the consumer, plus the one it holds).
+        Batches prepared ahead of the consumer (the ring adds what the shuffle
+        window needs to make progress).
     fields : Sequence[str] | None
         Fields to read (default: all).  A ragged field ``f`` arrives padded as
         ``f`` ``(B, L, ...)`` plus ``f_len`` ``(B,)``.
@@ -70,14 +190,17 @@ class Loader:
     drop_last : bool
         Drop the last short batch; with ranks, every rank gets the same number of
         full batches (what DDP needs).
-    rank, world_size : int
-        This process's shard of every epoch; shards are disjoint.
+    rank, world_size : int | None
+        This process's shard of every epoch; shards are disjoint.  Default: the
+        whole epoch (0 of 1).  A loader built without them inside an initialised
+        ``torch.distributed`` group of several processes warns once: use
+        :func:`fastload.adapters.torch.distributed_loader` there.
     window_chunks : int
-        Chunks per shuffle window: larger mixes better, costs cache memory.
+        Chunks per shuffle window: larger mixes better, needs more batches in flight.
     backend : {"process", "thread"}
         Worker kind.
     copy : bool
-        Return copies instead of views into shared memory.
+        Return copies (owned, writable arrays) instead of arrays over shared memory.
     pad : Mapping[str, int] | None
         Padded length per ragged field (default: the longest sample in the split(s)).
     start_method : str | None
@@ -86,6 +209,11 @@ class Loader:
         Longest wait for one batch before :class:`~fastload.errors.WorkerError`.
     max_worker_restarts : int
         Times a dead worker is replaced before the loader gives up.
+    max_kept_bytes : int | None
+        Shared memory that batches the consumer keeps may pin (default:
+        ``max(1 GiB, 4 x the batch ring)``, at most half of the free space of
+        ``/dev/shm``; at least 4 batches).  Past it, batches are delivered as
+        copies while the kept ones stay alive, and the loader warns once.
     """
 
     def __init__(
@@ -100,8 +228,8 @@ class Loader:
         fields: Sequence[str] | None = None,
         transform: Any = None,
         drop_last: bool = False,
-        rank: int = 0,
-        world_size: int = 1,
+        rank: int | None = None,
+        world_size: int | None = None,
         window_chunks: int = 4,
         backend: str = "process",
         copy: bool = False,
@@ -109,82 +237,51 @@ class Loader:
         start_method: str | None = None,
         timeout_s: float = 300.0,
         max_worker_restarts: int = 3,
+        max_kept_bytes: int | None = None,
     ) -> None:
-        if isinstance(source, Split):
-            mix: Mix | None = None
-            splits: tuple[Split, ...] = (source,)
-            names: tuple[str, ...] = (source.name,)
-            label_field = None
-        elif isinstance(source, Mix):
-            mix = source
-            splits = tuple(source.sources.values())
-            names = tuple(source.names)
-            label_field = source.label_field
-        else:
-            raise ConfigError(
-                f"Loader source must be a store split or a fl.Mix, got {type(source).__name__}"
-            )
-        if backend not in BACKENDS:
-            raise ConfigError(f"backend must be one of {BACKENDS}, got {backend!r}")
-        for name, value, minimum in (
-            ("workers", workers, 0),
-            ("prefetch", prefetch, 2),
-            ("window_chunks", window_chunks, 1),
-        ):
-            if (
-                not isinstance(value, (int, np.integer))
-                or isinstance(value, bool)
-                or value < minimum
-            ):
-                raise ConfigError(f"Loader {name} must be an integer >= {minimum}, got {value!r}")
-        self._order = OrderConfig(
+        splits, names, mix = _sources_of(source)
+        _check_engine_options(backend, workers, prefetch, window_chunks, max_kept_bytes)
+        if rank is None and world_size is None:
+            _warn_if_unsharded_in_distributed_job()
+        self._order = _public_config(
+            "fl.Loader",
+            OrderConfig,
             batch_size=batch_size,
             shuffle=shuffle,
             seed=seed,
             window_chunks=window_chunks,
-            rank=rank,
-            world_size=world_size,
+            rank=0 if rank is None else rank,
+            world_size=1 if world_size is None else world_size,
             drop_last=drop_last,
         )
         self._mix = (
-            MixConfig(weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples)
+            _public_config(
+                "fl.Mix",
+                MixConfig,
+                weights=mix.weights,
+                policy=mix.policy,
+                num_samples=mix.num_samples,
+            )
             if mix is not None
             else None
         )
-        all_fields = tuple(splits[0].fields)
-        selected = (
-            tuple(fields) if fields is not None else (mix.common_fields() if mix else all_fields)
-        )
-        for fname in selected:
-            if fname not in splits[0].fields:
-                raise FieldNotFoundError(
-                    f"field {fname!r} not in {splits[0].store.path!r}{closest(fname, list(all_fields))} "
-                    f"(fields: {list(all_fields)})"
-                )
-        if not selected:
-            raise ConfigError("Loader needs at least one field")
-        if mix is not None:
-            mix.check_fields(selected)
-        ragged_lengths: dict[str, int] = {}
-        for fname in selected:
-            if splits[0].fields[fname].ragged:
-                length = (pad or {}).get(fname) or max(s.max_len(fname) for s in splits)
-                ragged_lengths[fname] = max(int(length), 1)
+        selected = _select_fields(splits, mix, fields)
         self._shapes = tuple(SourceShape(n=len(s), chunk_len=s.chunk_len) for s in splits)
         self._spec = EngineSpec(
             sources=splits,
             source_names=names,
             fields=selected,
-            ragged_lengths=ragged_lengths,
-            label_field=label_field,
+            ragged_lengths=_ragged_lengths(splits, selected, pad),
+            label_field=mix.label_field if mix is not None else None,
             transform=transform,
-            batch_size=int(batch_size),
+            batch_size=self._order.batch_size,
             batch_slots=int(prefetch),
             workers=int(workers),
             backend=backend,
             start_method=start_method,
             timeout_s=float(timeout_s),
             max_restarts=int(max_worker_restarts),
+            max_kept_bytes=None if max_kept_bytes is None else int(max_kept_bytes),
         )
         self._chunk_lens = np.array([s.chunk_len for s in splits], dtype=np.int64)
         self._key_offsets = chunk_key_offsets(splits)
@@ -195,26 +292,35 @@ class Loader:
         self._in_epoch = False
         self._engine: Engine | None = None
         self._closed = False
+        self._warned_kept = False
         self._fingerprint = plan_fingerprint(self._shapes, self._order, self._mix)
-        # validate the configuration (and output specs) now, not in the first next()
         self._preparing: dict[int, Any] = {}
         self._planner: ThreadPoolExecutor | None = None
+        # validate the configuration (and output specs) now, not in the first next()
+        self._check_epoch_has_batches()
+        self._check_transform()
+
+    def _check_epoch_has_batches(self) -> None:
         if self.plan(0).n_batches == 0:
+            order = self._order
             raise ConfigError(
                 f"an epoch of this loader has no batch: {sum(s.n for s in self._shapes)} samples, "
-                f"batch_size={batch_size}, world_size={world_size}, drop_last={drop_last}"
+                f"batch_size={order.batch_size}, world_size={order.world_size}, "
+                f"drop_last={order.drop_last}"
                 + (f", mix policy {self._mix.policy!r}" if self._mix else "")
                 + "; use a smaller batch_size or drop_last=False"
             )
-        if transform is not None:
-            from fastload._engine._engine import input_specs
 
-            try:
-                transform.output_spec(input_specs(self._spec))
-            except AttributeError as exc:
-                raise ConfigError(
-                    f"transform {transform!r} has no output_spec(); see fastload.transforms"
-                ) from exc
+    def _check_transform(self) -> None:
+        transform = self._spec.transform
+        if transform is None:
+            return
+        try:
+            transform.output_spec(input_specs(self._spec))
+        except AttributeError as exc:
+            raise ConfigError(
+                f"transform {transform!r} has no output_spec(); see fastload.transforms"
+            ) from exc
 
     # ------------------------------------------------------------------ info
     @property
@@ -233,8 +339,6 @@ class Loader:
     @property
     def output_specs(self) -> dict[str, FieldSpec]:
         """Per-sample shape and dtype of every field of a batch."""
-        from fastload._engine._engine import input_specs
-
         specs = input_specs(self._spec)
         transform = self._spec.transform
         return dict(transform.output_spec(specs)) if transform is not None else specs
@@ -340,9 +444,14 @@ class Loader:
         self._in_epoch = True
         self._delivered = start
         try:
-            for batch in engine.run(plan, table, start):
+            for batch in engine.run(plan, table, start, copy=self.copy):
                 self._delivered += 1
-                yield {k: v.copy() for k, v in batch.items()} if self.copy else batch
+                if engine.copied_for_kept and not self._warned_kept:
+                    self._warn_kept(engine)
+                yield batch
+                # the consumer may have dropped it: this frame must not pin its slot
+                # while the next batch is prepared
+                del batch
         except GeneratorExit:
             raise
         except BaseException:
@@ -358,6 +467,17 @@ class Loader:
             # loop resumes exactly
             self._in_epoch = False
             self._finish_epoch()
+
+    def _warn_kept(self, engine: Engine) -> None:
+        self._warned_kept = True
+        message = (
+            f"batches kept by the consumer pin {engine.max_kept_bytes / 2**20:.0f} MiB of shared "
+            "memory (the max_kept_bytes bound): until some of them are released, the loader "
+            "delivers copies, which is slower. Copy what you keep (b['y'].copy(), or "
+            "fl.Loader(..., copy=True)), or raise max_kept_bytes"
+        )
+        _log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=3)
 
     def _finish_epoch(self) -> None:
         self.epoch += 1
@@ -429,5 +549,8 @@ class Loader:
 
     @property
     def shared_nbytes(self) -> int:
-        """Bytes of shared memory held (chunk cache + batch ring)."""
+        """Size of the arena: the batch ring plus the reserve for kept batches.
+
+        Pages of the reserve take memory only once a kept batch uses them.
+        """
         return self._engine.nbytes if self._engine is not None else 0

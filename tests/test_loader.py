@@ -37,7 +37,7 @@ engines = st.sampled_from(FAST_ENGINES)
 
 # --------------------------------------------------------------------------- helpers
 def collect(loader: fl.Loader) -> list[dict[str, np.ndarray]]:
-    """Copies of every batch of one epoch (views die at the next batch)."""
+    """Owned copies of every batch of one epoch (independent of the loader's shared memory)."""
     return [{k: v.copy() for k, v in batch.items()} for batch in loader]
 
 
@@ -339,8 +339,28 @@ def test_bad_configuration_raises_config_error(split_a, option, value):
     kwargs = {"batch_size": 8, "workers": 0, "world_size": 2}
     kwargs[option] = value
     batch_size = kwargs.pop("batch_size")
-    with pytest.raises(ConfigError):
+    with pytest.raises(ConfigError, match=option) as raised:
         fl.Loader(split_a, batch_size, **kwargs)
+    assert "Config" not in str(raised.value)  # the public parameter, not an internal class
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"batch_size": 0}, "fl.Loader: batch_size must be an integer >= 1, got 0"),
+        ({"batch_size": 8, "seed": -1}, "fl.Loader: seed must be"),
+        ({"batch_size": 8, "shuffle": "yes"}, "fl.Loader: shuffle must be True or False"),
+        (
+            {"batch_size": 8, "rank": 2, "world_size": 2},
+            r"fl.Loader: rank must be in \[0, world_size=2\)",
+        ),
+    ],
+)
+def test_errors_name_the_public_parameter(split_a, kwargs, message):
+    """Messages say ``batch_size``, not ``OrderConfig.batch_size``."""
+    batch_size = kwargs.pop("batch_size")
+    with pytest.raises(ConfigError, match=message):
+        fl.Loader(split_a, batch_size, workers=0, **kwargs)
 
 
 # --------------------------------------------------------------------------- determinism

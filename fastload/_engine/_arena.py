@@ -2,12 +2,14 @@
 
 Layout
 ------
-The arena is a single segment carved into named regions (batch slots, the
-chunk cache, control arrays).  Every region starts on a 4096-byte boundary, so
+The arena is a single segment carved into named regions (one per output field
+of the batch slots, the staging slots of a transform, the plan rows).  Every
+region starts on a 4096-byte boundary, so
 every array handed to the consumer is 64-byte aligned (TensorFlow and DLPack
 require that) and its pages are reused epoch after epoch: writing into fresh
 shared memory runs at ~1 GB/s because of page faults, into reused pages at
-20-60 GB/s.
+20-60 GB/s.  Pages are allocated only when first written, so slots reserved
+for batches the consumer keeps (see ``_slots.py``) cost nothing until used.
 
 Ownership
 ---------
@@ -83,6 +85,24 @@ class Arena:
             )
             self._views[name] = view
         return view
+
+    def slot_array(self, name: str, slot: int, n: int) -> np.ndarray:
+        """A new read-only array over the first ``n`` rows of slot ``slot`` of region ``name``.
+
+        Its base is the mapping itself, not a cached view: every view derived
+        from it (and every tensor made from one) keeps *this* array alive, so a
+        weak reference to it tells when nothing reads the slot any more.
+        """
+        r = self.layout.regions[name]
+        stride = r.nbytes // r.shape[0]
+        root = np.ndarray(
+            (n, *r.shape[2:]),
+            dtype=np.dtype(r.dtype),
+            buffer=self._buffer,
+            offset=r.offset + slot * stride,
+        )
+        root.flags.writeable = False
+        return root
 
     def release(self) -> None:
         """Drop cached views (the mapping closes once no consumer view is left)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import weakref
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,6 +16,7 @@ from fastload._engine._arena import Layout, LocalArena, SharedArena
 from fastload._engine._chunks import DenseChunks, RaggedChunks
 from fastload._engine._pool import Pool
 from fastload._engine._scheduler import ChunkTable, Scheduler
+from fastload._engine._slots import SlotRing
 from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
 from fastload._spec import FieldSpec
@@ -38,6 +40,14 @@ class EngineSpec:
     start_method: str | None
     timeout_s: float
     max_restarts: int
+    max_kept_bytes: int | None = None  # None: max(DEFAULT_MAX_KEPT_BYTES, 4 x the ring)
+
+
+#: default bound on the shared memory batches kept by the consumer may pin
+DEFAULT_MAX_KEPT_BYTES = 1 << 30
+#: kept batches always allowed, whatever the bound: the one the consumer's loop
+#: variable holds while the next is prepared, plus slack for adapters that hold one
+MIN_KEPT_SLOTS = 4
 
 
 def input_specs(spec: EngineSpec) -> dict[str, FieldSpec]:
@@ -91,7 +101,12 @@ class _Resources:
 
 
 class Engine:
-    """An arena + pool + scheduler with ``batch_slots`` slots and room for ``plan_capacity`` plan entries."""
+    """An arena + pool + scheduler for one loader configuration.
+
+    ``batch_slots`` batches may be in flight (the prefetch depth); the arena
+    also reserves slots for batches the consumer keeps, up to about
+    ``max_kept_bytes``, and has room for ``plan_capacity`` plan entries.
+    """
 
     def __init__(self, spec: EngineSpec, batch_slots: int, plan_capacity: int) -> None:
         self.spec = spec
@@ -103,20 +118,27 @@ class Engine:
             if spec.transform is not None
             else dict(self.input_specs)
         )
+        use_shm = spec.backend == "process" and spec.workers > 0
+        self.slot_nbytes = sum(
+            _aligned_rows(spec.batch_size, fspec) * fspec.sample_nbytes
+            for specs in self._families()
+            for fspec in specs.values()
+        )
+        keep_slots = _keep_slots(spec.max_kept_bytes, batch_slots, self.slot_nbytes, use_shm)
+        self.max_kept_bytes = keep_slots * self.slot_nbytes
+        self.slots = SlotRing(in_flight_limit=batch_slots, keep_limit=keep_slots)
         layout = Layout()
         layout.add("plan_rows", (max(plan_capacity, 1),), np.int64)
-        families = [("batch", self.output_specs)]
-        if spec.transform is not None:
-            families.append(("stage", self.input_specs))
-        for prefix, specs in families:
+        for prefix, specs in zip(("batch", "stage"), self._families(), strict=False):
             for name, fspec in specs.items():
                 rows = _aligned_rows(spec.batch_size, fspec)
-                layout.add(f"{prefix}/{name}", (batch_slots, rows, *fspec.shape), fspec.dtype)
+                layout.add(f"{prefix}/{name}", (self.slots.size, rows, *fspec.shape), fspec.dtype)
         self.layout = layout
+        #: set once a batch was copied because kept batches reached the bound
+        self.copied_for_kept = False
 
         self._res = _Resources()
         self._finalizer = weakref.finalize(self, self._res.release)
-        use_shm = spec.backend == "process" and spec.workers > 0
         arena = SharedArena(layout) if use_shm else LocalArena(layout)
         self._res.arena = arena
         cfg = WorkerConfig(
@@ -137,27 +159,56 @@ class Engine:
         self.scheduler = Scheduler(
             pool,
             arena,
+            self.slots,
             chunk_lens=[s.chunk_len for s in spec.sources],
             key_offsets=chunk_key_offsets(spec.sources),
-            batch_slots=batch_slots,
             transform=spec.transform is not None,
             timeout_s=spec.timeout_s,
             max_restarts=spec.max_restarts,
         )
         self.arena = arena
 
+    def _families(self) -> list[dict[str, FieldSpec]]:
+        """Specs of the slot families: the batch, and the staging slots a transform reads."""
+        if self.spec.transform is None:
+            return [self.output_specs]
+        return [self.output_specs, self.input_specs]
+
     @property
     def nbytes(self) -> int:
-        """Size of the shared arena."""
+        """Size of the arena: batch ring and reserve for kept batches (untouched pages cost nothing)."""
         return self.layout.size
 
     def run(
-        self, plan: EpochPlan, table: ChunkTable, start_batch: int
+        self, plan: EpochPlan, table: ChunkTable, start_batch: int, *, copy: bool = False
     ) -> Iterator[dict[str, np.ndarray]]:
-        """Yield views of each batch's slot; a view is valid until the next batch is requested."""
-        batch_views = {name: self.arena[f"batch/{name}"] for name in self.output_specs}
+        """Yield each batch as read-only arrays over its slot, or as copies.
+
+        A lent slot returns to the ring only once every array over it is gone
+        (``_slots.py``).  Copies are made with ``copy=True`` and while kept
+        batches pin ``max_kept_bytes`` (``copied_for_kept`` tells the loader).
+        """
         for slot, n in self.scheduler.run(plan, table, start_batch):
-            yield {name: views[slot, :n] for name, views in batch_views.items()}
+            if not copy and self.slots.can_keep():
+                yield self._lend(slot, n)
+                continue
+            if not copy:
+                self.copied_for_kept = True
+            batch = {
+                name: self.arena[f"batch/{name}"][slot, :n].copy() for name in self.output_specs
+            }
+            self.slots.release(slot)
+            yield batch
+            del batch  # copies pin no slot, but need not outlive the consumer's reference
+
+    def _lend(self, slot: int, n: int) -> dict[str, np.ndarray]:
+        batch, roots = {}, []
+        for name in self.output_specs:
+            root = self.arena.slot_array(f"batch/{name}", slot, n)
+            roots.append(weakref.ref(root))
+            batch[name] = root.view()  # the consumer gets views: ``root`` is what they keep alive
+        self.slots.keep(slot, roots)
+        return batch
 
     def worker_pids(self) -> list[int]:
         pool = self._res.pool
@@ -178,6 +229,30 @@ def _aligned_rows(batch_size: int, spec: FieldSpec) -> int:
     nbytes = max(spec.sample_nbytes, 1)
     step = 64 // math.gcd(64, nbytes)
     return -(-batch_size // step) * step
+
+
+def _keep_slots(max_kept_bytes: int | None, ring_slots: int, slot_nbytes: int, shared: bool) -> int:
+    """Slots reserved for kept batches: the bound, within half of the memory that can back them."""
+    slot_nbytes = max(slot_nbytes, 1)
+    bound = (
+        max(DEFAULT_MAX_KEPT_BYTES, 4 * ring_slots * slot_nbytes)
+        if max_kept_bytes is None
+        else max_kept_bytes
+    )
+    # a reserve larger than /dev/shm (or memory) could be touched into a SIGBUS
+    spare = _spare_memory(shared) // 2 // slot_nbytes - ring_slots
+    return max(MIN_KEPT_SLOTS, min(bound // slot_nbytes, spare))
+
+
+def _spare_memory(shared: bool) -> int:
+    """Bytes free in /dev/shm (shared arena) or of physical memory (local arena)."""
+    try:
+        if shared:
+            st = os.statvfs("/dev/shm")
+            return st.f_bavail * st.f_frsize
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, AttributeError):
+        return DEFAULT_MAX_KEPT_BYTES * 4
 
 
 def chunk_key_offsets(sources: tuple[Split, ...] | list[Split]) -> np.ndarray:

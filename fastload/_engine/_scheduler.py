@@ -14,11 +14,13 @@ Which samples form which batch is exactly the plan's (see docs/order.md).
 
 Batch ring
 ----------
-A batch gets a slot when the first chunk task feeding it is issued, and gives
-it back only when the consumer asks for the following batch (or the epoch is
-abandoned), so a batch being read is never overwritten.  Tasks are issued in
-order of the first batch they feed; the ring holds at least
-``max(last_use - first_use) + 2`` slots, so in-order issuing always progresses.
+A batch gets a slot when the first chunk task feeding it is issued and hands
+it to the engine when delivered; the engine keeps it out of circulation for as
+long as the consumer holds arrays over it (see ``_slots.py``), so a batch
+still held is never overwritten.  Tasks are issued in order of the first batch
+they feed, and at most the ring's prefetch depth of batches hold slots while
+being filled; that depth is at least ``max(last_use - first_use) + 2``, so
+in-order issuing always progresses, whatever the consumer keeps.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from fastload._engine._pool import Pool
+from fastload._engine._slots import SlotRing
 from fastload._order import EpochPlan
 from fastload.errors import WorkerError
 
@@ -153,25 +156,29 @@ def chunk_table(
 
 
 class Scheduler:
-    """Runs epochs on a pool; yields ``(batch_slot, n_samples)`` in plan order."""
+    """Runs epochs on a pool; yields ``(batch_slot, n_samples)`` in plan order.
+
+    Slots come from ``slots`` (a :class:`SlotRing`); a yielded slot belongs to
+    the caller, who gives it back with ``slots.keep()`` or ``slots.release()``.
+    """
 
     def __init__(
         self,
         pool: Pool,
         arena: Any,
+        slots: SlotRing,
         *,
         chunk_lens: list[int],
         key_offsets: np.ndarray,
-        batch_slots: int,
         transform: bool,
         timeout_s: float,
         max_restarts: int,
     ) -> None:
         self.pool = pool
         self.arena = arena
+        self.slots = slots
         self.chunk_lens = np.asarray(chunk_lens, dtype=np.int64)
         self.key_offsets = key_offsets
-        self.batch_slots = batch_slots
         self.has_transform = transform
         self.timeout_s = timeout_s
         self.max_restarts = max_restarts
@@ -181,94 +188,35 @@ class Scheduler:
     def run(
         self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0
     ) -> Iterator[tuple[int, int]]:
-        """Deliver batches ``start_batch..`` of ``plan``; each yield holds its slot until resumed."""
+        """Deliver batches ``start_batch..`` of ``plan`` as ``(slot, n_samples)``."""
         self.arena["plan_rows"][: table.n_entries] = table.rows
-        pieces_left = table.pieces.copy()
-        free = list(range(self.batch_slots - 1, -1, -1))
-        slot_of: dict[int, int] = {}
-        batch_of_task: dict[int, tuple[int, ...]] = {}
-        ready: set[int] = set()
-        n_tasks = table.keys.size
-        next_task = 0
-        bounds = plan.batch_bounds
-
-        def batch_len(b: int) -> int:
-            return int(bounds[b + 1] - bounds[b])
-
-        def on_done(task_id: int) -> None:
-            task = self._pending.pop(task_id, None)
-            if task is None:
-                return
-            if task[0] == "transform":
-                ready.add(task[4])
-                return
-            for b in batch_of_task.pop(task_id):
-                pieces_left[b] -= 1
-                if pieces_left[b] == 0:
-                    if self.has_transform:
-                        self._send(("transform", self._next_id(), slot_of[b], batch_len(b), b))
-                    else:
-                        ready.add(b)
-
-        # the next task's batches and those of them still without a slot; kept while
-        # the ring is full, so a blocked issue() costs one comparison per call (batches
-        # get slots only here, so `new` stays valid until this task is issued)
-        waiting: tuple[int, int, list[int], list[int]] | None = None
-
-        def issue() -> None:
-            nonlocal next_task, waiting
-            while next_task < n_tasks:
-                if waiting is None:
-                    r0, r1 = int(table.run_bounds[next_task]), int(table.run_bounds[next_task + 1])
-                    batches = table.run_batch[r0:r1].tolist()
-                    waiting = (r0, r1, batches, [b for b in batches if b not in slot_of])
-                r0, r1, batches, new = waiting
-                if len(new) > len(free):
-                    return
-                waiting = None
-                for b in new:
-                    slot_of[b] = free.pop()
-                key = int(table.keys[next_task])
-                source = int(np.searchsorted(self.key_offsets, key, side="right") - 1)
-                runs = tuple(
-                    (slot_of[b], e0, e1, dest)
-                    for b, e0, e1, dest in zip(
-                        batches,
-                        table.run_entry[r0:r1].tolist(),
-                        table.run_end[r0:r1].tolist(),
-                        table.run_dest[r0:r1].tolist(),
-                        strict=True,
-                    )
-                )
-                task_id = self._next_id()
-                batch_of_task[task_id] = tuple(batches)
-                self._send(("chunk", task_id, source, key - int(self.key_offsets[source]), runs))
-                next_task += 1
-
+        epoch = _EpochRun(self, plan, table)
         try:
             for b in range(start_batch, plan.n_batches):
-                issue()
-                deadline = time.monotonic() + self.timeout_s
-                while b not in ready:
-                    self._poll(on_done, min(1.0, max(0.0, deadline - time.monotonic())))
-                    issue()
-                    if b not in ready and time.monotonic() > deadline:
-                        raise WorkerError(
-                            f"batch {b} not ready after {self.timeout_s:.0f}s: {self.pool.alive()} of "
-                            f"{len(self.pool.workers)} workers alive, {len(self._pending)} tasks pending"
-                        )
-                ready.discard(b)
-                slot = slot_of.pop(b)
-                yield slot, batch_len(b)
-                free.append(slot)
+                yield epoch.next_batch(b)
         except GeneratorExit:
             # an abandoned epoch (break, close) must not leave tasks writing into slots
             # that the next epoch will reuse
             self.drain()
+            epoch.abandon()
             raise
         # any other exception (WorkerError, Ctrl-C while waiting) propagates without
         # draining: waiting for queued work would delay Ctrl-C by all of it; the
         # loader discards this engine instead
+
+    # ------------------------------------------------------------ task messages
+    def _chunk_task(self, source: int, chunk: int, runs: tuple[Any, ...]) -> int:
+        task_id = self._next_id()
+        self._send(("chunk", task_id, source, chunk, runs))
+        return task_id
+
+    def _transform_task(self, slot: int, n: int, batch: int) -> None:
+        self._send(("transform", self._next_id(), slot, n, batch))
+
+    @staticmethod
+    def _transform_batch(task: tuple[Any, ...]) -> int | None:
+        """The batch a finished task completes by itself (transform tasks), else None."""
+        return task[4] if task[0] == "transform" else None
 
     # ---------------------------------------------------------------- helpers
     def _next_id(self) -> int:
@@ -329,3 +277,103 @@ class Scheduler:
         self._pending.clear()
         for worker in self.pool.workers:
             worker.outstanding.clear()
+
+
+class _EpochRun:
+    """The state of one epoch on a scheduler: which batch has which slot, what is issued and done.
+
+    Tasks are issued in the chunk table's order (the order of the first batch
+    each feeds); a task is issued only once every batch it feeds has a slot,
+    and the number of batches holding slots is capped by the slot ring's
+    prefetch depth, which is at least the table's ``slots_needed``: so the
+    batch the consumer waits for always has all its tasks issued eventually.
+    """
+
+    def __init__(self, scheduler: Scheduler, plan: EpochPlan, table: ChunkTable) -> None:
+        self.scheduler = scheduler
+        self.slots = scheduler.slots
+        self.table = table
+        self.bounds = plan.batch_bounds
+        self.pieces_left = table.pieces.copy()  # per batch: chunk tasks not yet done
+        self.slot_of: dict[int, int] = {}  # batch -> slot, until delivered
+        self.batches_of_task: dict[int, tuple[int, ...]] = {}
+        self.ready: set[int] = set()
+        self.next_task = 0
+        # the next task's runs, batches, and those of them still without a slot; kept
+        # while the ring is full, so a blocked issue() costs one comparison per call
+        # (batches get slots only in issue(), so `new` stays valid until it is issued)
+        self.waiting: tuple[int, int, list[int], list[int]] | None = None
+
+    def batch_len(self, b: int) -> int:
+        return int(self.bounds[b + 1] - self.bounds[b])
+
+    def next_batch(self, b: int) -> tuple[int, int]:
+        """Wait until batch ``b`` is complete; hand over its slot."""
+        scheduler = self.scheduler
+        self.slots.sweep()  # slots of batches the consumer dropped return to the ring
+        self.issue()
+        deadline = time.monotonic() + scheduler.timeout_s
+        while b not in self.ready:
+            scheduler._poll(self.on_done, min(1.0, max(0.0, deadline - time.monotonic())))
+            self.issue()
+            if b not in self.ready and time.monotonic() > deadline:
+                pool = scheduler.pool
+                raise WorkerError(
+                    f"batch {b} not ready after {scheduler.timeout_s:.0f}s: {pool.alive()} of "
+                    f"{len(pool.workers)} workers alive, {len(scheduler._pending)} tasks pending"
+                )
+        self.ready.discard(b)
+        self.slots.delivered()
+        return self.slot_of.pop(b), self.batch_len(b)
+
+    def on_done(self, task_id: int) -> None:
+        task = self.scheduler._pending.pop(task_id, None)
+        if task is None:
+            return
+        completed = Scheduler._transform_batch(task)
+        if completed is not None:
+            self.ready.add(completed)
+            return
+        for b in self.batches_of_task.pop(task_id):
+            self.pieces_left[b] -= 1
+            if self.pieces_left[b] == 0:
+                if self.scheduler.has_transform:
+                    self.scheduler._transform_task(self.slot_of[b], self.batch_len(b), b)
+                else:
+                    self.ready.add(b)
+
+    def issue(self) -> None:
+        """Issue tasks in table order while the ring has room for the batches they feed."""
+        table, slot_of, scheduler = self.table, self.slot_of, self.scheduler
+        while self.next_task < table.keys.size:
+            if self.waiting is None:
+                t = self.next_task
+                r0, r1 = int(table.run_bounds[t]), int(table.run_bounds[t + 1])
+                batches = table.run_batch[r0:r1].tolist()
+                self.waiting = (r0, r1, batches, [b for b in batches if b not in slot_of])
+            r0, r1, batches, new = self.waiting
+            if len(new) > self.slots.room:
+                return
+            self.waiting = None
+            for b in new:
+                slot_of[b] = self.slots.take()
+            key = int(table.keys[self.next_task])
+            source = int(np.searchsorted(scheduler.key_offsets, key, side="right") - 1)
+            runs = tuple(
+                (slot_of[b], e0, e1, dest)
+                for b, e0, e1, dest in zip(
+                    batches,
+                    table.run_entry[r0:r1].tolist(),
+                    table.run_end[r0:r1].tolist(),
+                    table.run_dest[r0:r1].tolist(),
+                    strict=True,
+                )
+            )
+            chunk = key - int(scheduler.key_offsets[source])
+            self.batches_of_task[scheduler._chunk_task(source, chunk, runs)] = tuple(batches)
+            self.next_task += 1
+
+    def abandon(self) -> None:
+        """Give back the slots of batches that will not be delivered (after a drain)."""
+        self.slots.abandon(list(self.slot_of.values()))
+        self.slot_of.clear()
