@@ -25,6 +25,9 @@ from typing import Any
 
 import numpy as np
 
+from fastload.errors import missing_dependency
+from fastload.store import ParallelStore, Ragged, SplitSize, StoreLayout, source_entry
+
 from .generic import (
     Block,
     ConversionPlan,
@@ -33,8 +36,6 @@ from .generic import (
     provenance_paths,
     store_options,
 )
-from fastload.errors import missing_dependency
-from fastload.store import ParallelStore, Ragged, SplitSize, StoreLayout, source_entry
 
 logger = logging.getLogger("fastload.converters.dask")
 

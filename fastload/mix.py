@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 
 from fastload._order import POLICIES
@@ -19,7 +20,12 @@ class Mix:
         Sources may differ in size and chunking but must agree on the selected
         fields' shapes and dtypes.
     weights : Mapping[str, float] | Sequence[float] | None
-        Share of each source in every batch (normalised); equal shares by default.
+        Share of each source in every batch (normalised, finite, > 0).  Default:
+        proportional to the sources' sizes (``len(split)``), so that the sources
+        run out together and an epoch delivers every sample once, in the data's
+        own proportions (up to less than a batch per source).  Give weights to
+        rebalance, e.g. ``{"gamma": 1, "pi0": 1}`` for equal shares (the larger
+        source is then only partly used per epoch with ``"first_exhausted"``).
         Each batch holds exactly ``batch_size`` samples, split by largest-remainder
         rounding (see :func:`fastload._order.mix_counts`).
     label_field : str | None
@@ -30,7 +36,7 @@ class Mix:
         the next batch; no sample repeats.  ``"cycle"``: the epoch has ``num_samples``
         samples and sources that run out start a new pass (new permutation).
     num_samples : int | None
-        Samples per epoch and rank with ``policy="cycle"``.
+        Samples per epoch with ``policy="cycle"``, counted over all ranks together.
     fields : Sequence[str] | None
         Fields to check for agreement now (the loader checks its selection again).
     """
@@ -53,29 +59,13 @@ class Mix:
                     f"Mix source {name!r} must be a store split (store['train']), got {type(split).__name__}"
                 )
         self.sources: dict[str, Split] = dict(sources)
-        names = list(self.sources)
-        if weights is None:
-            self.weights = tuple(1.0 for _ in names)
-        elif isinstance(weights, Mapping):
-            unknown = set(weights) - set(names)
-            missing = set(names) - set(weights)
-            if unknown or missing:
-                raise ConfigError(
-                    f"Mix weights must name every source exactly: unknown {sorted(unknown)}, missing {sorted(missing)}"
-                )
-            self.weights = tuple(float(weights[n]) for n in names)
-        else:
-            if len(weights) != len(names):
-                raise ConfigError(f"Mix got {len(weights)} weights for {len(names)} sources")
-            self.weights = tuple(float(w) for w in weights)
-        if any(not (w > 0) for w in self.weights):
-            raise ConfigError(
-                f"Mix weights must be > 0, got {dict(zip(names, self.weights, strict=True))}"
-            )
+        self.weights = _resolve_weights(self.sources, weights)
         if policy not in POLICIES:
             raise ConfigError(f"Mix policy must be one of {POLICIES}, got {policy!r}")
         if policy == "cycle" and not num_samples:
-            raise ConfigError("Mix(policy='cycle') needs num_samples (samples per epoch and rank)")
+            raise ConfigError(
+                "Mix(policy='cycle') needs num_samples (samples per epoch, all ranks together)"
+            )
         self.label_field = label_field
         self.policy = policy
         self.num_samples = num_samples
@@ -95,8 +85,55 @@ class Mix:
         check_field_agreement(self.sources, fields, self.label_field)
 
     def __repr__(self) -> str:
-        parts = ", ".join(f"{n}={w:g}" for n, w in zip(self.names, self.weights, strict=True))
+        total = sum(self.weights)
+        parts = ", ".join(
+            f"{n}={w / total:.4g}" for n, w in zip(self.names, self.weights, strict=True)
+        )
         return f"Mix({parts}, policy={self.policy!r}, label_field={self.label_field!r})"
+
+
+def _resolve_weights(
+    sources: Mapping[str, Split], weights: Mapping[str, float] | Sequence[float] | None
+) -> tuple[float, ...]:
+    """One finite weight > 0 per source, in source order (default: the sources' sizes)."""
+    names = list(sources)
+    if weights is None:
+        empty = [name for name, split in sources.items() if len(split) == 0]
+        if empty:
+            raise ConfigError(f"Mix source(s) {empty} have no samples; leave them out of the Mix")
+        return tuple(float(len(split)) for split in sources.values())
+    if isinstance(weights, Mapping):
+        unknown = set(weights) - set(names)
+        missing = set(names) - set(weights)
+        if unknown or missing:
+            raise ConfigError(
+                f"Mix weights must name every source exactly: unknown {sorted(unknown)}, "
+                f"missing {sorted(missing)}"
+            )
+        given = [(n, weights[n]) for n in names]
+    elif isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
+        raise ConfigError(
+            f"Mix weights must be a mapping source -> weight or a sequence of weights, got {weights!r}"
+        )
+    else:
+        if len(weights) != len(names):
+            raise ConfigError(f"Mix got {len(weights)} weights for {len(names)} sources")
+        given = list(zip(names, weights, strict=True))
+    out = []
+    for name, w in given:
+        try:
+            value = float(w)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"Mix weights: the weight of source {name!r} must be a number, got {w!r}"
+            ) from None
+        if isinstance(w, bool) or not math.isfinite(value) or value <= 0:
+            raise ConfigError(
+                f"Mix weights: the weight of source {name!r} must be finite and > 0, got {w!r}; "
+                "leave a source out of the Mix instead of giving it weight 0"
+            )
+        out.append(value)
+    return tuple(out)
 
 
 def check_field_agreement(

@@ -21,15 +21,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import fastload.converters as converters
 import fastload as fl
+import fastload.converters as converters
 import fastload.datasets as fd
+from fastload import synthetic
 from fastload.converters import ahcal
 from fastload.converters._cli import EXTERNAL, build_parser
 from fastload.converters._cli import main as cli
 from fastload.converters._spec import load_spec
 from fastload.converters.generic import DASK_MIN_SOURCE_BYTES, choose_execution, plan_conversion
-from fastload import synthetic
 from fastload.errors import ConfigError, FastloadError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -493,7 +493,7 @@ def test_mix_of_different_sizes_and_chunks_matches_inline(split_a, split_b, engi
 
 def test_mix_cycle_repeats_small_source(split_a, split_b):
     """policy='cycle' delivers num_samples samples; the small source starts new passes."""
-    mix = fl.Mix({"a": split_a, "b": split_b}, policy="cycle", num_samples=120)
+    mix = fl.Mix({"a": split_a, "b": split_b}, (1, 1), policy="cycle", num_samples=120)
     with fl.Loader(mix, 10, workers=2, backend="thread", seed=2) as loader:
         plan = loader.plan()
         batches = collect(loader)

@@ -112,6 +112,38 @@ def test_slot_views_handed_to_tf_stay_correct(split: fl.Split) -> None:
     assert not any(wrong)
 
 
+def _shm_ranges() -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of fastload shared-memory segments."""
+    ranges = []
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            if "/dev/shm/fastload-" in line:
+                lo, hi = line.split()[0].split("-")
+                ranges.append((int(lo, 16), int(hi, 16)))
+    return ranges
+
+
+def test_elements_live_in_tf_owned_memory_not_in_slots(split: fl.Split) -> None:
+    """Elements are private copies: none of them points into the loader's shared memory.
+
+    A zero-copy element would keep its slot out of the loader's ring for as
+    long as TensorFlow buffers it (prefetch, Keras' queue), and whether TF
+    keeps the numpy view alive is not part of its API; the adapter copies.
+    Control: the loader's own batches do live in shared memory.
+    """
+    with fl.Loader(split, 16, seed=11, workers=1, prefetch=2) as loader:
+        batch = next(iter(loader))
+        ranges = _shm_ranges()
+        assert any(lo <= batch["idx"].ctypes.data < hi for lo, hi in ranges)
+        del batch
+        elements = list(loader.tf(x="X", y="idx", prefetch=3))
+        ranges = _shm_ranges()
+        for x, idx in elements:
+            for tensor in (x, idx):
+                address = tensor.numpy().ctypes.data  # numpy() of a CPU tensor is TF's buffer
+                assert not any(lo <= address < hi for lo, hi in ranges)
+
+
 def test_aligned_copy_is_a_private_aligned_copy() -> None:
     """The copy starts on a 64-byte boundary, equals the input and shares no memory with it."""
     base = np.arange(1001, dtype=np.float32)
@@ -191,23 +223,66 @@ def test_model_fit_with_repeat_and_steps_per_epoch(split: fl.Split) -> None:
     assert len(history.history["loss"]) == 3
 
 
-def test_pydataset_fit_and_order(split: fl.Split) -> None:
-    """FastloadPyDataset: model.fit(shuffle=False) trains; items are the plan's batches; order enforced."""
+def test_pydataset_serves_batches_in_request_order(split: fl.Split) -> None:
+    """Items are the plan's batches in the order asked, whatever the index; repeats are kept copies."""
     with fl.Loader(split, 32, seed=6, workers=1, drop_last=True) as loader:
-        ds = FastloadPyDataset(loader, x="f", y="y")
-        assert len(ds) == len(loader)
-        want = expected_batches(loader, split, loader.epoch)
-        x0, y0 = ds[0]
-        x1, _ = ds[1]
+        ds = FastloadPyDataset(loader, x="f", y="y", sample_weight="idx")
+        n = len(ds)
+        assert n == len(loader)
+        want = expected_batches(loader, split, 0)
+        x0, y0, _ = ds[0]
         np.testing.assert_array_equal(y0, want[0]["y"])
-        np.testing.assert_array_equal(x1, want[1]["f"])
         assert ds[0][0] is x0  # a repeated index is served from the kept copies
-        with pytest.raises(ConfigError, match="shuffle=False"):
-            ds[5]
-        ds.on_epoch_end()
+        order = [5, 1, 3, 2, 4]  # a shuffled order: the loader's batches 1, 2, ... in turn
+        for k, index in enumerate(order, start=1):
+            x, _, idx = ds[index]
+            np.testing.assert_array_equal(idx, want[k]["idx"])
+            np.testing.assert_array_equal(x, want[k]["f"])
+        assert loader.epoch == 1  # every index served: the loader epoch is closed
+        # a second plain pass is the next loader epoch, in plan order
+        want = expected_batches(loader, split, 1)
+        second = [ds[i][2] for i in range(n)]
+        for got, expect in zip(second, want, strict=True):
+            np.testing.assert_array_equal(got, expect["idx"])
+        with pytest.raises(IndexError):
+            ds[n]
+
+
+@pytest.mark.parametrize("shuffle", [True, False])
+def test_pydataset_model_fit_sees_every_sample_once_per_epoch(
+    split: fl.Split, shuffle: bool
+) -> None:
+    """model.fit(ds) with Keras' default shuffle=True (and False): Keras epoch e is loader epoch e."""
+    served: list[np.ndarray | None] = []  # ids of each item served; None: an epoch starts
+
+    class Recording(FastloadPyDataset):
+        def __getitem__(self, index: int):
+            item = super().__getitem__(index)
+            served.append(item[2].copy())
+            return item
+
+        def on_epoch_begin(self) -> None:
+            served.append(None)
+            super().on_epoch_begin()
+
+    epochs = 3
+    with fl.Loader(split, 32, seed=6, workers=1) as loader:  # 203 samples: a short last batch
+        # the sample weights are the sample ids: each item says which samples it holds
+        ds = Recording(loader, x="f", y="y", sample_weight="idx")
         model = _toy_model()
-        history = model.fit(ds, epochs=6, shuffle=False, verbose=0)
-    assert history.history["loss"][-1] < 0.7 * history.history["loss"][0]
+        kwargs = {} if shuffle else {"shuffle": False}
+        history = model.fit(ds, epochs=epochs, verbose=0, **kwargs)
+        plans = [loader.plan(e).index for e in range(epochs)]
+        assert loader.epoch == epochs
+    assert len(history.history["loss"]) == epochs
+    starts = [k for k, ids in enumerate(served) if ids is None]
+    assert len(starts) == epochs
+    for e, start in enumerate(starts):
+        end = starts[e + 1] if e + 1 < epochs else len(served)
+        ids = np.concatenate(served[start + 1 : end])
+        # every sample exactly once, and they are loader epoch e's
+        np.testing.assert_array_equal(np.sort(ids), np.arange(N_TRAIN))
+        assert set(ids.tolist()) == set(plans[e].tolist())
 
 
 @pytest.mark.torch

@@ -7,12 +7,15 @@ order, not only shapes.  CUDA paths run only where a GPU is present (``gpu``).
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import socket
 import subprocess
 import sys
 import textwrap
+import warnings
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -121,15 +124,112 @@ def test_copy_true_gives_tensors_that_outlive_the_batch(store: fl.Store) -> None
         assert_batch_equal(got, expect)
 
 
-def test_views_kept_past_their_batch_stay_correct(store: fl.Store) -> None:
-    """Zero-copy tensors keep their slot: the loader reuses it only once they are gone."""
+def test_views_kept_past_their_batch_keep_their_samples(store: fl.Store) -> None:
+    """Zero-copy tensors kept across two epochs (the ring wraps many times) still hold their samples.
+
+    tests/test_kept_batches_adapters.py checks the same over ring sizes, chunk
+    lengths and batch sizes on larger data.
+    """
     split = store["train"]
     with fl.Loader(split, 16, seed=1, workers=0, prefetch=2) as loader:
+        want = expected_batches(loader, split, 0) + expected_batches(loader, split, 1)
+        kept = [batch for _ in range(2) for batch in loader.torch()]
+        assert len(kept) == len(want)
+        for got, expect in zip(kept, want, strict=True):
+            assert_batch_equal(got, expect)
+        del kept
+
+
+def test_read_only_arrays_become_tensors_without_a_warning() -> None:
+    """The loader lends read-only views; the adapter wraps them without torch's warning."""
+    from fastload.adapters.torch import _view_tensor
+
+    array = np.arange(12, dtype=np.float32).reshape(3, 4)
+    array.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        tensor = _view_tensor(array)
+    assert tensor.data_ptr() == array.ctypes.data  # no copy
+    np.testing.assert_array_equal(tensor.numpy(), array)
+
+
+def test_adapter_holds_no_reference_to_a_batch_it_handed_out(store: fl.Store) -> None:
+    """Once the caller drops a batch, nothing in the adapter keeps its tensors alive."""
+    with fl.Loader(store["train"], 16, workers=0) as loader:
+        for mode in ({}, {"copy": True}, {"x": "X", "y": "y"}):
+            iterator = iter(loader.torch(**mode))
+            element = next(iterator)
+            tensor = element[0] if isinstance(element, tuple) else element["X"]
+            ref = weakref.ref(tensor)
+            del element, tensor
+            gc.collect()
+            assert ref() is None, mode  # the generator, suspended, holds nothing of it
+            iterator.close()
+
+
+# --------------------------------------------------------------------------- selection
+def test_x_y_selection_gives_tuples_in_plan_order(store: fl.Store) -> None:
+    """``for x, y in loader.torch(x="X", y="y")`` works; nested templates give nested structures."""
+    split = store["train"]
+    with fl.Loader(split, 32, seed=4, workers=1) as loader:
         want = expected_batches(loader, split, 0)
-        # two epochs: the second reuses every slot of the ring, whatever its size
-        kept = [batch["idx"] for _ in range(2) for batch in loader.torch()][: len(want)]
-        stale = [not np.array_equal(t.numpy(), w["idx"]) for t, w in zip(kept, want, strict=True)]
-    assert not any(stale)
+        n = 0
+        for (x, y), expect in zip(loader.torch(x="X", y="y"), want, strict=True):
+            np.testing.assert_array_equal(x.numpy(), expect["X"])
+            np.testing.assert_array_equal(y.numpy(), expect["y"])
+            n += 1
+        assert n == len(want)
+        want = expected_batches(loader, split, 1)
+        for element, expect in zip(
+            loader.torch(x=("X", {"m": "mask"}), y=["y"], sample_weight="idx"), want, strict=True
+        ):
+            (X, inner), ys, w = element
+            assert isinstance(inner, dict)
+            assert set(inner) == {"m"}
+            assert isinstance(ys, tuple)
+            assert len(ys) == 1
+            np.testing.assert_array_equal(X.numpy(), expect["X"])
+            np.testing.assert_array_equal(inner["m"].numpy(), expect["mask"])
+            np.testing.assert_array_equal(ys[0].numpy(), expect["y"])
+            np.testing.assert_array_equal(w.numpy(), expect["idx"])
+        only_x = next(iter(loader.torch(x="idx")))
+        assert isinstance(only_x, torch.Tensor)
+
+
+def test_selection_errors_name_the_field(store: fl.Store) -> None:
+    """A misspelt field or y without x fails at once, naming the fix."""
+    from fastload.errors import FieldNotFoundError
+
+    with fl.Loader(store["train"], 32, workers=0) as loader:
+        with pytest.raises(FieldNotFoundError, match=r"'Y'.*closest: 'y'"):
+            loader.torch(x="X", y="Y")
+        with pytest.raises(ConfigError, match="without x"):
+            loader.torch(y="y")
+        with pytest.raises(ConfigError, match="without y"):
+            to_torch(loader, x="X", sample_weight="idx")
+
+
+# --------------------------------------------------------------------------- close
+def test_close_and_with_close_the_loader_and_end_the_iteration(store: fl.Store) -> None:
+    """``with loader.torch() as batches`` ends a running epoch and closes the loader on exit."""
+    loader = fl.Loader(store["train"], 16, workers=2)
+    with loader.torch() as batches:
+        iterator = iter(batches)
+        next(iterator)
+        assert loader.worker_pids()
+    assert loader.shared_nbytes == 0
+    assert not loader.worker_pids()
+    with pytest.raises(StopIteration):
+        next(iterator)  # the interrupted iteration is over
+    with pytest.raises(ConfigError, match="closed"):
+        iter(loader)
+    with pytest.raises(ConfigError, match="closed"):
+        iter(batches)
+    batches.close()  # idempotent
+    with FastloadIterableDataset(fl.Loader(store["train"], 16, workers=0)) as ds:
+        next(iter(ds))
+    with pytest.raises(ConfigError, match="closed"):
+        iter(ds.loader)
 
 
 def test_each_iteration_is_one_epoch_and_state_passes_through(store: fl.Store) -> None:
@@ -183,17 +283,48 @@ def test_dataloader_with_iterable_dataset(store: fl.Store) -> None:
         assert got == len(want)
 
 
-def test_dataloader_workers_are_refused(store: fl.Store) -> None:
-    """DataLoader worker processes would copy the loader: the error says to use num_workers=0."""
-    with fl.Loader(store["train"], 25, workers=0) as loader:
+@pytest.mark.parametrize("context", ["spawn", "fork"])
+def test_dataloader_workers_are_refused(store: fl.Store, context: str) -> None:
+    """DataLoader worker processes would each run the loader: the error says num_workers=0.
+
+    spawn (and forkserver) fail when pickling the dataset; fork fails in the
+    worker's first ``iter()`` and DataLoader re-raises the ConfigError here.
+    The loader, already running, keeps working afterwards.
+    """
+    with fl.Loader(store["train"], 25, workers=1) as loader:
+        want = expected_batches(loader, store["train"], 1)
+        assert sum(1 for _ in loader) == len(want)  # workers and shared memory exist now
         dl = torch.utils.data.DataLoader(
             FastloadIterableDataset(loader),
             batch_size=None,
-            num_workers=1,
-            multiprocessing_context="spawn",
+            num_workers=2,
+            multiprocessing_context=context,
         )
         with pytest.raises(ConfigError, match="num_workers=0"):
             next(iter(dl))
+        del dl
+        gc.collect()  # the exception's traceback held DataLoader's iterator, which stops its workers
+        got = [b["idx"].clone() for b in loader.torch()]
+        for g, w in zip(got, want, strict=True):
+            np.testing.assert_array_equal(g.numpy(), w["idx"])
+
+
+@pytest.mark.parametrize("kwargs", [{"batch_size": 64}, {}, {"batch_size": 4, "drop_last": True}])
+def test_dataloader_batching_is_refused_at_once(store: fl.Store, kwargs: dict) -> None:
+    """A DataLoader batch_size (default 1) would stack batches: ConfigError naming batch_size=None."""
+    with fl.Loader(store["train"], 25, workers=0) as loader:
+        dl = torch.utils.data.DataLoader(FastloadIterableDataset(loader), **kwargs)
+        with pytest.raises(ConfigError, match=r"batch_size=None"):
+            next(iter(dl))
+        assert loader.epoch == 0  # refused before the loader started an epoch
+        # the same dataset with batch_size=None, and x/y items, work
+        dl = torch.utils.data.DataLoader(
+            FastloadIterableDataset(loader, x="X", y="y"), batch_size=None
+        )
+        want = expected_batches(loader, store["train"], 0)
+        for (x, y), expect in zip(dl, want, strict=True):
+            np.testing.assert_array_equal(x.numpy(), expect["X"])
+            np.testing.assert_array_equal(y.numpy(), expect["y"])
 
 
 def test_cuda_without_gpu_is_a_clear_error(store: fl.Store) -> None:
@@ -367,6 +498,23 @@ def test_cuda_batches_match_plan_and_survive_slot_reuse(store: fl.Store) -> None
     assert len(kept) == len(want)
     for got, expect in zip(kept, want, strict=True):
         assert_batch_equal(got, expect)
+
+
+@pytest.mark.gpu
+@cuda
+def test_raw_cuda_tensors_kept_past_the_staging_ring_keep_their_samples(store: fl.Store) -> None:
+    """GPU tensors own their memory: kept as handed out (no copy), past 2 staging buffers, they hold."""
+    split = store["train"]
+    with fl.Loader(split, 16, seed=3, workers=1, prefetch=2) as loader:
+        want = expected_batches(loader, split, 0)
+        kept = list(loader.torch(device="cuda", staging_buffers=2, x="idx", y="X"))
+        torch.cuda.synchronize()
+    assert len(kept) == len(want)
+    for (idx, X), expect in zip(kept, want, strict=True):
+        assert idx.is_cuda
+        assert X.is_cuda
+        np.testing.assert_array_equal(idx.cpu().numpy(), expect["idx"])
+        np.testing.assert_array_equal(X.cpu().numpy(), expect["X"])
 
 
 @pytest.mark.gpu

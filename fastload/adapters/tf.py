@@ -2,15 +2,17 @@
 
 Correctness of the hand-over
 ----------------------------
-A loader's batches are views of shared-memory slots that are reused as soon as
-the consumer asks for the next batch.  ``tf.data.Dataset.from_generator``
-wraps a 64-byte-aligned numpy array *without copying* (and copies a misaligned
-one), and tf.data may pull the generator ahead of the model (``prefetch``, or
-the ``prefetch`` Keras adds with ``class_weight``), so a slot view handed to TF
-could be overwritten while TF still reads it.  The adapter therefore gives TF a
-private copy of each selected field: one ``memcpy`` into a fresh 64-byte-aligned
-buffer that TF then wraps without a second copy and that lives exactly as long
-as the tensor.  With ``prefetch`` the copy runs in tf.data's background thread,
+A loader's batches are read-only views of shared-memory slots; a slot goes
+back to the loader's ring once no view of its batch is alive.
+``tf.data.Dataset.from_generator`` wraps a 64-byte-aligned numpy array
+*without copying* (and copies a misaligned one), and tf.data may pull the
+generator ahead of the model (``prefetch``, or the ``prefetch`` Keras adds with
+``class_weight``).  Whether a tensor TF made this way keeps the numpy array
+(and so the slot) alive is not part of TensorFlow's API, and a zero-copy
+tensor would keep a slot out of the ring for as long as TF buffers it.  The
+adapter therefore gives TF a private copy of each selected field: one
+``memcpy`` into a fresh 64-byte-aligned buffer that TF then wraps without a
+second copy and that lives exactly as long as the tensor.  With ``prefetch`` the copy runs in tf.data's background thread,
 not in the training step.  Fields the element does not use are not copied.
 
 ``tests/test_tf.py`` checks every value of every batch against the epoch plan
@@ -172,9 +174,17 @@ def to_tf(
                 "the loader was resumed mid-epoch after loader.tf() declared the epoch length; "
                 "call loader.tf(cardinality=False), or load the state before loader.tf()"
             )
-        for batch in loader:
-            # copy before the generator resumes: resuming releases the slot
-            yield selection.build(lambda name, b=batch: aligned_copy(b[name]))
+        batches = iter(loader)
+        try:
+            for batch in batches:
+                # TF may read a yielded buffer long after this generator resumes (its
+                # prefetch, Keras' queue): hand it private copies, and drop the batch
+                # before yielding so its slot can go back to the loader's ring
+                element = selection.build(lambda name, b=batch: aligned_copy(b[name]))
+                del batch
+                yield element
+        finally:
+            batches.close()
 
     dataset = tf.data.Dataset.from_generator(generate, output_signature=signature)
     if declare:

@@ -1,9 +1,10 @@
 """A fastload loader as PyTorch tensors: zero-copy on the CPU, pinned and asynchronous to a GPU.
 
 CPU (``device=None`` or ``"cpu"``)
-    ``torch.from_numpy`` on the loader's shared-memory views: no copy.  Like
-    the views, the tensors are valid only until the next batch is requested;
-    ``copy=True`` gives tensors that own their memory.
+    ``torch.from_numpy`` on the loader's read-only shared-memory views: no copy.
+    A kept tensor keeps its batch's slot out of the loader's ring, like a kept
+    view (see docs/frameworks.md, "Keeping batches"); ``copy=True`` (or
+    ``.clone()``) gives tensors that own their memory.
 
 CUDA (``device="cuda"``, ``"cuda:1"``, ...)
     Each batch is copied once into one of a small ring of pinned host buffers
@@ -16,19 +17,31 @@ CUDA (``device="cuda"``, ``"cuda:1"``, ...)
 
 Other devices (``"mps"``, ...) get a plain synchronous ``.to(device)``.
 
+``x=``/``y=``/``sample_weight=`` choose the element's structure as in the
+tf.data and Keras adapters (``for x, y in loader.torch(x="X", y="y")``).
+
+The adapter holds no reference to a batch (numpy views or tensors) while the
+caller has it: what the caller drops can go back to the loader's ring.
+
 With ``torch.utils.data.DataLoader``, wrap the loader in
 :class:`FastloadIterableDataset` and use ``DataLoader(ds, batch_size=None,
-num_workers=0)``: fastload batches and parallelises itself.
+num_workers=0)``: fastload batches and parallelises itself (other settings
+raise :class:`~fastload.errors.ConfigError` at the first ``iter()``).
 """
 
 from __future__ import annotations
 
+import sys
 import warnings
-from collections.abc import Iterator, Mapping
+import weakref
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastload.adapters._select import Selection, select
 from fastload.errors import ConfigError
 
 try:
@@ -146,10 +159,14 @@ class _PinnedStager:
 
 
 class TorchBatches:
-    """Iterable of a loader's batches as ``dict[str, torch.Tensor]``; see :func:`to_torch`.
+    """Iterable of a loader's batches as torch tensors; see :func:`to_torch`.
 
     Each ``iter()`` runs one loader epoch.  ``len()``, ``set_epoch``,
-    ``state_dict`` and ``load_state_dict`` are the loader's.
+    ``state_dict`` and ``load_state_dict`` are the loader's.  An element is the
+    dict of every field, or the structure ``x``/``y``/``sample_weight`` name.
+
+    ``TorchBatches`` is the loader seen as tensors: :meth:`close` (or leaving a
+    ``with`` block) ends an iteration in progress and closes the loader too.
     """
 
     def __init__(
@@ -160,6 +177,9 @@ class TorchBatches:
         pin_memory: bool | None = None,
         copy: bool = False,
         staging_buffers: int = 3,
+        x: Any = None,
+        y: Any = None,
+        sample_weight: Any = None,
     ) -> None:
         self.loader = loader
         self.device = _resolve_device(device)
@@ -183,15 +203,19 @@ class TorchBatches:
             or staging_buffers < 2
         ):
             raise ConfigError(f"staging_buffers must be an integer >= 2, got {staging_buffers!r}")
-        for name, spec in loader.output_specs.items():
+        specs = loader.output_specs
+        self.selection: Selection = select(specs, x, y, sample_weight, where=repr(loader))
+        for name in self.selection.fields:
             try:
-                torch_dtype(spec.dtype)
+                torch_dtype(specs[name].dtype)
             except ConfigError as exc:
                 raise ConfigError(f"field {name!r}: {exc}") from None
         self.pin_memory = bool(pin_memory)
         self.copy = bool(copy)
         self.staging_buffers = staging_buffers
         self._stager: _PinnedStager | None = None
+        self._active: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._closed = False
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -208,44 +232,94 @@ class TorchBatches:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.loader.load_state_dict(state)
 
-    def __iter__(self) -> Iterator[TensorBatch]:
+    # -------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """End an iteration in progress, free the pinned buffers and close the loader (idempotent)."""
+        self._closed = True
+        for iterator in list(self._active):
+            iterator.close()
+        self._active.clear()
+        self._stager = None
+        self.loader.close()
+
+    def __enter__(self) -> TorchBatches:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[Any]:
+        if self._closed:
+            raise ConfigError("this TorchBatches is closed (closing it closed its loader)")
         if self.device.type == "cuda" and self.pin_memory:
-            return self._iter_cuda()
-        if self.device.type == "cpu":
-            return self._iter_cpu()
-        return self._iter_other()
-
-    def _iter_cpu(self) -> Iterator[TensorBatch]:
-        if self.pin_memory:
-            for batch in self.loader:
-                yield {k: _view_tensor(v).pin_memory() for k, v in batch.items()}
-        elif self.copy:
-            for batch in self.loader:
-                yield {k: _owned_tensor(v) for k, v in batch.items()}
+            iterator = self._iter_cuda()
+        elif self.device.type == "cpu":
+            iterator = self._stream(self._converter())
         else:
-            for batch in self.loader:
-                yield {k: _view_tensor(v) for k, v in batch.items()}
+            device = self.device
+            iterator = self._stream(lambda array: _view_tensor(array).to(device))
+        self._active.add(iterator)
+        return iterator
 
-    def _iter_other(self) -> Iterator[TensorBatch]:
-        for batch in self.loader:
-            yield {k: _view_tensor(v).to(self.device) for k, v in batch.items()}
+    def _converter(self) -> Callable[[np.ndarray], torch.Tensor]:
+        if self.pin_memory:
+            return lambda array: _view_tensor(array).pin_memory()
+        return _owned_tensor if self.copy else _view_tensor
 
-    def _iter_cuda(self) -> Iterator[TensorBatch]:
+    def _element(self, batch: Mapping[str, Any]) -> Any:
+        return self.selection.build(batch.__getitem__)
+
+    def _stream(self, convert: Callable[[np.ndarray], torch.Tensor]) -> Iterator[Any]:
+        """One element per loader batch, holding nothing of it while the caller has it.
+
+        The element passes through a one-item list and is yielded by ``pop()``:
+        while the generator waits at ``yield``, neither the batch nor the
+        element is bound to a name here, so the batch's slot can return to the
+        loader's ring as soon as the caller drops the element.
+        """
+        fields = self.selection.fields
+        ready: list[Any] = []
+        batches = iter(self.loader)
+        try:
+            for batch in batches:
+                ready.append(self._element({name: convert(batch[name]) for name in fields}))
+                del batch
+                yield ready.pop()
+        finally:
+            batches.close()
+
+    def _iter_cuda(self) -> Iterator[Any]:
+        fields = self.selection.fields
         if self._stager is None:
+            specs = self.loader.output_specs
             self._stager = _PinnedStager(
-                self.loader.output_specs, self.loader.batch_size, self.device, self.staging_buffers
+                {name: specs[name] for name in fields},
+                self.loader.batch_size,
+                self.device,
+                self.staging_buffers,
             )
         stager = self._stager
-        pending: tuple[TensorBatch, torch.cuda.Event] | None = None
-        for (
-            batch
-        ) in self.loader:  # asking for batch i+1 frees batch i's slot: it was copied already
-            staged = stager.stage(batch)
-            if pending is not None:
-                yield stager.hand_over(*pending)
-            pending = staged
-        if pending is not None:
-            yield stager.hand_over(*pending)
+        # (tensors, event) of batches copied but not yet handed over: at most one
+        # ahead, so batch i+1's copy overlaps the caller's step on batch i
+        staged: deque[tuple[TensorBatch, torch.cuda.Event]] = deque()
+        batches = iter(self.loader)
+        try:
+            for batch in batches:
+                # stage() copies into pinned memory: the slot is not needed after it
+                staged.append(stager.stage({name: batch[name] for name in fields}))
+                del batch
+                if len(staged) > 1:
+                    yield self._element(stager.hand_over(*staged.popleft()))
+            while staged:
+                yield self._element(stager.hand_over(*staged.popleft()))
+        finally:
+            batches.close()
 
 
 def to_torch(
@@ -255,8 +329,11 @@ def to_torch(
     *,
     copy: bool = False,
     staging_buffers: int = 3,
+    x: Any = None,
+    y: Any = None,
+    sample_weight: Any = None,
 ) -> TorchBatches:
-    """Iterate a loader as dicts of torch tensors (``loader.torch(...)`` calls this).
+    """Iterate a loader as torch tensors (``loader.torch(...)`` calls this).
 
     Parameters
     ----------
@@ -272,22 +349,66 @@ def to_torch(
         CPU only: tensors that own their memory instead of shared-memory views.
     staging_buffers : int
         CUDA only: pinned host buffers in the ring (>= 2).
+    x, y, sample_weight : str, tuple, list or dict of field names, optional
+        Structure of each element, as in :func:`fastload.adapters.tf.to_tf`:
+        neither: the dict of every field; ``x`` only: the ``x`` structure;
+        ``x`` and ``y``: ``(x, y)`` (plus ``sample_weight``), so
+        ``for x, y in loader.torch(x="X", y="y")`` works.  Fields not named
+        are not converted (nor copied to the GPU).
 
     Returns
     -------
     TorchBatches
-        Iterable (one loader epoch per ``iter()``) with ``len()``.
+        Iterable (one loader epoch per ``iter()``) with ``len()``, ``close()``
+        and context-manager support (closing it closes the loader).
 
     Notes
     -----
-    Zero-copy CPU tensors are valid only until the next batch is requested
-    (the loader reuses the memory); do not keep them across steps or write to
-    them — pass ``copy=True`` (or ``.clone()`` what you keep) if you must.
-    GPU tensors and copies have no such limit.
+    Zero-copy CPU tensors are read-only views of the loader's shared memory:
+    do not write to them.  A tensor you keep keeps its batch's slot out of the
+    loader's ring until it is freed; to keep many batches, keep ``.clone()``
+    copies or pass ``copy=True``.  GPU tensors and copies own their memory.
     """
     return TorchBatches(
-        loader, device=device, pin_memory=pin_memory, copy=copy, staging_buffers=staging_buffers
+        loader,
+        device=device,
+        pin_memory=pin_memory,
+        copy=copy,
+        staging_buffers=staging_buffers,
+        x=x,
+        y=y,
+        sample_weight=sample_weight,
     )
+
+
+#: what to tell a user whose DataLoader would re-batch or copy fastload's batches
+_DATALOADER_FIX = (
+    "use DataLoader(FastloadIterableDataset(loader), batch_size=None, num_workers=0) and set the "
+    "batch size on fl.Loader: fastload batches and reads in parallel itself"
+)
+
+
+def _collating_fetcher(frame: FrameType | None) -> bool:
+    """Whether ``iter(dataset)`` was called by a DataLoader that collates items into batches.
+
+    A ``DataLoader`` whose ``batch_size`` (or ``batch_sampler``) is not None
+    builds a ``torch.utils.data._utils.fetch._IterableDatasetFetcher`` with
+    ``auto_collation=True``; its ``__init__`` calls ``iter(dataset)`` after
+    setting that attribute, so the caller's frame says how the items will be
+    used.  Without that (internal) class, nothing is detected.
+    """
+    fetch = sys.modules.get("torch.utils.data._utils.fetch")
+    fetcher_type = getattr(fetch, "_IterableDatasetFetcher", None)
+    if fetcher_type is None:
+        return False
+    for _ in range(3):  # the fetcher's __init__, or a subclass's that calls it
+        if frame is None:
+            return False
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, fetcher_type):
+            return bool(getattr(owner, "auto_collation", False))
+        frame = frame.f_back
+    return False
 
 
 class FastloadIterableDataset(IterableDataset):
@@ -296,7 +417,10 @@ class FastloadIterableDataset(IterableDataset):
     Use ``DataLoader(FastloadIterableDataset(loader), batch_size=None, num_workers=0)``:
     items are already batches (``batch_size=None`` turns off the DataLoader's
     batching), and fastload's own workers do the parallel reading, so
-    DataLoader workers would only add copies (they are refused).
+    DataLoader workers would only add copies.  Both are refused at the first
+    ``iter()`` with a :class:`~fastload.errors.ConfigError` saying so: a
+    ``batch_size`` (including the default 1) would stack whole batches into
+    one, and workers would each run the loader.
     ``DataLoader(..., pin_memory=True)`` works and copies into pinned memory.
 
     Parameters
@@ -304,31 +428,64 @@ class FastloadIterableDataset(IterableDataset):
     loader : fastload.Loader
         The loader; each ``iter()`` is one loader epoch.
     copy : bool
-        Tensors that own their memory (default: views, valid until the next batch).
+        Tensors that own their memory (default: read-only views of shared memory).
+    x, y, sample_weight : str, tuple, list or dict of field names, optional
+        Structure of each item, as in :func:`to_torch`.
     """
 
-    def __init__(self, loader: Loader, *, copy: bool = False) -> None:
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        copy: bool = False,
+        x: Any = None,
+        y: Any = None,
+        sample_weight: Any = None,
+    ) -> None:
         super().__init__()
         self.loader = loader
-        self.batches = TorchBatches(loader, copy=copy, pin_memory=False)
+        self.batches = TorchBatches(
+            loader, copy=copy, pin_memory=False, x=x, y=y, sample_weight=sample_weight
+        )
 
-    def __iter__(self) -> Iterator[TensorBatch]:
+    def __iter__(self) -> Iterator[Any]:
         info = get_worker_info()
         if info is not None:
             raise ConfigError(
-                f"FastloadIterableDataset is being iterated in DataLoader worker {info.id}; use "
-                "DataLoader(ds, batch_size=None, num_workers=0): fastload runs its own workers"
+                f"FastloadIterableDataset is being iterated in DataLoader worker {info.id}; "
+                + _DATALOADER_FIX
+            )
+        if _collating_fetcher(sys._getframe(1)):
+            raise ConfigError(
+                "the DataLoader has a batch_size (its default is 1), so it would stack fastload's "
+                "batches into batches of batches (an extra axis, or 'stack expects each tensor to "
+                "be equal size'); " + _DATALOADER_FIX
             )
         return iter(self.batches)
 
     def __len__(self) -> int:
         return len(self.loader)
 
+    def close(self) -> None:
+        """Close the adapter and its loader (idempotent); see :meth:`TorchBatches.close`."""
+        self.batches.close()
+
+    def __enter__(self) -> FastloadIterableDataset:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
     def __getstate__(self) -> Any:
         # DataLoader workers with spawn/forkserver pickle the dataset; say why that cannot work
         raise ConfigError(
-            "FastloadIterableDataset cannot be sent to DataLoader worker processes; use "
-            "DataLoader(ds, batch_size=None, num_workers=0): fastload runs its own workers"
+            "FastloadIterableDataset cannot be sent to DataLoader worker processes; "
+            + _DATALOADER_FIX
         )
 
 
