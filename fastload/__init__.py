@@ -16,9 +16,13 @@ Names are imported on first use, so that a prefetch worker (which imports
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import TYPE_CHECKING, Any
 
 from fastload._version import __version__
+
+# a library logs, the application decides where it goes (warnings still surface as warnings)
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from fastload import adapters, datasets, errors, synthetic, transforms
