@@ -5,6 +5,7 @@ See docs/store-format.md for the on-disk layout.
 
 from __future__ import annotations
 
+from fastload.store._decoder import ChunkDecoder, RaggedDecoder
 from fastload.store._provenance import file_checksum
 from fastload.store._ragged import Ragged
 from fastload.store._reader import Split, Store, open_store, probe_store
@@ -13,8 +14,10 @@ from fastload.store._writer import StoreWriter, create_store, write_arrays
 
 __all__ = [
     "FORMAT_VERSION",
+    "ChunkDecoder",
     "FieldInfo",
     "Ragged",
+    "RaggedDecoder",
     "Schema",
     "Split",
     "SplitInfo",
