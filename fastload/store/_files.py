@@ -192,9 +192,7 @@ class StoreFiles:
             try:
                 return bool(fs.isfile(f"{root}/{key}"))
             except Exception as exc:
-                raise StoreError(
-                    f"cannot reach {self.where(key)}: {type(exc).__name__}: {exc}"
-                ) from exc
+                raise _remote_error(self.where(key), exc) from exc
         fd = self._open_local(key)
         if fd is None:
             if self._changed():
@@ -277,13 +275,20 @@ class StoreFiles:
         except PermissionError as exc:
             raise StoreError(f"no permission to read {self.where(key)}: {exc}") from exc
         except Exception as exc:  # network stacks raise their own types (botocore, aiohttp)
-            raise StoreError(
-                f"cannot read {self.where(key)}: {type(exc).__name__}: {exc}; is the endpoint "
-                "reachable and the URL right?"
-            ) from exc
+            raise _remote_error(self.where(key), exc) from exc
         if len(data) > limit:
             raise CorruptStoreError(
                 f"{self.where(key)} is larger than the {limit} bytes it can hold; the store is "
                 "damaged, re-convert it"
             )
         return bytes(data)
+
+
+def _remote_error(url: str, exc: Exception) -> StoreError:
+    name = type(exc).__name__
+    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in name or "Timeout" in name:
+        return StoreError(
+            f"cannot read {url}: the endpoint is unreachable ({name}: {exc}); check the URL, "
+            "the endpoint setting (e.g. AWS_ENDPOINT_URL) and the network"
+        )
+    return StoreError(f"cannot read {url}: {name}: {exc}")

@@ -542,10 +542,8 @@ def _array(store: Store, key: str, where: str) -> tuple[zarr.Array, ChunkDecoder
         # reader allocates for them
         last = decoder.n_chunks - 1
         if not store._files.exists(decoder.chunk_key(last)):
-            raise CorruptStoreError(
-                f"{where}: chunk file {decoder.chunk_file(last)} (the last of {decoder.n_chunks} "
-                f"for shape {decoder.shape}) is missing; the store is damaged, re-convert it"
-            )
+            # the message a read of that chunk gives: the same damage, the same error
+            raise decoder._corrupt(last, "is missing")
     return arr, decoder
 
 
