@@ -239,7 +239,7 @@ class ChunkDecoder:
             return
         key = self.chunk_key(chunk)
         limit = self.chunk_nbytes + _BLOSC_OVERHEAD + (4 if self.checksum else 0)
-        raw = self.files.read(key, limit)
+        raw = self.files.read(key, limit, base=f"{self.key}/c")
         if raw is None:
             # format 1 writes every chunk (write_empty_chunks): a missing file is damage,
             # and filling it with the fill value would feed zeros to training silently

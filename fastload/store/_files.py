@@ -83,6 +83,7 @@ class StoreFiles:
         self._fd: int | None = None
         self._fs: Any = None
         self._fs_root = ""
+        self._dirs: dict[str, int] = {}  # directory fds by key, e.g. "train/X/c"
         self._lock = threading.Lock()
         self._local = threading.local()
         if not self.remote and identity is None:
@@ -101,9 +102,11 @@ class StoreFiles:
     def close(self) -> None:
         """Release the root directory descriptor (reads re-open it, checking its identity)."""
         fd, self._fd = getattr(self, "_fd", None), None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        dirs, self._dirs = getattr(self, "_dirs", {}), {}
+        # Exception, not OSError: at interpreter exit os may already be torn down
+        with contextlib.suppress(Exception):
+            for held in (*dirs.values(), *([] if fd is None else [fd])):
+                os.close(held)
 
     # -------------------------------------------------------------- locations
     def where(self, key: str) -> str:
@@ -147,18 +150,19 @@ class StoreFiles:
         return (st.st_dev, st.st_ino) != self.identity
 
     # ------------------------------------------------------------------ reads
-    def read(self, key: str, limit: int) -> memoryview | bytes | None:
+    def read(self, key: str, limit: int, *, base: str | None = None) -> memoryview | bytes | None:
         """The bytes of file ``key`` (``"train/X/c/0/0"``), or None when it does not exist.
 
         The local result is a view of a per-thread buffer, valid until this
         thread's next read.  Raises :class:`CorruptStoreError` for anything that
         is not a regular file of at most ``limit`` bytes, and
         :class:`StoreChangedError` when the file is gone because the store was
-        replaced.
+        replaced.  ``base``, a directory prefix of ``key`` (``"train/X/c"``), is
+        opened once and kept: later reads walk only the rest of the path.
         """
         if self.remote:
             return self._read_remote(key, limit)
-        fd = self._open_local(key)
+        fd = self._open_local(key, base)
         if fd is None:
             if self._changed():
                 raise StoreChangedError(_replaced_message(self.url))
@@ -215,21 +219,43 @@ class StoreFiles:
             )
         return st.st_size
 
-    def _open_local(self, key: str) -> int | None:
+    def _base(self, base: str) -> int | None:
+        fd = self._dirs.get(base)
+        if fd is None:
+            with self._lock:
+                fd = self._dirs.get(base)
+                if fd is None:
+                    fd = self._open_local(base + "/")
+                    if fd is None:
+                        return None
+                    self._dirs[base] = fd
+        return fd
+
+    def _open_local(self, key: str, base: str | None = None) -> int | None:
+        """An fd of ``key`` (a directory when it ends in ``/``), or None when it does not exist."""
         parts = key.split("/")
+        directory = parts[-1] == ""
+        if directory:
+            parts.pop()
         if any(p in ("", ".", "..") for p in parts):
             raise CorruptStoreError(f"{self.where(key)}: not a plain path inside the store")
         root = self._root()
+        prefix: list[str] = []
+        if base is not None and key.startswith(base + "/"):
+            held = self._base(base)
+            if held is None:
+                return None
+            root, prefix, parts = held, base.split("/"), key[len(base) + 1 :].split("/")
         dirfd = root
         try:
             for i, part in enumerate(parts):
-                last = i == len(parts) - 1
+                last = i == len(parts) - 1 and not directory
                 try:
                     fd = os.open(part, _FILE_FLAGS if last else _DIR_FLAGS, dir_fd=dirfd)
                 except FileNotFoundError:
                     return None
                 except OSError as exc:
-                    inner = "/".join(parts[: i + 1])
+                    inner = "/".join([*prefix, *parts[: i + 1]])
                     if exc.errno in (errno.ELOOP, errno.EMLINK):
                         what = "a symbolic link"
                     elif exc.errno == errno.ENOTDIR:
