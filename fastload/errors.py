@@ -42,6 +42,10 @@ class CorruptStoreError(StoreError):
     """The store's arrays disagree with its schema (lengths, shapes, dtypes)."""
 
 
+class StoreChangedError(StoreError):
+    """The store was replaced or removed on disk while it was being read."""
+
+
 class SplitNotFoundError(StoreError, KeyError):
     """The requested split is not in the store."""
 

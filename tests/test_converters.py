@@ -167,7 +167,7 @@ def test_pd4ml_round_trip_is_exact(tmp_path, name):
                 got = store[split].read(m.field)
                 assert got.dtype == np.dtype(m.dtype)
                 np.testing.assert_array_equal(got, arrays[m.key(split)])
-    source = store.source
+    source = store.provenance
     assert source["converter"].startswith("converters.pd4ml")
     assert source["converter_version"]
     assert source["files"][0]["sha256"] == fl.store.file_checksum(src)
@@ -236,7 +236,7 @@ def test_lcd_labels_from_file_names_and_exact_rows(tmp_path):
     store = fl.open_store(tmp_path / "LCD.zarr")
     assert store.labels == ["Ele", "Gamma", "Pi0", "ChPi"]
     assert report.counts == {"train": 26, "val": 3, "test": 3}
-    files = [Path(f["path"]).name for f in store.source["files"]]
+    files = [Path(f["path"]).name for f in store.provenance["files"]]
     seen = []
     for split in store.splits:
         part = store[split].arrays()

@@ -107,7 +107,7 @@ def test_lcd_load_labels_and_every_field(data_dir):
             raw[f.name] = {k: h5[k][:] for k in ("ECAL", "HCAL", "target")}
     store = fd.LCD.open(data_dir)
     assert store.labels == ["Ele", "Gamma", "Pi0", "ChPi"]
-    names = [Path(s["path"]).name for s in store.source["files"]]
+    names = [Path(s["path"]).name for s in store.provenance["files"]]
     total = 0
     for split in ("train", "val", "test"):
         X, y = fd.LCD.load(split, path=data_dir)

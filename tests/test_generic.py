@@ -332,7 +332,7 @@ def test_npz_flat_values_with_counts_and_npy_directories(tmp_path: Path) -> None
         np.testing.assert_array_equal(
             store[split].read("y"), np.load(tmp_path / "pd4ml" / split / "y.npy")
         )
-    assert len(store.source["files"]) == 4  # every .npy checksummed
+    assert len(store.provenance["files"]) == 4  # every .npy checksummed
 
 
 def test_spec_built_from_flags_only(tmp_path: Path) -> None:

@@ -276,7 +276,7 @@ def test_ahcal_root_to_store_equals_uproot(ahcal_src: Path, tmp_path: Path) -> N
         np.testing.assert_array_equal(sp.read("beam_energy"), ak.to_numpy(expected["beamEnergy"]))
     assert total == 600
     assert set(store.splits) == {"train", "val", "test"}
-    assert [f["name"] for f in store.source["files"]] == ["ahcal_001.root", "ahcal_002.root"]
+    assert [f["name"] for f in store.provenance["files"]] == ["ahcal_001.root", "ahcal_002.root"]
 
 
 def test_ahcal_npz_release_gives_the_same_chunks(ahcal_src: Path, tmp_path: Path) -> None:

@@ -13,14 +13,13 @@ from typing import Any
 import numpy as np
 
 from fastload._engine._arena import Layout, LocalArena, SharedArena
-from fastload._engine._chunks import DenseChunks, RaggedChunks
 from fastload._engine._pool import Pool
 from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._slots import SlotRing
 from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
 from fastload._spec import FieldSpec
-from fastload.store import Split
+from fastload.store import ChunkDecoder, RaggedDecoder, Split
 
 
 @dataclass(frozen=True)
@@ -66,21 +65,9 @@ def input_specs(spec: EngineSpec) -> dict[str, FieldSpec]:
     return out
 
 
-def _describe_sources(spec: EngineSpec) -> list[dict[str, DenseChunks | RaggedChunks]]:
-    described = []
-    for split in spec.sources:
-        readers: dict[str, DenseChunks | RaggedChunks] = {}
-        for fname in spec.fields:
-            if split.fields[fname].ragged:
-                readers[fname] = RaggedChunks(
-                    values=DenseChunks.of(split.reader(fname, "values")),
-                    offsets=split.offsets(fname),
-                    event_chunk_len=split.chunk_len,
-                )
-            else:
-                readers[fname] = DenseChunks.of(split.reader(fname))
-        described.append(readers)
-    return described
+def _describe_sources(spec: EngineSpec) -> list[dict[str, ChunkDecoder | RaggedDecoder]]:
+    """The store's decoder of every selected field of every source (what workers receive)."""
+    return [{fname: split.decoder(fname) for fname in spec.fields} for split in spec.sources]
 
 
 class _Resources:

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 
 from fastload._engine._arena import Arena, Layout, attach
-from fastload._engine._chunks import DenseChunks, RaggedChunks
 from fastload._spec import FieldSpec
+from fastload.store import ChunkDecoder, RaggedDecoder
 
 
 @dataclass
@@ -38,7 +38,7 @@ class WorkerConfig:
     """Everything a worker needs, sent once when it starts (picklable)."""
 
     layout: Layout
-    sources: list[dict[str, DenseChunks | RaggedChunks]]
+    sources: list[dict[str, ChunkDecoder | RaggedDecoder]]
     source_names: list[str]
     fields: tuple[str, ...]
     ragged_lengths: dict[str, int]  # padded length L of each ragged field
@@ -70,7 +70,7 @@ class Executor:
         prefix = cfg.gather_prefix
         for fname in cfg.fields:
             reader = cfg.sources[source][fname]
-            if isinstance(reader, RaggedChunks):
+            if isinstance(reader, RaggedDecoder):
                 values, offsets = self._ragged_scratch(fname, reader)
                 reader.decode_into(chunk, values, offsets)
                 slots_out = self.arena[f"{prefix}/{fname}"]
@@ -104,7 +104,7 @@ class Executor:
             for slot, lo, hi, dest in runs:
                 labels[slot, dest : dest + hi - lo] = source
 
-    def _dense_scratch(self, fname: str, reader: DenseChunks) -> np.ndarray:
+    def _dense_scratch(self, fname: str, reader: ChunkDecoder) -> np.ndarray:
         buf = self._scratch.get(fname)
         if buf is None or buf.shape[0] < reader.chunk_len:
             rows = max(reader.chunk_len, *(s[fname].chunk_len for s in self.cfg.sources))  # type: ignore[union-attr]
@@ -112,7 +112,7 @@ class Executor:
             self._scratch[fname] = buf
         return buf
 
-    def _ragged_scratch(self, fname: str, reader: RaggedChunks) -> tuple[np.ndarray, np.ndarray]:
+    def _ragged_scratch(self, fname: str, reader: RaggedDecoder) -> tuple[np.ndarray, np.ndarray]:
         values = self._scratch.get(f"{fname}/values")
         need = reader.capacity_rows()
         if values is None or values.shape[0] < need:
@@ -163,7 +163,7 @@ class Executor:
         if task[0] == "chunk":
             source, chunk = task[2], task[3]
             first = self.cfg.sources[source][self.cfg.fields[0]]
-            dense = first.values if isinstance(first, RaggedChunks) else first
+            dense = first.values if isinstance(first, RaggedDecoder) else first
             return (
                 f"worker {self.worker_id} reading chunk {chunk} of source {self.cfg.source_names[source]!r} "
                 f"(store {dense.url!r}, fields {list(self.cfg.fields)})"

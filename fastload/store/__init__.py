@@ -7,6 +7,7 @@ writes one store from many tasks (the Dask driver in ``converters/_dask.py``).
 
 from __future__ import annotations
 
+from fastload.store._decoder import ChunkDecoder, RaggedDecoder
 from fastload.store._layout import ArrayLayout, StoreLayout
 from fastload.store._parallel import ParallelStore, SplitSize
 from fastload.store._provenance import file_checksum, source_entry
@@ -18,9 +19,11 @@ from fastload.store._writer import StoreOptions, StoreWriter, create_store, writ
 __all__ = [
     "FORMAT_VERSION",
     "ArrayLayout",
+    "ChunkDecoder",
     "FieldInfo",
     "ParallelStore",
     "Ragged",
+    "RaggedDecoder",
     "Schema",
     "Split",
     "SplitInfo",

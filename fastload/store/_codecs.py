@@ -21,7 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 import numpy as np
-from zarr.codecs import BloscCodec
+from zarr.codecs import BloscCodec, Crc32cCodec
 
 from fastload.store._schema import SHUFFLES, FieldInfo, value_chunk_len
 
@@ -120,13 +120,23 @@ def first_chunk_shuffles(
     return chosen
 
 
-def blosc_codec(codec: Mapping[str, object], shuffle: str, dtype: np.dtype) -> BloscCodec:
-    """The Zarr Blosc codec of one array: the store's ``codec`` with a resolved ``shuffle``."""
-    return BloscCodec(
-        cname=str(codec["cname"]),
-        clevel=int(codec["clevel"]),  # type: ignore[call-overload]
-        shuffle=SHUFFLES[shuffle],
-        typesize=dtype.itemsize,
+def blosc_codec(
+    codec: Mapping[str, object], shuffle: str, dtype: np.dtype
+) -> tuple[BloscCodec, Crc32cCodec]:
+    """The compressors of one array: Blosc (the store's ``codec``, a resolved ``shuffle``), then CRC32C.
+
+    The ``crc32c`` codec (Zarr v3's standard checksum) appends the CRC32C of
+    each encoded chunk, so any reader — fastload's decoder or zarr-python —
+    detects a changed byte instead of decoding it to wrong values.
+    """
+    return (
+        BloscCodec(
+            cname=str(codec["cname"]),
+            clevel=int(codec["clevel"]),  # type: ignore[call-overload]
+            shuffle=SHUFFLES[shuffle],
+            typesize=dtype.itemsize,
+        ),
+        Crc32cCodec(),
     )
 
 

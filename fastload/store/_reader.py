@@ -1,14 +1,20 @@
 """Open and validate format-v1 stores: :func:`open_store`, :class:`Store`, :class:`Split`.
 
 A :class:`Store` is built only after :func:`open_store` has checked the schema
-against the arrays (cheap checks: metadata and at most two offsets per ragged
-field), so code holding a handle can trust ``len(split)``, ``split.chunk_len``
-and the fields' shapes and dtypes.  Handles pickle by location: a worker
-process re-opens (and re-validates) the store instead of receiving arrays.
+against the arrays (cheap checks: metadata, the last chunk file of each array
+and at most two offsets per ragged field), so code holding a handle can trust
+``len(split)``, ``split.chunk_len`` and the fields' shapes and dtypes.  A ragged
+field's offsets (and its recorded ``max_len``) are verified in full when a split
+first reads them.  Metadata and chunks are read only as regular files inside the
+store (:mod:`fastload.store._files`); chunks decode through
+:mod:`fastload.store._decoder`.  Handles pickle by location: a worker process
+re-opens (and re-validates) the store instead of receiving arrays.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Iterator, Mapping
 from functools import cached_property
@@ -20,6 +26,7 @@ import zarr
 from fastload.errors import (
     ConfigError,
     CorruptStoreError,
+    FastloadError,
     FieldNotFoundError,
     IncompleteStoreError,
     SplitNotFoundError,
@@ -28,7 +35,8 @@ from fastload.errors import (
     UnsupportedFormatError,
     closest,
 )
-from fastload.store._chunks import ArrayReader, ChunkFetcher
+from fastload.store._decoder import ChunkDecoder, RaggedDecoder
+from fastload.store._files import MAX_METADATA_BYTES, StoreFiles
 from fastload.store._paths import (
     canonical,
     is_remote,
@@ -46,20 +54,43 @@ from fastload.store._schema import (
     SplitInfo,
 )
 
-# kept importable from here for code written against the first version of this module
-_ArrayReader = ArrayReader
-_ChunkFetcher = ChunkFetcher
+log = logging.getLogger(__name__)
 
 
-def _read_root_attrs(path: str) -> dict[str, Any] | None:
-    """The root group's attributes, or None when there is no Zarr v3 group at ``path``."""
-    if not is_remote(path) and not (local_path(path) / "zarr.json").is_file():
+def _read_metadata(files: StoreFiles, key: str) -> dict[str, Any] | None:
+    """The JSON of metadata file ``key`` (a regular file inside the store), or None if absent."""
+    raw = files.read(key, MAX_METADATA_BYTES)
+    if raw is None:
         return None
     try:
-        group = zarr.open_group(zarr_location(path), mode="r", zarr_format=3)
-    except Exception:  # any unreadable metadata means "not a group" to the caller
+        meta = json.loads(bytes(raw))
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise CorruptStoreError(f"{files.where(key)} is not valid JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise CorruptStoreError(f"{files.where(key)} is not a JSON object")
+    return meta
+
+
+def _read_root_attrs(files: StoreFiles) -> dict[str, Any] | None:
+    """The root group's attributes, or None when there is no Zarr v3 group at the store's root.
+
+    Raises what reading raises: a missing optional package (fsspec), an
+    unreachable endpoint, a root ``zarr.json`` that is not a regular file.
+    """
+    try:
+        meta = _read_metadata(files, "zarr.json")
+    except CorruptStoreError:
+        if files.exists("zarr.json"):  # a regular file holding garbage: not a group
+            return None
+        raise
+    if meta is None or meta.get("zarr_format") != 3 or meta.get("node_type") != "group":
         return None
-    return dict(group.attrs)
+    attrs = meta.get("attributes", {})
+    return attrs if isinstance(attrs, dict) else None
+
+
+def _files(path: str) -> StoreFiles:
+    return StoreFiles(path)
 
 
 def probe_store(path: str | os.PathLike[str]) -> str:
@@ -75,7 +106,15 @@ def probe_store(path: str | os.PathLike[str]) -> str:
     text = os.fspath(path)
     if not is_remote(text) and not local_path(text).exists():
         return "missing"
-    attrs = _read_root_attrs(text)
+    if not is_remote(text) and not local_path(text).is_dir():
+        return "foreign"
+    files = _files(text)
+    try:
+        attrs = _read_root_attrs(files)
+    except CorruptStoreError:  # e.g. zarr.json is a symlink or a FIFO: not one of ours
+        return "foreign"
+    finally:
+        files.close()
     if attrs is None:
         if is_remote(text):
             return "missing"
@@ -130,9 +169,16 @@ class Split:
         return self.store.fields
 
     def max_len(self, field: str) -> int:
-        """Longest sample of a ragged field in this split (0 for a dense field)."""
-        self._field(field)
-        return self.info.max_len.get(field, 0)
+        """Longest sample of a ragged field in this split (0 for a dense field).
+
+        For a ragged field, the recorded value is checked against the offsets
+        (read and verified on first use): a wrong one would truncate samples or
+        size buffers for samples that do not exist.
+        """
+        if not self._field(field).ragged:
+            return 0
+        self.offsets(field)
+        return self.info.max_len[field]
 
     def _field(self, field: str) -> FieldInfo:
         try:
@@ -143,8 +189,8 @@ class Split:
                 f" (fields: {list(self.store.fields)})"
             ) from None
 
-    def reader(self, field: str, part: str | None = None) -> ArrayReader:
-        """Chunk reader of a dense field, or of a ragged field's ``"values"`` or ``"offsets"``."""
+    def reader(self, field: str, part: str | None = None) -> ChunkDecoder:
+        """Chunk decoder of a dense field, or of a ragged field's ``"values"`` or ``"offsets"``."""
         info = self._field(field)
         if info.ragged:
             part = part or "values"
@@ -159,10 +205,18 @@ class Split:
                     f"field {field!r} of {self.store.path!r} is dense; it has no part {part!r}"
                 )
             key = f"{self.name}/{field}"
-        cache = self.store._readers
-        if key not in cache:
-            cache[key] = ArrayReader(self.store._fetcher, key, self.store._group[key])
-        return cache[key]
+        return self.store._decoder(key)
+
+    def decoder(self, field: str) -> ChunkDecoder | RaggedDecoder:
+        """What loader workers decode ``field`` with: chunk ``c`` holds samples of sample chunk ``c``.
+
+        A :class:`~fastload.store.ChunkDecoder` for a dense field; for a ragged
+        one a :class:`~fastload.store.RaggedDecoder` over the field's verified
+        offsets, with event chunks of ``chunk_len`` samples.  Both pickle small.
+        """
+        if self._field(field).ragged:
+            return RaggedDecoder(self.reader(field, "values"), self.offsets(field), self.chunk_len)
+        return self.reader(field)
 
     def read_chunk(self, field: str, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
         """Decode sample chunk ``chunk`` of a dense field.
@@ -200,11 +254,22 @@ class Split:
         if key not in self.store._offsets:
             offsets = self.reader(field, "offsets").read_rows(0, self.info.n + 1)
             n_values = self.reader(field, "values").shape[0]
-            if offsets[0] != 0 or offsets[-1] != n_values or np.any(np.diff(offsets) < 0):
+            where = f"store {self.store.path!r}, split {self.name!r}, field {field!r}"
+            lengths = np.diff(offsets)
+            if offsets[0] != 0 or offsets[-1] != n_values or np.any(lengths < 0):
                 raise CorruptStoreError(
-                    f"store {self.store.path!r}, split {self.name!r}, field {field!r}: offsets are not "
-                    f"non-decreasing from 0 to {n_values} (the number of values); re-convert the store"
+                    f"{where}: offsets are not non-decreasing from 0 to {n_values} (the number "
+                    f"of values) in {self.store._files.where(key)}; re-convert the store"
                 )
+            longest = int(lengths.max(initial=0))
+            recorded = self.info.max_len.get(field)
+            if recorded != longest:
+                raise CorruptStoreError(
+                    f"{where}: the schema records max_len={recorded} but the longest sample has "
+                    f"{longest} rows (offsets in {self.store._files.where(key)}); the store's "
+                    "metadata is damaged, re-convert it"
+                )
+            offsets.flags.writeable = False  # shared by every reader of this split
             self.store._offsets[key] = offsets
         return self.store._offsets[key]
 
@@ -238,13 +303,18 @@ class Store:
     Build it with :func:`open_store`.
     """
 
-    def __init__(self, path: str, group: zarr.Group, schema: Schema) -> None:
+    def __init__(self, path: str, group: zarr.Group, schema: Schema, files: StoreFiles) -> None:
         self.path = path
         self.schema = schema
         self._group = group
-        self._fetcher = ChunkFetcher(path)
-        self._readers: dict[str, ArrayReader] = {}
+        self._files = files
+        self._decoders: dict[str, ChunkDecoder] = {}
         self._offsets: dict[str, np.ndarray] = {}
+
+    def _decoder(self, key: str) -> ChunkDecoder:
+        if key not in self._decoders:
+            self._decoders[key] = ChunkDecoder.of(self._files, key, self._group[key])
+        return self._decoders[key]
 
     def __repr__(self) -> str:
         sizes = ", ".join(f"{k}={s.n}" for k, s in self.schema.splits.items())
@@ -266,9 +336,18 @@ class Store:
         return list(self.schema.labels)
 
     @property
-    def source(self) -> dict[str, Any]:
-        """Provenance: source files with checksums, converter, versions, creation time."""
+    def provenance(self) -> dict[str, Any]:
+        """Source files with checksums, converter, versions, creation time."""
         return self.schema.source
+
+    @property
+    def checksums(self) -> bool:
+        """True when every chunk of every field carries a CRC32C verified on read.
+
+        Stores written before checksums were added read unverified (sizes are
+        still checked); re-convert them to add checksums.
+        """
+        return all(d.checksum for d in self._decoders.values() if d.fast)
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -347,8 +426,23 @@ def open_store(path: str | os.PathLike[str]) -> Store:
             else "; convert the data first (python -m converters ...) or check the path"
         )
         raise StoreNotFoundError(f"no store at {text!r}{hint}")
-    attrs = _read_root_attrs(text)
+    if not is_remote(text) and not local_path(text).is_dir():
+        raise StoreError(f"{text!r} is not a Zarr v3 group (a file, not a directory)")
+    files = _files(text)
+    try:
+        return _open(text, files)
+    except BaseException:
+        files.close()
+        raise
+
+
+def _open(text: str, files: StoreFiles) -> Store:
+    attrs = _read_root_attrs(files)
     if attrs is None:
+        if is_remote(text):
+            raise StoreNotFoundError(
+                f"no store at {text!r} (no zarr.json there); check the URL, or convert the data first"
+            )
         raise StoreError(
             f"{text!r} is not a Zarr v3 group (no readable zarr.json); is it a fastload store?"
         )
@@ -369,54 +463,107 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         )
     try:
         schema = Schema.from_json(meta)
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CorruptStoreError(f"store {text!r} has a malformed schema: {exc!r}") from exc
-    group = zarr.open_group(zarr_location(text), mode="r", zarr_format=3)
-    _validate_arrays(text, group, schema)
-    return Store(text, group, schema)
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
+        raise CorruptStoreError(
+            f"store {text!r} has a malformed schema in {files.where('zarr.json')}: {exc!r}"
+        ) from exc
+    try:
+        group = zarr.open_group(zarr_location(text), mode="r", zarr_format=3)
+    except Exception as exc:  # zarr's own errors: the root metadata did not parse as a group
+        raise CorruptStoreError(
+            f"{files.where('zarr.json')} is not valid Zarr v3 group metadata: "
+            f"{type(exc).__name__}: {exc}"
+        ) from exc
+    store = Store(text, group, schema, files)
+    _validate_arrays(store)
+    if not store.checksums:
+        log.info(
+            "store %r has no chunk checksums (written before fastload added them): chunk sizes "
+            "are checked on read, flipped bits are not detected; re-convert it to add them",
+            text,
+        )
+    return store
 
 
-def _validate_arrays(path: str, group: zarr.Group, schema: Schema) -> None:
+def _validate_arrays(store: Store) -> None:
     """Check every split and field against the schema; raise CorruptStoreError on the first mismatch."""
+    path, schema = store.path, store.schema
     if not schema.splits:
         raise CorruptStoreError(f"store {path!r} has no splits")
     if not schema.fields:
         raise CorruptStoreError(f"store {path!r} has no fields")
     for split, sinfo in schema.splits.items():
-        _validate_split(path, group, schema, sinfo)
+        _validate_split(store, sinfo)
         for finfo in schema.fields.values():
             where = f"store {path!r}, split {split!r}, field {finfo.name!r}"
             if finfo.ragged:
-                _validate_ragged(where, group, sinfo, finfo)
+                _validate_ragged(where, store, sinfo, finfo)
             else:
-                _validate_dense(where, group, sinfo, finfo)
+                _validate_dense(where, store, sinfo, finfo)
 
 
-def _member(group: zarr.Group, key: str, kind: type, where: str) -> Any:
+def _member(store: Store, key: str, kind: type, where: str) -> Any:
+    """The group or array at ``key``, its ``zarr.json`` read as a regular file inside the store."""
+    what = "array" if kind is zarr.Array else "group"
+    meta_key = f"{key}/zarr.json"
+    # fastload reads the metadata first, as untrusted input: zarr would follow a symlink
+    # or block on a FIFO in its place
+    meta = _read_metadata(store._files, meta_key)
+    if meta is None:
+        raise CorruptStoreError(f"{where}: {what} {key!r} is missing; re-convert the store")
     try:
-        node = group[key]
+        node = store._group[key]
     except KeyError:
         node = None
+    except Exception as exc:  # zarr's ValueError, UnknownCodecError, TypeError, ...
+        raise CorruptStoreError(
+            f"{where}: {store._files.where(meta_key)} is not valid Zarr v3 metadata: "
+            f"{type(exc).__name__}: {exc}; re-convert the store"
+        ) from exc
     if not isinstance(node, kind):
-        what = "array" if kind is zarr.Array else "group"
         raise CorruptStoreError(f"{where}: {what} {key!r} is missing; re-convert the store")
     return node
 
 
-def _validate_split(path: str, group: zarr.Group, schema: Schema, sinfo: SplitInfo) -> None:
-    where = f"store {path!r}, split {sinfo.name!r}"
+def _array(store: Store, key: str, where: str) -> tuple[zarr.Array, ChunkDecoder]:
+    """The array at ``key`` and its decoder; the array's last chunk file must exist."""
+    arr = _member(store, key, zarr.Array, where)
+    try:
+        decoder = store._decoder(key)
+    except FastloadError:
+        raise
+    except Exception as exc:
+        raise CorruptStoreError(
+            f"{where}: {store._files.where(key + '/zarr.json')} is not usable: "
+            f"{type(exc).__name__}: {exc}; re-convert the store"
+        ) from exc
+    if decoder.fast and decoder.n_chunks > 0:
+        # a shape edited to claim more chunks than were written fails here, not when a
+        # reader allocates for them
+        last = decoder.n_chunks - 1
+        if not store._files.exists(decoder.chunk_key(last)):
+            # the message a read of that chunk gives: the same damage, the same error
+            raise decoder._corrupt(last, "is missing")
+    return arr, decoder
+
+
+def _validate_split(store: Store, sinfo: SplitInfo) -> None:
+    where = f"store {store.path!r}, split {sinfo.name!r}"
     if sinfo.n < 1 or sinfo.chunk_len < 1:
         raise CorruptStoreError(
             f"{where}: n={sinfo.n}, chunk_len={sinfo.chunk_len}; both must be >= 1"
         )
-    split_group = _member(group, sinfo.name, zarr.Group, where)
+    split_group = _member(store, sinfo.name, zarr.Group, where)
     own = split_group.attrs.get(ATTR_KEY)
     if isinstance(own, dict) and (
-        own.get("n") != sinfo.n or own.get("chunk_len") != sinfo.chunk_len
+        own.get("n") != sinfo.n
+        or own.get("chunk_len") != sinfo.chunk_len
+        or ("max_len" in own and own.get("max_len") != sinfo.max_len)
     ):
         raise CorruptStoreError(
-            f"{where}: the split group records n={own.get('n')}, chunk_len={own.get('chunk_len')} "
-            f"but the root schema says n={sinfo.n}, chunk_len={sinfo.chunk_len}"
+            f"{where}: the split group records n={own.get('n')}, chunk_len={own.get('chunk_len')}, "
+            f"max_len={own.get('max_len')} but the root schema says n={sinfo.n}, "
+            f"chunk_len={sinfo.chunk_len}, max_len={sinfo.max_len}"
         )
 
 
@@ -428,8 +575,8 @@ def _check_rows(where: str, arr: zarr.Array, finfo: FieldInfo) -> None:
         )
 
 
-def _validate_dense(where: str, group: zarr.Group, sinfo: SplitInfo, finfo: FieldInfo) -> None:
-    arr = _member(group, f"{sinfo.name}/{finfo.name}", zarr.Array, where)
+def _validate_dense(where: str, store: Store, sinfo: SplitInfo, finfo: FieldInfo) -> None:
+    arr, _ = _array(store, f"{sinfo.name}/{finfo.name}", where)
     _check_rows(where, arr, finfo)
     if arr.shape[0] != sinfo.n:
         raise CorruptStoreError(
@@ -441,9 +588,11 @@ def _validate_dense(where: str, group: zarr.Group, sinfo: SplitInfo, finfo: Fiel
         )
 
 
-def _validate_ragged(where: str, group: zarr.Group, sinfo: SplitInfo, finfo: FieldInfo) -> None:
-    values = _member(group, f"{sinfo.name}/{finfo.name}/values", zarr.Array, where)
-    offsets = _member(group, f"{sinfo.name}/{finfo.name}/offsets", zarr.Array, where)
+def _validate_ragged(where: str, store: Store, sinfo: SplitInfo, finfo: FieldInfo) -> None:
+    key = f"{sinfo.name}/{finfo.name}"
+    _member(store, key, zarr.Group, where)
+    values, _ = _array(store, f"{key}/values", where)
+    offsets, offsets_decoder = _array(store, f"{key}/offsets", where)
     _check_rows(where, values, finfo)
     if offsets.ndim != 1 or np.dtype(offsets.dtype) != np.dtype("<i8"):
         raise CorruptStoreError(
@@ -453,10 +602,17 @@ def _validate_ragged(where: str, group: zarr.Group, sinfo: SplitInfo, finfo: Fie
         raise CorruptStoreError(
             f"{where}: {offsets.shape[0]} offsets for {sinfo.n} samples (expected n+1)"
         )
-    # the ends only: a full monotonicity check reads every offset, done lazily by Split.offsets
-    first, last = int(offsets[0]), int(offsets[sinfo.n])
+    # the ends only: a full check reads every offset, done lazily by Split.offsets
+    first = int(offsets_decoder.read_rows(0, 1)[0])
+    last = int(offsets_decoder.read_rows(sinfo.n, sinfo.n + 1)[0])
     if first != 0 or last != values.shape[0]:
         raise CorruptStoreError(
             f"{where}: offsets run from {first} to {last} but must run from 0 to {values.shape[0]} "
             "(the number of values); ragged offsets are inconsistent"
+        )
+    recorded = sinfo.max_len.get(finfo.name)
+    if not isinstance(recorded, int) or not 0 <= recorded <= values.shape[0]:
+        raise CorruptStoreError(
+            f"{where}: max_len={recorded!r} is impossible for {values.shape[0]} value rows; the "
+            "store's metadata is damaged, re-convert it"
         )

@@ -1,0 +1,320 @@
+"""Reads of the files inside one store: regular files under the store root only, local or remote.
+
+A store on disk is untrusted input.  Locally, the root directory is opened once
+and every file is opened from it one path component at a time with
+``O_NOFOLLOW`` (and ``O_NONBLOCK``), then ``fstat``-ed: only regular files are
+read, each up to a size the caller bounds.  So a symlink anywhere inside the
+store (to a file outside it, to ``/dev/zero``), a FIFO, a device or a socket in
+place of a chunk is refused with a :class:`~fastload.errors.CorruptStoreError`
+naming it, instead of being followed, blocking forever or reading until memory
+runs out.  The root itself may be reached through symlinks (``/data`` ->
+``/mnt/...``): only what is inside it is checked.
+
+Holding the root open also pins the store being read.  A writer replacing a
+store (``overwrite=True``) renames a new directory into place and deletes the
+old one, so a reader never reads the new store's files through its old handle:
+it reads the old files while they exist and then finds them gone, and the
+root's identity (``st_dev``, ``st_ino``) tells that apart from damage
+(:class:`~fastload.errors.StoreChangedError`).  A handle pickles as its URL and
+identity; the copy in a worker process re-opens the root and refuses a
+different directory.
+
+Remote stores (fsspec URLs) are read with fsspec directly, each file with one
+bounded request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import stat
+import threading
+from typing import Any
+
+from fastload.errors import (
+    CorruptStoreError,
+    StoreChangedError,
+    StoreError,
+    StoreNotFoundError,
+    missing_dependency,
+)
+from fastload.store._paths import is_remote, local_path
+
+#: Largest metadata file (``zarr.json``) fastload reads; real ones are a few KiB.
+MAX_METADATA_BYTES = 16 * 2**20
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+_KINDS = {
+    stat.S_IFDIR: "a directory",
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFLNK: "a symbolic link",
+}
+
+
+def _replaced_message(url: str) -> str:
+    return (
+        f"the store at {url!r} was replaced or removed while it was being read; "
+        "re-open it (fl.open_store) and create a new Loader"
+    )
+
+
+class StoreFiles:
+    """Bounded reads of regular files inside the store at ``url``.
+
+    Parameters
+    ----------
+    url
+        Local path, ``file://`` URL or fsspec URL of the store root.
+    identity
+        ``(st_dev, st_ino)`` the local root must have; None opens the root now
+        and records it.
+    """
+
+    def __init__(self, url: str, identity: tuple[int, int] | None = None) -> None:
+        self.url = url
+        self.remote = is_remote(url)
+        self.identity = identity
+        self._root_path = None if self.remote else str(local_path(url))
+        self._fd: int | None = None
+        self._fs: Any = None
+        self._fs_root = ""
+        self._dirs: dict[str, int] = {}  # directory fds by key, e.g. "train/X/c"
+        self._lock = threading.Lock()
+        self._local = threading.local()
+        if not self.remote and identity is None:
+            self._root()  # pin the store now: later reads see this directory or fail
+
+    # ---------------------------------------------------------------- pickling
+    def __getstate__(self) -> dict[str, Any]:
+        return {"url": self.url, "identity": self.identity}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["url"], state["identity"])  # type: ignore[misc]
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Release the root directory descriptor (reads re-open it, checking its identity)."""
+        fd, self._fd = getattr(self, "_fd", None), None
+        dirs, self._dirs = getattr(self, "_dirs", {}), {}
+        # Exception, not OSError: at interpreter exit os may already be torn down
+        with contextlib.suppress(Exception):
+            for held in (*dirs.values(), *([] if fd is None else [fd])):
+                os.close(held)
+
+    # -------------------------------------------------------------- locations
+    def where(self, key: str) -> str:
+        """Full path or URL of ``key`` (for messages)."""
+        return f"{self.url.rstrip('/')}/{key}"
+
+    def _root(self) -> int:
+        fd = self._fd
+        if fd is not None:
+            return fd
+        with self._lock:
+            if self._fd is None:
+                assert self._root_path is not None
+                try:
+                    fd = os.open(self._root_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+                except FileNotFoundError:
+                    if self.identity is not None:
+                        raise StoreChangedError(_replaced_message(self.url)) from None
+                    raise StoreNotFoundError(f"no store at {self.url!r}") from None
+                except OSError as exc:
+                    raise StoreError(
+                        f"cannot open the store directory {self.url!r}: {exc}"
+                    ) from exc
+                st = os.fstat(fd)
+                found = (st.st_dev, st.st_ino)
+                if self.identity is not None and found != self.identity:
+                    os.close(fd)
+                    raise StoreChangedError(_replaced_message(self.url))
+                self.identity = found
+                self._fd = fd
+            return self._fd
+
+    def _changed(self) -> bool:
+        """True when the path no longer holds the directory this handle read from."""
+        if self.remote or self.identity is None:
+            return False
+        try:
+            st = os.stat(self._root_path)  # type: ignore[arg-type]
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.identity
+
+    # ------------------------------------------------------------------ reads
+    def read(self, key: str, limit: int, *, base: str | None = None) -> memoryview | bytes | None:
+        """The bytes of file ``key`` (``"train/X/c/0/0"``), or None when it does not exist.
+
+        The local result is a view of a per-thread buffer, valid until this
+        thread's next read.  Raises :class:`CorruptStoreError` for anything that
+        is not a regular file of at most ``limit`` bytes, and
+        :class:`StoreChangedError` when the file is gone because the store was
+        replaced.  ``base``, a directory prefix of ``key`` (``"train/X/c"``), is
+        opened once and kept: later reads walk only the rest of the path.
+        """
+        if self.remote:
+            return self._read_remote(key, limit)
+        fd = self._open_local(key, base)
+        if fd is None:
+            if self._changed():
+                raise StoreChangedError(_replaced_message(self.url))
+            return None
+        try:
+            size = self._check_regular(key, fd)
+            if size > limit:
+                raise CorruptStoreError(
+                    f"{self.where(key)} is {size} bytes, more than the {limit} it can hold; "
+                    "the store is damaged, re-convert it"
+                )
+            buf = getattr(self._local, "buf", None)
+            if buf is None or len(buf) < size:
+                # one reused buffer per thread: a fresh bytes object per chunk costs page faults
+                buf = self._local.buf = bytearray(max(size, 2 * len(buf or b"")))
+            view = memoryview(buf)[:size]
+            got = 0
+            while got < size:
+                n = os.readv(fd, [view[got:]])
+                if n == 0:
+                    break
+                got += n
+            return view[:got]
+        finally:
+            os.close(fd)
+
+    def exists(self, key: str) -> bool:
+        """True when ``key`` is a regular file inside the store (nothing is read)."""
+        if self.remote:
+            fs, root = self._filesystem()
+            try:
+                return bool(fs.isfile(f"{root}/{key}"))
+            except Exception as exc:
+                raise _remote_error(self.where(key), exc) from exc
+        fd = self._open_local(key)
+        if fd is None:
+            if self._changed():
+                raise StoreChangedError(_replaced_message(self.url))
+            return False
+        try:
+            self._check_regular(key, fd)
+        finally:
+            os.close(fd)
+        return True
+
+    def _check_regular(self, key: str, fd: int) -> int:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
+            raise CorruptStoreError(
+                f"{self.where(key)} is {kind}, not a regular file; fastload reads only "
+                "regular files inside a store — the store is damaged or tampered with, "
+                "re-convert it"
+            )
+        return st.st_size
+
+    def _base(self, base: str) -> int | None:
+        fd = self._dirs.get(base)
+        if fd is None:
+            with self._lock:
+                fd = self._dirs.get(base)
+                if fd is None:
+                    fd = self._open_local(base + "/")
+                    if fd is None:
+                        return None
+                    self._dirs[base] = fd
+        return fd
+
+    def _open_local(self, key: str, base: str | None = None) -> int | None:
+        """An fd of ``key`` (a directory when it ends in ``/``), or None when it does not exist."""
+        parts = key.split("/")
+        directory = parts[-1] == ""
+        if directory:
+            parts.pop()
+        if any(p in ("", ".", "..") for p in parts):
+            raise CorruptStoreError(f"{self.where(key)}: not a plain path inside the store")
+        root = self._root()
+        prefix: list[str] = []
+        if base is not None and key.startswith(base + "/"):
+            held = self._base(base)
+            if held is None:
+                return None
+            root, prefix, parts = held, base.split("/"), key[len(base) + 1 :].split("/")
+        dirfd = root
+        try:
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1 and not directory
+                try:
+                    fd = os.open(part, _FILE_FLAGS if last else _DIR_FLAGS, dir_fd=dirfd)
+                except FileNotFoundError:
+                    return None
+                except OSError as exc:
+                    inner = "/".join([*prefix, *parts[: i + 1]])
+                    if exc.errno in (errno.ELOOP, errno.EMLINK):
+                        what = "a symbolic link"
+                    elif exc.errno == errno.ENOTDIR:
+                        what = "not a directory (or a symbolic link)"
+                    else:
+                        raise StoreError(f"cannot read {self.where(inner)}: {exc}") from exc
+                    raise CorruptStoreError(
+                        f"{self.where(inner)} is {what}; fastload follows no links inside a "
+                        "store — the store is damaged or tampered with, re-convert it"
+                    ) from None
+                if dirfd != root:
+                    os.close(dirfd)
+                dirfd = fd
+            return dirfd
+        except BaseException:
+            if dirfd != root:
+                os.close(dirfd)
+            raise
+
+    def _filesystem(self) -> tuple[Any, str]:
+        if self._fs is None:
+            try:
+                import fsspec
+            except ImportError:
+                raise missing_dependency("fsspec", "s3") from None
+            try:
+                fs, root = fsspec.core.url_to_fs(self.url)
+            except ImportError as exc:  # the protocol's own package, e.g. s3fs
+                module = getattr(exc, "name", None) or "s3fs"
+                raise missing_dependency(module, "s3") from exc
+            except (ValueError, TypeError) as exc:
+                raise StoreError(f"cannot open the store URL {self.url!r}: {exc}") from exc
+            self._fs, self._fs_root = fs, root.rstrip("/")
+        return self._fs, self._fs_root
+
+    def _read_remote(self, key: str, limit: int) -> bytes | None:
+        fs, root = self._filesystem()
+        try:
+            # one bounded request: a byte more than the limit tells "too large" apart
+            data = fs.cat_file(f"{root}/{key}", start=0, end=limit + 1)
+        except FileNotFoundError:
+            return None
+        except PermissionError as exc:
+            raise StoreError(f"no permission to read {self.where(key)}: {exc}") from exc
+        except Exception as exc:  # network stacks raise their own types (botocore, aiohttp)
+            raise _remote_error(self.where(key), exc) from exc
+        if len(data) > limit:
+            raise CorruptStoreError(
+                f"{self.where(key)} is larger than the {limit} bytes it can hold; the store is "
+                "damaged, re-convert it"
+            )
+        return bytes(data)
+
+
+def _remote_error(url: str, exc: Exception) -> StoreError:
+    name = type(exc).__name__
+    if isinstance(exc, ConnectionError | TimeoutError) or "Connect" in name or "Timeout" in name:
+        return StoreError(
+            f"cannot read {url}: the endpoint is unreachable ({name}: {exc}); check the URL, "
+            "the endpoint setting (e.g. AWS_ENDPOINT_URL) and the network"
+        )
+    return StoreError(f"cannot read {url}: {name}: {exc}")
