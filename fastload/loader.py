@@ -75,13 +75,15 @@ class Loader:
     window_chunks : int
         Chunks per shuffle window: larger mixes better, costs cache memory.
     backend : {"process", "thread"}
-        Worker kind.
+        Worker kind.  Process workers are fresh interpreters running fastload's
+        own worker module: they never re-run or re-import the script's
+        ``__main__`` (no ``if __name__ == "__main__":`` guard needed), and a
+        transform defined there is sent by value.  (There is no
+        ``start_method``: multiprocessing's start methods are not used.)
     copy : bool
         Return copies instead of views into shared memory.
     pad : Mapping[str, int] | None
         Padded length per ragged field (default: the longest sample in the split(s)).
-    start_method : str | None
-        multiprocessing start method (default forkserver on Linux, else spawn).
     timeout_s : float
         Longest wait for one batch before :class:`~fastload.errors.WorkerError`.
     max_worker_restarts : int
@@ -106,7 +108,6 @@ class Loader:
         backend: str = "process",
         copy: bool = False,
         pad: Mapping[str, int] | None = None,
-        start_method: str | None = None,
         timeout_s: float = 300.0,
         max_worker_restarts: int = 3,
     ) -> None:
@@ -182,7 +183,6 @@ class Loader:
             batch_slots=int(prefetch),
             workers=int(workers),
             backend=backend,
-            start_method=start_method,
             timeout_s=float(timeout_s),
             max_restarts=int(max_worker_restarts),
         )

@@ -13,7 +13,7 @@ import numpy as np
 
 from fastload._engine._arena import Layout, LocalArena, SharedArena
 from fastload._engine._chunks import DenseChunks, RaggedChunks
-from fastload._engine._pool import Pool
+from fastload._engine._pool import Pool, make_pool
 from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
@@ -35,7 +35,6 @@ class EngineSpec:
     batch_slots: int
     workers: int
     backend: str
-    start_method: str | None
     timeout_s: float
     max_restarts: int
 
@@ -131,7 +130,7 @@ class Engine:
             label_field=spec.label_field,
             transform=spec.transform,
         )
-        pool = Pool(spec.backend, spec.workers, cfg, arena, arena.name, spec.start_method)
+        pool = make_pool(spec.backend, spec.workers, cfg, arena)
         self._res.pool = pool
         pool.start()
         self.scheduler = Scheduler(
@@ -161,9 +160,7 @@ class Engine:
 
     def worker_pids(self) -> list[int]:
         pool = self._res.pool
-        if pool is None or pool.backend != "process":
-            return []
-        return [w.handle.pid for w in pool.workers if w.handle is not None]
+        return [] if pool is None else pool.worker_pids()
 
     def close(self) -> None:
         self._finalizer()
