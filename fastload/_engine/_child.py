@@ -44,6 +44,7 @@ def main(argv: list[str]) -> None:
     except (EOFError, OSError):
         return
     sys.path[:] = [*setup.sys_path, *(p for p in sys.path if p not in setup.sys_path)]
+    sys.argv[:] = setup.argv
     try:
         cfg = pickle.loads(setup.config)
         arena = attach(setup.arena_name, cfg.layout)

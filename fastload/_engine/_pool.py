@@ -234,7 +234,7 @@ class ProcessPool(Pool):
         return proc
 
     def _send_setup(self, worker: Worker, proc: WorkerProcess) -> None:
-        setup = Setup(worker.id, self._arena_name, list(sys.path), self._config)
+        setup = Setup(worker.id, self._arena_name, list(sys.path), list(sys.argv), self._config)
         with contextlib.suppress(OSError):  # died at once: events() reports it
             proc.conn.send_bytes(pickle.dumps(setup))
 

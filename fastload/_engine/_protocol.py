@@ -121,10 +121,13 @@ class Setup(NamedTuple):
 
     ``config`` is the cloudpickled ``WorkerConfig``, decoded only after the
     worker has put the consumer's ``sys_path`` in place, so that a transform
-    pickled by reference (``from mytransforms import JetMass``) imports there.
+    pickled by reference (``from mytransforms import JetMass``) imports there;
+    ``argv`` is the consumer's ``sys.argv`` (code that reads it still finds the
+    script's arguments).
     """
 
     worker_id: int
     arena_name: str
     sys_path: list[str]
+    argv: list[str]
     config: bytes
