@@ -9,6 +9,7 @@ Most tests run a user script in a subprocess, as the user would.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -330,3 +331,46 @@ def _epochs_killing_a_worker_before_each(loader: fl.Loader, epochs: range) -> No
         ids = np.concatenate([np.rint(b["X"][:, 0, 0] / 100.0) for b in loader])
         np.testing.assert_array_equal(ids, loader.plan(epoch).index)
         assert victim not in loader.worker_pids()
+
+
+@pytest.mark.timeout(60)
+def test_death_restart_and_timeout_are_logged(split_a, caplog):
+    """A worker death (warning), its restart (info, with its cost) and a timeout (error) are
+    logged on the ``fastload`` logger."""
+    caplog.set_level(logging.INFO, logger="fastload")
+    with fl.Loader(split_a, 8, workers=2) as loader:
+        next(iter(loader))
+        victim = loader.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        with pytest.warns(RuntimeWarning, match=f"pid {victim}"):
+            np.concatenate([b["y"] for b in loader])
+    records = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert any(
+        name.startswith("fastload.") and level == logging.WARNING and f"pid {victim}) died" in msg
+        for name, level, msg in records
+    ), records
+    assert any(level == logging.INFO and "restarted as pid" in msg for _, level, msg in records)
+    caplog.clear()
+    with (
+        fl.Loader(split_a, 25, workers=1, transform=Slow(1.5), timeout_s=0.3) as loader,
+        pytest.raises(WorkerError, match="not ready after"),
+    ):
+        next(iter(loader))
+    assert any(
+        r.name.startswith("fastload.")
+        and r.levelno == logging.ERROR
+        and "not ready" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+class Slow(fl.transforms.Transform):
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def output_spec(self, inputs):
+        return dict(inputs)
+
+    def __call__(self, batch):
+        time.sleep(self.seconds)
+        return dict(batch)
