@@ -198,13 +198,15 @@ class Loader:
     window_chunks : int
         Chunks per shuffle window: larger mixes better, needs more batches in flight.
     backend : {"process", "thread"}
-        Worker kind.
+        Worker kind.  Process workers are fresh interpreters running fastload's
+        own worker module: they never re-run or re-import the script's
+        ``__main__`` (no ``if __name__ == "__main__":`` guard needed), and a
+        transform defined there is sent by value.  (There is no
+        ``start_method``: multiprocessing's start methods are not used.)
     copy : bool
         Return copies (owned, writable arrays) instead of arrays over shared memory.
     pad : Mapping[str, int] | None
         Padded length per ragged field (default: the longest sample in the split(s)).
-    start_method : str | None
-        multiprocessing start method (default forkserver on Linux, else spawn).
     timeout_s : float
         Longest wait for one batch before :class:`~fastload.errors.WorkerError`.
     max_worker_restarts : int
@@ -234,7 +236,6 @@ class Loader:
         backend: str = "process",
         copy: bool = False,
         pad: Mapping[str, int] | None = None,
-        start_method: str | None = None,
         timeout_s: float = 300.0,
         max_worker_restarts: int = 3,
         max_kept_bytes: int | None = None,
@@ -278,7 +279,6 @@ class Loader:
             batch_slots=int(prefetch),
             workers=int(workers),
             backend=backend,
-            start_method=start_method,
             timeout_s=float(timeout_s),
             max_restarts=int(max_worker_restarts),
             max_kept_bytes=None if max_kept_bytes is None else int(max_kept_bytes),

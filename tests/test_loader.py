@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+import traceback
 from collections.abc import Mapping
 
 import numpy as np
@@ -779,21 +780,30 @@ def test_transform_runs_in_the_workers(split_a, engine):
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("engine", [(0, "process"), (2, "thread"), (2, "process")])
-def test_transform_error_becomes_worker_error_with_traceback(split_a, engine):
-    """A raising transform surfaces as WorkerError naming the worker and batch, with the traceback."""
+def test_transform_error_keeps_its_type_and_traceback(split_a, engine):
+    """A raising transform's ValueError reaches the consumer as ValueError, naming the worker and
+    batch, with the worker's traceback (in a note where the worker is another process)."""
     workers, backend = engine
     with fl.Loader(
         split_a, 5, shuffle=False, workers=workers, backend=backend, transform=Explode()
     ) as loader:
         seen: list[dict[str, np.ndarray]] = []
-        with pytest.raises(WorkerError) as info:
+        with pytest.raises(ValueError, match="sample 13 is cursed") as info:
             seen.extend(loader)
-    message = str(info.value)
+    assert not isinstance(info.value, WorkerError)
+    message = "".join(traceback.format_exception(info.value))
     # batches 0 and 1 are fine; batch 2 holds sample 13 (its error may surface while
     # prefetching, before batches 0 and 1 are handed out)
     assert len(seen) <= 2
     for part in ("worker", "batch 2", "Traceback", "sample 13 is cursed", "Explode", "ValueError"):
         assert part in message
+    notes = "\n".join(info.value.__notes__)
+    assert "worker" in notes
+    assert "batch 2" in notes
+    if backend == "process" and workers:  # the frames stayed in the worker: its traceback is a note
+        assert "worker traceback" in notes
+        assert "in __call__" in notes
+        assert "cursed" in notes
 
 
 @pytest.mark.timeout(60)

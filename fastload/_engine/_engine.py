@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from fastload._engine._arena import Layout, LocalArena, SharedArena
-from fastload._engine._pool import Pool
+from fastload._engine._pool import Pool, make_pool
 from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._slots import SlotRing
 from fastload._engine._worker import WorkerConfig
@@ -36,7 +36,6 @@ class EngineSpec:
     batch_slots: int
     workers: int
     backend: str
-    start_method: str | None
     timeout_s: float
     max_restarts: int
     max_kept_bytes: int | None = None  # None: max(DEFAULT_MAX_KEPT_BYTES, 4 x the ring)
@@ -140,7 +139,7 @@ class Engine:
             label_field=spec.label_field,
             transform=spec.transform,
         )
-        pool = Pool(spec.backend, spec.workers, cfg, arena, arena.name, spec.start_method)
+        pool = make_pool(spec.backend, spec.workers, cfg, arena)
         self._res.pool = pool
         pool.start()
         self.scheduler = Scheduler(
@@ -199,9 +198,7 @@ class Engine:
 
     def worker_pids(self) -> list[int]:
         pool = self._res.pool
-        if pool is None or pool.backend != "process":
-            return []
-        return [w.handle.pid for w in pool.workers if w.handle is not None]
+        return [] if pool is None else pool.worker_pids()
 
     def close(self) -> None:
         self._finalizer()

@@ -25,17 +25,23 @@ in-order issuing always progresses, whatever the consumer keeps.
 
 from __future__ import annotations
 
+import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fastload._engine._pool import Pool
+from fastload._engine._launcher import exit_description
+from fastload._engine._pool import Pool, WorkerDied
+from fastload._engine._protocol import ChunkTask, Done, Task, TransformTask, failure
 from fastload._engine._slots import SlotRing
 from fastload._order import EpochPlan
 from fastload.errors import WorkerError
+
+logger = logging.getLogger(__name__)
 
 
 def _bits(upper: int) -> int:
@@ -183,7 +189,7 @@ class Scheduler:
         self.timeout_s = timeout_s
         self.max_restarts = max_restarts
         self._task_id = 0
-        self._pending: dict[int, tuple[Any, ...]] = {}  # task id -> task, until done
+        self._pending: dict[int, Task] = {}  # task id -> task, until done
 
     def run(
         self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0
@@ -207,61 +213,87 @@ class Scheduler:
     # ------------------------------------------------------------ task messages
     def _chunk_task(self, source: int, chunk: int, runs: tuple[Any, ...]) -> int:
         task_id = self._next_id()
-        self._send(("chunk", task_id, source, chunk, runs))
+        self._send(ChunkTask(task_id, source, chunk, runs))
         return task_id
 
     def _transform_task(self, slot: int, n: int, batch: int) -> None:
-        self._send(("transform", self._next_id(), slot, n, batch))
+        self._send(TransformTask(self._next_id(), slot, n, batch))
 
     @staticmethod
-    def _transform_batch(task: tuple[Any, ...]) -> int | None:
+    def _transform_batch(task: Task) -> int | None:
         """The batch a finished task completes by itself (transform tasks), else None."""
-        return task[4] if task[0] == "transform" else None
+        return task.batch if isinstance(task, TransformTask) else None
 
     # ---------------------------------------------------------------- helpers
     def _next_id(self) -> int:
         self._task_id += 1
         return self._task_id
 
-    def _send(self, task: tuple[Any, ...]) -> None:
-        self._pending[task[1]] = task
+    def _send(self, task: Task) -> None:
+        self._pending[task.id] = task
         self.pool.submit(task)
 
     def _poll(self, on_done: Any, timeout: float) -> None:
         # handle every event before raising: a reply dropped here would leave its task
         # pending forever, and drain() would then wait out timeout_s for it
-        error: WorkerError | None = None
-        for kind, worker, payload in self.pool.events(timeout):
-            if kind == "reply":
-                worker.outstanding.pop(payload[1], None)
-                if payload[0] == "done":
-                    on_done(payload[1])
-                else:
-                    _, task_id, message, tb = payload
-                    self._pending.pop(task_id, None)
-                    error = error or WorkerError(f"{message}\n\nworker traceback:\n{tb}")
-            elif worker.restarts >= self.max_restarts:  # died, and no restart left
-                # its tasks will never finish: stop waiting for them
-                lost = [self._pending.pop(t, None) for t in worker.outstanding]
-                worker.outstanding.clear()
-                error = error or WorkerError(
-                    f"worker {worker.id} died (exit code {payload}) {worker.restarts + 1} times; "
-                    f"giving up. It was running: {self._describe(lost)}"
-                )
+        error: BaseException | None = None
+        for event in self.pool.events(timeout):
+            worker = event.worker
+            if isinstance(event, WorkerDied):
+                error = self._on_death(event) or error
+                continue
+            message = event.message
+            worker.outstanding.pop(message.id, None)
+            if isinstance(message, Done):
+                on_done(message.id)
             else:
-                self.pool.restart(worker)
+                self._pending.pop(message.id, None)
+                error = error or failure(message, in_process=self.pool.in_process)
         if error is not None:
             raise error
 
-    def _describe(self, tasks: list[Any]) -> str:
+    def _on_death(self, death: WorkerDied) -> WorkerError | None:
+        """Report a dead worker; restart it, or return the error that ends the epoch."""
+        worker = death.worker
+        running = self._describe(list(worker.outstanding.values()))
+        what = (
+            f"fastload worker {worker.id} (pid {death.pid}) died ({exit_description(death.exitcode)}) "
+            f"while running: {running}"
+        )
+        if worker.restarts >= self.max_restarts:  # no restart left
+            # its tasks will never finish: stop waiting for them
+            for task_id in worker.outstanding:
+                self._pending.pop(task_id, None)
+            worker.outstanding.clear()
+            what += f"; giving up after {worker.restarts + 1} deaths (max_worker_restarts={self.max_restarts})"
+            logger.error("%s", what)
+            warnings.warn(what, RuntimeWarning, stacklevel=2)
+            return WorkerError(
+                f"worker {worker.id} died ({exit_description(death.exitcode)}) "
+                f"{worker.restarts + 1} times; giving up. It was running: {running}"
+            )
+        what += f"; restarting it (restart {worker.restarts + 1} of {self.max_restarts})"
+        logger.warning("%s", what)
+        warnings.warn(what, RuntimeWarning, stacklevel=2)
+        self.pool.restart(worker)
+        return None
+
+    def _timed_out(self, batch: int) -> WorkerError:
+        what = (
+            f"batch {batch} not ready after {self.timeout_s:.0f}s: {self.pool.alive()} of "
+            f"{len(self.pool.workers)} workers alive, {len(self._pending)} tasks pending "
+            f"({self._describe(list(self._pending.values())[:8])})"
+        )
+        logger.error("%s", what)
+        return WorkerError(what)
+
+    def _describe(self, tasks: list[Task]) -> str:
         parts = []
         for task in tasks:
-            if task is None:
-                continue
-            if task[0] == "chunk":
-                parts.append(f"chunk {task[3]} of source {task[2]}")
+            if isinstance(task, ChunkTask):
+                parts.append(f"chunk {task.chunk} of source {task.source}")
             else:
-                parts.append(f"transform of batch {task[4]}")
+                parts.append(f"transform of batch {task.batch}")
         return ", ".join(parts) or "no task"
 
     def drain(self) -> None:
@@ -272,7 +304,7 @@ class Scheduler:
         while self._pending and not self.pool.closed and time.monotonic() < deadline:
             try:
                 self._poll(lambda task_id: self._pending.pop(task_id, None), 0.5)
-            except WorkerError:
+            except Exception:  # a failed task is finished too
                 continue
         self._pending.clear()
         for worker in self.pool.workers:
@@ -317,11 +349,7 @@ class _EpochRun:
             scheduler._poll(self.on_done, min(1.0, max(0.0, deadline - time.monotonic())))
             self.issue()
             if b not in self.ready and time.monotonic() > deadline:
-                pool = scheduler.pool
-                raise WorkerError(
-                    f"batch {b} not ready after {scheduler.timeout_s:.0f}s: {pool.alive()} of "
-                    f"{len(pool.workers)} workers alive, {len(scheduler._pending)} tasks pending"
-                )
+                raise scheduler._timed_out(b)
         self.ready.discard(b)
         self.slots.delivered()
         return self.slot_of.pop(b), self.batch_len(b)

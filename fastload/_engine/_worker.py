@@ -1,8 +1,8 @@
 """What a prefetch worker does: decode a chunk and copy its rows into the batch slots that need them.
 
-Two task kinds travel as small tuples (never arrays):
+The tasks (:mod:`fastload._engine._protocol`) are small messages, never arrays:
 
-``("chunk", task_id, source, chunk, runs)``
+:class:`~fastload._engine._protocol.ChunkTask`
     Decode chunk ``chunk`` of every selected field of source ``source`` into the
     worker's scratch buffer (reused, so it stays in the CPU cache), then copy
     each *run* ``(slot, entry_lo, entry_hi, dest_lo)`` — the rows
@@ -10,26 +10,35 @@ Two task kinds travel as small tuples (never arrays):
     ``dest_lo..`` of batch slot ``slot``.  Inside a batch, samples are ordered
     by (source, index), so the rows one chunk gives one batch are contiguous
     there and each run is a single ``np.take(..., out=)``.
-``("transform", task_id, slot, n, batch_no)``
+:class:`~fastload._engine._protocol.TransformTask`
     Apply the transform to the ``n`` staged samples of ``slot`` and write the
     result into the slot's output fields.
 
-Tasks never wait for each other: chunk tasks write disjoint rows, and the
-coordinator sends a transform only after every chunk of its batch is done.
-Replies are ``("done", task_id)`` or ``("error", task_id, message, traceback)``.
+Replies are :class:`~fastload._engine._protocol.Done` or
+:class:`~fastload._engine._protocol.Failed` (carrying the exception itself).
+How a process worker starts is :mod:`fastload._engine._child`'s business.
 """
 
 from __future__ import annotations
 
-import signal
 import traceback
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from fastload._engine._arena import Arena, Layout, attach
+from fastload._engine._arena import Arena, Layout
+from fastload._engine._protocol import (
+    ChunkTask,
+    Done,
+    Failed,
+    Reply,
+    Stop,
+    Task,
+    pickled_error,
+)
 from fastload._spec import FieldSpec
+from fastload.errors import WorkerError
 from fastload.store import ChunkDecoder, RaggedDecoder
 
 
@@ -131,46 +140,41 @@ class Executor:
         result = cfg.transform(staged)
         for name, spec in cfg.output_specs.items():
             if name not in result:
-                raise TaskError(
+                raise WorkerError(
                     f"transform {cfg.transform!r} did not return its declared field {name!r}"
                 )
             value = np.asarray(result[name])
             if value.shape != (n, *spec.shape):
-                raise TaskError(
+                raise WorkerError(
                     f"transform {cfg.transform!r} returned field {name!r} of shape {value.shape}, "
                     f"but declared {(n, *spec.shape)} in output_spec()"
                 )
             if value.dtype != spec.dtype:
                 # the slot would cast silently (float -> int truncates): refuse, as check_transform does
-                raise TaskError(
+                raise WorkerError(
                     f"transform {cfg.transform!r} returned field {name!r} as {value.dtype}, "
                     f"but declared {spec.dtype} in output_spec()"
                 )
             self.arena[f"batch/{name}"][slot, :n] = value
 
     # --------------------------------------------------------------- dispatch
-    def run(self, task: tuple[Any, ...]) -> None:
-        if task[0] == "chunk":
-            _, _, source, chunk, runs = task
-            self.chunk(source, chunk, runs)
-        elif task[0] == "transform":
-            _, _, slot, n, _batch_no = task
-            self.transform(slot, n)
-        else:  # pragma: no cover - protocol error
-            raise ValueError(f"unknown task {task!r}")
+    def run(self, task: Task) -> None:
+        if isinstance(task, ChunkTask):
+            self.chunk(task.source, task.chunk, task.runs)
+        else:
+            self.transform(task.slot, task.n)
 
-    def describe(self, task: tuple[Any, ...]) -> str:
-        if task[0] == "chunk":
-            source, chunk = task[2], task[3]
-            first = self.cfg.sources[source][self.cfg.fields[0]]
+    def describe(self, task: Task) -> str:
+        """Who is doing what: the worker, and the store and chunk, or the transform and batch."""
+        if isinstance(task, ChunkTask):
+            first = self.cfg.sources[task.source][self.cfg.fields[0]]
             dense = first.values if isinstance(first, RaggedDecoder) else first
             return (
-                f"worker {self.worker_id} reading chunk {chunk} of source {self.cfg.source_names[source]!r} "
-                f"(store {dense.url!r}, fields {list(self.cfg.fields)})"
+                f"worker {self.worker_id} reading chunk {task.chunk} of source "
+                f"{self.cfg.source_names[task.source]!r} (store {dense.url!r}, "
+                f"fields {list(self.cfg.fields)})"
             )
-        return (
-            f"worker {self.worker_id} applying transform {self.cfg.transform!r} to batch {task[4]}"
-        )
+        return f"worker {self.worker_id} applying transform {self.cfg.transform!r} to batch {task.batch}"
 
 
 #: Mean rows per sample above which per-sample slice copies beat one vectorised scatter
@@ -203,41 +207,38 @@ def _copy_ragged(
     out_flat[sample * length + within] = values[np.repeat(start, counts) + within]
 
 
-class TaskError(Exception):
-    """A task failed in a way the worker can describe precisely."""
+def serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
+    """Run tasks from ``conn`` until told to stop or the other end goes away.
 
-
-def serve(executor: Executor, conn: Any) -> None:
-    """Run tasks from ``conn`` until told to stop or the other end goes away."""
+    ``in_process``: replies cross a process boundary, so a failure carries its
+    exception pickled (or ``None``) rather than the object itself.
+    """
     while True:
         try:
             task = conn.recv()
         except (EOFError, OSError):
             return
-        if task[0] == "stop":
+        if isinstance(task, Stop):
             return
         try:
             executor.run(task)
-            reply: tuple[Any, ...] = ("done", task[1])
+            reply: Reply = Done(task.id)
         except BaseException as exc:
             if isinstance(exc, (SystemExit, KeyboardInterrupt)):
                 return
-            message = f"{executor.describe(task)}: {type(exc).__name__}: {exc}"
-            reply = ("error", task[1], message, traceback.format_exc())
+            reply = failed(task.id, executor.describe(task), exc, in_process=in_process)
         try:
             conn.send(reply)
         except (OSError, ValueError):
             return
 
 
-def process_main(worker_id: int, conn: Any, arena_name: str, cfg: WorkerConfig) -> None:
-    """Entry point of a worker process."""
-    # Ctrl-C goes to the whole process group; the loader's process handles it and
-    # shuts the workers down, so workers must not die half-way with a traceback.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    arena = attach(arena_name, cfg.layout)
-    try:
-        serve(Executor(cfg, arena, worker_id), conn)
-    finally:
-        arena.release()
-        conn.close()
+def failed(task_id: int, doing: str, exc: BaseException, *, in_process: bool) -> Failed:
+    """The reply for ``exc``, raised while ``doing`` task ``task_id`` (inside an except block)."""
+    return Failed(
+        id=task_id,
+        doing=doing,
+        summary=f"{type(exc).__name__}: {exc}",
+        traceback=traceback.format_exc(),
+        error=pickled_error(exc) if in_process else exc,
+    )
