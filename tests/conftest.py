@@ -13,7 +13,7 @@ Leaks
 process, its fastload worker processes and its ``fastload-*`` threads, and
 after the test asserts that none is left.  Worker processes are the
 descendants of this process other than the long-lived helpers multiprocessing
-starts once per interpreter (the forkserver and the resource tracker, direct
+starts once per interpreter (the resource tracker, and a forkserver another library started; direct
 children whose command line names them): those helpers outlive every loader by
 design, workers must not.  Segments are matched by this process's pid, so
 loaders of other processes sharing the machine do not disturb the check.
@@ -23,21 +23,18 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import psutil
 import pytest
+from leaks import fastload_threads, shm_segments, wait_until, worker_processes
 
 import fastload as fl
 
-SHM_DIR = Path("/dev/shm")
-SHM_PREFIX = "fastload-"
 #: value offset of each test source, so a sample also tells which source it came from
 SOURCE_BASE = (0.0, 100_000.0)
-_MP_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 
 
 # --------------------------------------------------------------------------- data
@@ -92,65 +89,6 @@ def split_small_values(tmp_path_factory: pytest.TempPathFactory) -> fl.Split:
 def fresh_split(tmp_path: Path) -> fl.Split:
     """A private copy of ``split_a``'s layout that a test may damage."""
     return write_store(tmp_path / "fresh.zarr", n=50, chunk_len=7)
-
-
-# --------------------------------------------------------------------------- leaks
-def shm_segments(pid: int | None = None) -> set[str]:
-    """Names of ``/dev/shm`` segments made by fastload in process ``pid`` (default: any)."""
-    prefix = SHM_PREFIX if pid is None else f"{SHM_PREFIX}{pid}-"
-    return {p.name for p in SHM_DIR.iterdir() if p.name.startswith(prefix)}
-
-
-def _is_mp_helper(proc: psutil.Process) -> bool:
-    try:
-        cmdline = " ".join(proc.cmdline())
-    except (psutil.NoSuchProcess, psutil.ZombieProcess, psutil.AccessDenied):
-        return False
-    return any(helper in cmdline for helper in _MP_HELPERS)
-
-
-def worker_processes(parent: psutil.Process | None = None) -> list[psutil.Process]:
-    """Live descendants of ``parent`` (default: this process) except multiprocessing's helpers.
-
-    Workers are forked by the forkserver, so they are its children (and carry
-    its command line); the forkserver and resource tracker are direct children.
-    """
-    parent = parent or psutil.Process()
-    out = []
-    for child in parent.children(recursive=False):
-        if _is_mp_helper(child):
-            kids = _live(child.children(recursive=True))
-        else:
-            kids = _live([child, *child.children(recursive=True)])
-        out.extend(kids)
-    return out
-
-
-def fastload_threads() -> list[threading.Thread]:
-    """Live threads of this process started by fastload (named ``fastload-*``)."""
-    return [t for t in threading.enumerate() if t.name.startswith("fastload-")]
-
-
-def _live(procs: list[psutil.Process]) -> list[psutil.Process]:
-    alive = []
-    for p in procs:
-        try:
-            if p.status() != psutil.STATUS_ZOMBIE:
-                alive.append(p)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
-
-
-def wait_until(condition: object, timeout_s: float = 5.0, interval_s: float = 0.05) -> bool:
-    """Poll ``condition()`` until it is true or ``timeout_s`` passes; return its last value."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        if condition():  # type: ignore[operator]
-            return True
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)
 
 
 class LeakCheck:

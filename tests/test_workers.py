@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import psutil
 import pytest
-from conftest import shm_segments, wait_until, worker_processes
+from leaks import shm_segments, wait_until, worker_processes
 
 import fastload as fl
 from fastload.errors import WorkerError
