@@ -20,7 +20,7 @@ import pytest
 from store_helpers import edit_json, edit_root_attrs
 
 import fastload as fl
-from fastload.errors import CorruptStoreError, FastloadError, StoreError, WorkerError
+from fastload.errors import CorruptStoreError, FastloadError, StoreError
 
 N, CHUNK, WIDTH = 300, 128, 16
 
@@ -71,9 +71,8 @@ def _expected_error(exc: BaseException, names: str) -> None:
     """A FastloadError whose message names ``names`` (a file or array path)."""
     assert isinstance(exc, FastloadError), repr(exc)
     assert names in str(exc), (names, str(exc))
-    # until worker replies keep their type (issue 10 item 4) a loader wraps the store's
-    # error in a WorkerError that carries its text
-    assert isinstance(exc, StoreError) or (isinstance(exc, WorkerError) and "chunk" in str(exc))
+    # worker replies keep their type: a loader raises the store's own error
+    assert isinstance(exc, StoreError), repr(exc)
 
 
 def _loader_batches(path: Path, field: str, **kw: object) -> list[object]:
@@ -364,8 +363,7 @@ def test_store_replaced_under_a_live_loader(tmp_path: Path) -> None:
             pass
     assert "was replaced" in str(info.value)
     assert "re-open" in str(info.value)
-    # until worker replies keep their type (issue 10 item 4) the loader wraps it
-    assert isinstance(info.value, StoreChangedError | WorkerError)
+    assert isinstance(info.value, StoreChangedError)
     loader.close()
     with pytest.raises(StoreChangedError):
         split.read("X")

@@ -25,7 +25,6 @@ from fastload.errors import (
     FastloadError,
     StoreError,
     StoreNotFoundError,
-    WorkerError,
 )
 
 REPO = Path(__file__).resolve().parents[2]
@@ -63,9 +62,8 @@ def test_same_error_through_every_path(tmp_path: Path, how: str) -> None:
     for kw in ({"workers": 0}, {"workers": 1, "backend": "thread"}, {"workers": 1}):
         with pytest.raises(FastloadError) as info:
             _drain(store, **kw)
-        # until worker replies keep their type (issue 10 item 4) the loader wraps the
-        # store's CorruptStoreError in a WorkerError carrying its message
-        assert isinstance(info.value, CorruptStoreError | WorkerError), kw
+        # worker replies keep their type: every backend raises the store's error
+        assert isinstance(info.value, CorruptStoreError), kw
         errors.append(info.value)
     first = str(errors[0])
     assert str(chunk) in first
