@@ -12,9 +12,16 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets, input_specs
-from fastload._engine._pool import BACKENDS
-from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
+from fastload._engine import (
+    BACKENDS,
+    ChunkTable,
+    Engine,
+    EngineSpec,
+    chunk_key_offsets,
+    chunk_table,
+    input_specs,
+    within_batch_order,
+)
 from fastload._order import (
     EpochPlan,
     MixConfig,

@@ -1,1 +1,45 @@
-"""The prefetch engine: shared-memory arena, worker pool, scheduler (internal)."""
+"""The prefetch engine: shared-memory arena, worker pool, scheduler (internal).
+
+What the loader uses is exported here, resolved on first use: a worker process imports
+``fastload._engine._child`` and must not pay for the coordinator's modules.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets, input_specs
+    from fastload._engine._pool import BACKENDS
+    from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
+
+_EXPORTS = {
+    "BACKENDS": "fastload._engine._pool",
+    "ChunkTable": "fastload._engine._scheduler",
+    "Engine": "fastload._engine._engine",
+    "EngineSpec": "fastload._engine._engine",
+    "chunk_key_offsets": "fastload._engine._engine",
+    "chunk_table": "fastload._engine._scheduler",
+    "input_specs": "fastload._engine._engine",
+    "within_batch_order": "fastload._engine._scheduler",
+}
+
+__all__ = [
+    "BACKENDS",
+    "ChunkTable",
+    "Engine",
+    "EngineSpec",
+    "chunk_key_offsets",
+    "chunk_table",
+    "input_specs",
+    "within_batch_order",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'fastload._engine' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
