@@ -467,7 +467,8 @@ def test_packaging_metadata_tells_the_truth() -> None:
     assert "Typing :: Typed" in project["classifiers"]
     assert (REPO / "fastload" / "py.typed").is_file()
     assert "py.typed" in meta["tool"]["setuptools"]["package-data"]["fastload"]
-    assert "cloudpickle>=2.2" in project["dependencies"]
+    assert "cloudpickle>=3.0" in project["dependencies"]
+    assert "google-crc32c>=1.5" in project["dependencies"]
     assert not any(d.startswith("h5py") and "<" in d for d in project["dependencies"])
     extras = project["optional-dependencies"]
     assert any(d.startswith("h5py<") for d in extras["tf"])
