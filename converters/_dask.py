@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import missing_dependency
+from fastload._messages import missing_dependency
 from fastload.store import ParallelStore, Ragged, SplitSize, StoreLayout, source_entry
 
 from .generic import (

@@ -31,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
+from fastload._messages import closest
 from fastload._validate import is_integer, is_number
-from fastload.errors import ConfigError, closest
+from fastload.errors import ConfigError
 
 FORMATS = ("root", "hdf5", "pandas", "npy", "npz")
 TASKS = ("classification", "regression")

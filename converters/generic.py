@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 import fastload as fl
+from fastload._messages import missing_dependency
 from fastload._validate import is_integer
 from fastload.errors import (
     ConfigError,
@@ -44,7 +45,6 @@ from fastload.errors import (
     SourceFileError,
     SourceKeyError,
     StoreExistsError,
-    missing_dependency,
 )
 from fastload.store import FieldInfo, Ragged, choose_chunk_len
 

@@ -16,6 +16,7 @@ from fastload import _validate
 from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets, input_specs
 from fastload._engine._pool import BACKENDS
 from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
+from fastload._messages import closest
 from fastload._order import (
     EpochPlan,
     MixConfig,
@@ -25,9 +26,11 @@ from fastload._order import (
     plan_fingerprint,
 )
 from fastload._spec import FieldSpec
-from fastload.errors import ConfigError, FieldNotFoundError, closest
+from fastload.errors import ConfigError, FieldNotFoundError
 from fastload.mix import Mix
 from fastload.store import Split
+
+__all__ = ["Loader"]
 
 Batch = dict[str, np.ndarray]
 _log = logging.getLogger(__name__)

@@ -9,6 +9,8 @@ from fastload._order import POLICIES
 from fastload.errors import ConfigError
 from fastload.store import Split
 
+__all__ = ["Mix", "check_field_agreement"]
+
 _OWNER = "fl.Mix"
 
 

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from fastload._messages import closest
 from fastload.errors import (
     ConfigError,
     CorruptStoreError,
@@ -26,7 +27,6 @@ from fastload.errors import (
     StoreError,
     StoreNotFoundError,
     UnsupportedFormatError,
-    closest,
 )
 from fastload.store._chunks import ArrayReader, ChunkFetcher
 from fastload.store._paths import (

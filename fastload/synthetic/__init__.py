@@ -40,7 +40,8 @@ from pathlib import Path
 from typing import Any
 
 from .. import _validate
-from ..errors import ConfigError, closest
+from .._messages import closest
+from ..errors import ConfigError
 from ._ahcal import make_ahcal
 from ._airshower import make_airshower
 from ._belle import PID_INDEX as BELLE_PID_INDEX  # PDG code -> Belle PID feature value

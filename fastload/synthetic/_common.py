@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from .. import _validate
-from ..errors import SchemaError, missing_dependency
+from .._messages import missing_dependency
+from ..errors import SchemaError
 
 # Zip members get a fixed timestamp so that the same seed gives the same bytes
 # (np.savez stamps the wall-clock time, which would change every checksum).

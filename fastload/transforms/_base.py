@@ -20,8 +20,9 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from fastload._messages import closest
 from fastload._spec import FieldSpec, specs_of
-from fastload.errors import ConfigError, SchemaError, closest
+from fastload.errors import ConfigError, SchemaError
 
 Batch = Mapping[str, np.ndarray]
 Specs = Mapping[str, FieldSpec]
