@@ -177,3 +177,30 @@ def test_create_store_names_itself(tmp_path):
         fl.create_store(tmp_path / "c.zarr", clevel=10)
     with pytest.raises(ConfigError, match=r"^fl\.create_store: overwrite must be True or False"):
         fl.create_store(tmp_path / "c.zarr", overwrite="no")
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (
+            lambda: fl.transforms.KNNAdjacency(k=2.5),
+            r"^KNNAdjacency: k must be an integer >= 1, got 2\.5$",
+        ),
+        (
+            lambda: fl.transforms.KNNAdjacency(k=True),
+            r"^KNNAdjacency: k must be an integer >= 1, got True$",
+        ),
+        (
+            lambda: fl.transforms.PadTruncate("p", length="8"),
+            r"^PadTruncate: length must be an integer",
+        ),
+        (
+            lambda: fl.transforms.OneHot("y", n_classes=0),
+            r"^OneHot: n_classes must be an integer >= 1, got 0$",
+        ),
+    ],
+)
+def test_transforms_refuse_non_integer_sizes(build, message):
+    """A float or bool size is a ConfigError, not silently truncated by int()."""
+    with pytest.raises(ConfigError, match=message):
+        build()
