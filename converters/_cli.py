@@ -31,7 +31,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fastload.errors import ConfigError, FastloadError, StoreExistsError, closest
+from fastload._messages import closest
+from fastload.errors import ConfigError, FastloadError, StoreExistsError
 
 from ._common import ConversionReport, ConvertOptions
 

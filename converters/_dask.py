@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import missing_dependency
 from fastload.store import ParallelStore, Ragged, SplitSize, StoreLayout, source_entry
 
 from .generic import (
@@ -33,6 +32,7 @@ from .generic import (
     ConversionPlan,
     block_counts,
     convert_block,
+    missing_dependency,  # the library's message helper, re-used: no fastload._* import here
     provenance_paths,
     store_options,
 )

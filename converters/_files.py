@@ -9,7 +9,8 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import SourceFileError, SourceKeyError, closest
+from fastload._messages import closest
+from fastload.errors import SourceFileError, SourceKeyError
 
 
 def require_file(path: str | os.PathLike[str], what: str) -> Path:

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import SourceFileError, SourceKeyError, closest, missing_dependency
+from fastload._messages import closest, missing_dependency
+from fastload.errors import SourceFileError, SourceKeyError
 from fastload.store import Ragged
 
 _EXTENSIONS = {

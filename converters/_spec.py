@@ -31,7 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import ConfigError, closest
+from fastload._messages import closest
+from fastload._validate import is_integer, is_number
+from fastload.errors import ConfigError
 
 FORMATS = ("root", "hdf5", "pandas", "npy", "npz")
 TASKS = ("classification", "regression")
@@ -332,11 +334,10 @@ def _get(
     if key not in table:
         return default
     value = table[key]
+    kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int in Python; an int field must not accept true/false
-    if (
-        isinstance(value, bool) and bool not in (kind if isinstance(kind, tuple) else (kind,))
-    ) or not isinstance(value, kind):
-        names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+    if not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds):
+        names = " or ".join(k.__name__ for k in kinds)
         raise spec_error(where, f"{prefix}.{key}", f"expected {names}, got {value!r}")
     return value
 
@@ -537,9 +538,7 @@ def _parse_fields(table: Mapping[str, Any] | None, where: SpecLocator) -> dict[s
                 where, f"{prefix}.pad_value", "pad_value only applies to padded fields (pad = N)"
             )
         shape = _get(decl, "shape", list, prefix, where)
-        if shape is not None and not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape
-        ):
+        if shape is not None and not all(is_integer(s) and s >= 1 for s in shape):
             raise spec_error(
                 where, f"{prefix}.shape", f"shape is a list of positive ints, got {shape!r}"
             )
@@ -686,11 +685,7 @@ def _parse_split(table: Mapping[str, Any] | None, where: SpecLocator) -> SplitRu
             )
         for name, value in fractions.items():
             _name(name, f"split.fractions.{name}", where, "split")
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not 0 <= value <= 1
-            ):
+            if not is_number(value) or not 0 <= value <= 1:
                 raise spec_error(
                     where,
                     f"split.fractions.{name}",

@@ -37,13 +37,14 @@ from typing import Any
 import numpy as np
 
 import fastload as fl
+from fastload._messages import missing_dependency
+from fastload._validate import is_integer
 from fastload.errors import (
     ConfigError,
     FastloadError,
     SourceFileError,
     SourceKeyError,
     StoreExistsError,
-    missing_dependency,
 )
 from fastload.store import FieldInfo, Ragged, choose_chunk_len
 
@@ -793,7 +794,7 @@ def choose_execution(
                 "--resume applies to Dask conversions (--workers N or --scheduler ADDRESS)"
             )
         return Execution(False, None, "converting serially (no Dask requested)", logging.DEBUG)
-    elif isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    elif not is_integer(workers) or workers < 0:
         raise ConfigError(f"workers must be 'auto', 0 (serial) or a positive int, got {workers!r}")
     else:
         reason = f"converting with Dask ({workers} workers, as requested)"

@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-from fastload.errors import EmptyDatasetError, SourceFileError, missing_dependency
+from fastload._messages import missing_dependency
+from fastload.errors import EmptyDatasetError, SourceFileError
 
 from ._common import (
     Block,

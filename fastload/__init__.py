@@ -25,7 +25,7 @@ from fastload._version import __version__
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
-    from fastload import adapters, datasets, errors, synthetic, transforms
+    from fastload import adapters, datasets, errors, store, synthetic, transforms
     from fastload._spec import FieldSpec
     from fastload.loader import Loader
     from fastload.mix import Mix
@@ -55,7 +55,7 @@ _LAZY = {
     "open_store": "fastload.store",
     "write_arrays": "fastload.store",
 }
-_SUBMODULES = ("adapters", "datasets", "errors", "synthetic", "transforms")
+_SUBMODULES = ("adapters", "datasets", "errors", "store", "synthetic", "transforms")
 
 __all__ = [
     "FORMAT_VERSION",
@@ -73,6 +73,7 @@ __all__ = [
     "datasets",
     "errors",
     "open_store",
+    "store",
     "synthetic",
     "transforms",
     "write_arrays",
@@ -91,4 +92,6 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    # The API and the module's dunders; not the imports of this file, nor the
+    # internal submodules (``_engine``, ``loader``) that lazy imports attach.
+    return sorted({*__all__, *(n for n in globals() if n.startswith("__"))})

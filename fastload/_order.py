@@ -36,6 +36,7 @@ from fractions import Fraction
 
 import numpy as np
 
+from fastload import _validate
 from fastload.errors import ConfigError
 
 __all__ = [
@@ -70,55 +71,18 @@ _U64 = np.uint64
 
 
 # --------------------------------------------------------------------------- validation
-def _label(owner: str, name: str) -> str:
-    return f"{owner}.{name}" if owner else name
-
-
-def _check_int(owner: str, name: str, value: object, minimum: int) -> int:
-    """Return ``value`` as an ``int`` >= ``minimum`` or raise :class:`ConfigError`.
-
-    ``owner`` prefixes the name (``"SourceShape.n"``); the configs that mirror a
-    public signature pass ``""`` so that messages name the public parameter.
-    """
-    what = _label(owner, name)
-    if isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}")
-    try:
-        as_int = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        raise ConfigError(f"{what} must be an integer >= {minimum}, got {value!r}") from None
-    if as_int < minimum:
-        raise ConfigError(f"{what} must be an integer >= {minimum}, got {as_int!r}")
-    return int(as_int)
-
-
-def _check_bool(owner: str, name: str, value: object) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ConfigError(f"{_label(owner, name)} must be True or False, got {value!r}")
-    return bool(value)
-
-
 def _check_weights(weights: object) -> tuple[float, ...]:
     """Validate mixing weights: a non-empty sequence of finite numbers > 0."""
     if isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
         raise ConfigError(
-            f"mix weights must be a sequence of numbers > 0, one per source, got {weights!r}"
+            f"weights must be a sequence of numbers > 0, one per source, got {weights!r}"
         )
     if len(weights) == 0:
-        raise ConfigError("mix weights must name at least one source, got an empty sequence")
-    checked = []
-    for s, w in enumerate(weights):
-        if isinstance(w, (bool, np.bool_)) or not isinstance(
-            w, (int, float, np.integer, np.floating)
-        ):
-            raise ConfigError(f"mix weight of source {s} must be a number > 0, got {w!r}")
-        if not math.isfinite(w) or w <= 0:
-            raise ConfigError(
-                f"mix weight of source {s} must be finite and > 0, got {w!r}; "
-                "drop a source from the mix instead of giving it weight 0"
-            )
-        checked.append(float(w))
-    return tuple(checked)
+        raise ConfigError("weights must name at least one source, got an empty sequence")
+    hint = "; drop a source from the mix instead of giving it weight 0"
+    return tuple(
+        _validate.number(w, name=f"weights[{s}]", above=0, hint=hint) for s, w in enumerate(weights)
+    )
 
 
 # --------------------------------------------------------------------------- configuration
@@ -139,10 +103,10 @@ class SourceShape:
     chunk_len: int
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "n", _check_int("SourceShape", "n", self.n, 0))
-        object.__setattr__(
-            self, "chunk_len", _check_int("SourceShape", "chunk_len", self.chunk_len, 1)
-        )
+        owner = "SourceShape"
+        object.__setattr__(self, "n", _validate.integer(self.n, name="n", minimum=0, owner=owner))
+        chunk_len = _validate.integer(self.chunk_len, name="chunk_len", minimum=1, owner=owner)
+        object.__setattr__(self, "chunk_len", chunk_len)
 
     @property
     def n_chunks(self) -> int:
@@ -187,7 +151,8 @@ class OrderConfig:
     drop_last: bool = False
 
     def __post_init__(self) -> None:
-        owner = ""  # the names are fl.Loader's parameters; the loader says whose
+        # No owner in the messages: the names are fl.Loader's parameters, and the
+        # loader builds this config inside _validate.on_behalf_of("fl.Loader").
         for name, minimum in (
             ("batch_size", 1),
             ("seed", 0),
@@ -195,9 +160,10 @@ class OrderConfig:
             ("rank", 0),
             ("world_size", 1),
         ):
-            object.__setattr__(self, name, _check_int(owner, name, getattr(self, name), minimum))
-        object.__setattr__(self, "shuffle", _check_bool(owner, "shuffle", self.shuffle))
-        object.__setattr__(self, "drop_last", _check_bool(owner, "drop_last", self.drop_last))
+            value = _validate.integer(getattr(self, name), name=name, minimum=minimum)
+            object.__setattr__(self, name, value)
+        for name in ("shuffle", "drop_last"):
+            object.__setattr__(self, name, _validate.flag(getattr(self, name), name=name))
         if self.rank >= self.world_size:
             raise ConfigError(f"rank must be in [0, world_size={self.world_size}), got {self.rank}")
 
@@ -232,17 +198,15 @@ class MixConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _check_weights(self.weights))
-        if self.policy not in POLICIES:
-            raise ConfigError(f"policy must be one of {POLICIES}, got {self.policy!r}")
+        _validate.choice(self.policy, POLICIES, name="policy")
         if self.policy == "cycle":
             if self.num_samples is None:
                 raise ConfigError(
                     "policy='cycle' needs num_samples (samples per epoch over all "
                     "ranks): cycling has no natural epoch end"
                 )
-            object.__setattr__(
-                self, "num_samples", _check_int("", "num_samples", self.num_samples, 1)
-            )
+            num_samples = _validate.integer(self.num_samples, name="num_samples", minimum=1)
+            object.__setattr__(self, "num_samples", num_samples)
         elif self.num_samples is not None:
             raise ConfigError(
                 f"num_samples={self.num_samples!r} only applies to policy='cycle'; "
@@ -421,7 +385,7 @@ def mix_counts(batch_size: int, weights: Sequence[float]) -> np.ndarray:
     ConfigError
         If ``batch_size`` < 1 or a weight is not finite and > 0.
     """
-    batch_size = _check_int("mix_counts", "batch_size", batch_size, 1)
+    batch_size = _validate.integer(batch_size, name="batch_size", minimum=1, owner="mix_counts")
     exact_weights = [Fraction(w) for w in _check_weights(weights)]
     total = sum(exact_weights)
     shares = [batch_size * w / total for w in exact_weights]
@@ -573,7 +537,7 @@ def plan_epoch(
         batch, ``"cycle"`` with a source smaller than ``world_size``).
     """
     sources = _check_inputs(sources, cfg, mix)
-    epoch = _check_int("plan_epoch", "epoch", epoch, 0)
+    epoch = _validate.integer(epoch, name="epoch", minimum=0, owner="plan_epoch")
     n_batches = batches_per_epoch(sources, cfg, mix)
     batch_size = cfg.batch_size
 

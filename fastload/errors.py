@@ -6,7 +6,28 @@ missing key, ``FileNotFoundError`` for a missing store, ``ValueError`` for bad
 values).  Messages name the file, the split and the field, and say what to do.
 """
 
-from __future__ import annotations
+__all__ = [
+    "ConfigError",
+    "CorruptStoreError",
+    "DatasetNotFoundError",
+    "EmptyDatasetError",
+    "FastloadError",
+    "FieldNotFoundError",
+    "IncompleteStoreError",
+    "NonFiniteError",
+    "SchemaError",
+    "SourceError",
+    "SourceFileError",
+    "SourceKeyError",
+    "SplitNotFoundError",
+    "StoreError",
+    "StoreExistsError",
+    "StoreNotFoundError",
+    "StoreWriteError",
+    "UnsupportedFormatError",
+    "VerificationError",
+    "WorkerError",
+]
 
 
 class FastloadError(Exception):
@@ -103,19 +124,3 @@ class WorkerError(FastloadError, RuntimeError):
 
 class DatasetNotFoundError(FastloadError, FileNotFoundError):
     """Neither a converted store nor the original files were found for a dataset."""
-
-
-def missing_dependency(module: str, extra: str) -> ModuleNotFoundError:
-    """Build the error raised when an optional dependency is not installed."""
-    return ModuleNotFoundError(
-        f"{module!r} is required for this feature; install it with "
-        f"`pip install 'fastload[{extra}]'` (or `pip install {module}`)"
-    )
-
-
-def closest(name: str, candidates: list[str] | tuple[str, ...], n: int = 3) -> str:
-    """Return a ``"; closest: 'a', 'b'"`` hint for error messages, or ``""``."""
-    import difflib
-
-    hits = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
-    return "; closest: " + ", ".join(repr(h) for h in hits) if hits else ""

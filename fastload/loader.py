@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 
+from fastload import _validate
 from fastload._engine import (
     BACKENDS,
     ChunkTable,
@@ -22,6 +23,7 @@ from fastload._engine import (
     input_specs,
     within_batch_order,
 )
+from fastload._messages import closest
 from fastload._order import (
     EpochPlan,
     MixConfig,
@@ -31,9 +33,11 @@ from fastload._order import (
     plan_fingerprint,
 )
 from fastload._spec import FieldSpec
-from fastload.errors import ConfigError, FieldNotFoundError, closest
+from fastload.errors import ConfigError, FieldNotFoundError
 from fastload.mix import Mix
 from fastload.store import Split
+
+__all__ = ["Loader"]
 
 Batch = dict[str, np.ndarray]
 _log = logging.getLogger(__name__)
@@ -56,39 +60,30 @@ def _sources_of(source: object) -> tuple[tuple[Split, ...], tuple[str, ...], Mix
     if isinstance(source, Mix):
         return tuple(source.sources.values()), tuple(source.names), source
     raise ConfigError(
-        f"Loader source must be a store split or a fl.Mix, got {type(source).__name__}"
+        f"fl.Loader: source must be a store split (store['train']) or a fl.Mix, "
+        f"got {type(source).__name__}"
     )
 
 
 def _check_engine_options(
-    backend: str, workers: object, prefetch: object, window_chunks: object, max_kept_bytes: object
+    backend: str,
+    workers: object,
+    prefetch: object,
+    window_chunks: object,
+    max_kept_bytes: object,
+    timeout_s: object,
+    max_worker_restarts: object,
+    copy: object,
 ) -> None:
-    if backend not in BACKENDS:
-        raise ConfigError(f"fl.Loader: backend must be one of {BACKENDS}, got {backend!r}")
-    for name, value, minimum in (
-        ("workers", workers, 0),
-        ("prefetch", prefetch, 2),
-        ("window_chunks", window_chunks, 1),
-        ("max_kept_bytes", 0 if max_kept_bytes is None else max_kept_bytes, 0),
-    ):
-        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < minimum:
-            shown = max_kept_bytes if name == "max_kept_bytes" else value
-            raise ConfigError(
-                f"fl.Loader: {name} must be an integer >= {minimum}"
-                + (" or None" if name == "max_kept_bytes" else "")
-                + f", got {shown!r}"
-            )
-
-
-_Config = TypeVar("_Config")
-
-
-def _public_config(owner: str, config: Callable[..., _Config], **values: Any) -> _Config:
-    """Build an order-layer config from public arguments; errors name ``owner``'s parameter."""
-    try:
-        return config(**values)
-    except ConfigError as exc:
-        raise ConfigError(f"{owner}: {exc}") from None
+    owner = "fl.Loader"
+    _validate.choice(backend, BACKENDS, name="backend", owner=owner)
+    _validate.integer(workers, name="workers", minimum=0, owner=owner)
+    _validate.integer(prefetch, name="prefetch", minimum=2, owner=owner)
+    _validate.integer(window_chunks, name="window_chunks", minimum=1, owner=owner)
+    _validate.optional_integer(max_kept_bytes, name="max_kept_bytes", minimum=0, owner=owner)
+    _validate.number(timeout_s, name="timeout_s", above=0, owner=owner)
+    _validate.integer(max_worker_restarts, name="max_worker_restarts", minimum=0, owner=owner)
+    _validate.flag(copy, name="copy", owner=owner)
 
 
 def _select_fields(
@@ -107,7 +102,7 @@ def _select_fields(
                 f"(fields: {list(all_fields)})"
             )
     if not selected:
-        raise ConfigError("Loader needs at least one field")
+        raise ConfigError("fl.Loader: fields must name at least one field, got none")
     if mix is not None:
         mix.check_fields(selected)
     return selected
@@ -248,31 +243,34 @@ class Loader:
         max_kept_bytes: int | None = None,
     ) -> None:
         splits, names, mix = _sources_of(source)
-        _check_engine_options(backend, workers, prefetch, window_chunks, max_kept_bytes)
+        _check_engine_options(
+            backend,
+            workers,
+            prefetch,
+            window_chunks,
+            max_kept_bytes,
+            timeout_s,
+            max_worker_restarts,
+            copy,
+        )
         if rank is None and world_size is None:
             _warn_if_unsharded_in_distributed_job()
-        self._order = _public_config(
-            "fl.Loader",
-            OrderConfig,
-            batch_size=batch_size,
-            shuffle=shuffle,
-            seed=seed,
-            window_chunks=window_chunks,
-            rank=0 if rank is None else rank,
-            world_size=1 if world_size is None else world_size,
-            drop_last=drop_last,
-        )
-        self._mix = (
-            _public_config(
-                "fl.Mix",
-                MixConfig,
-                weights=mix.weights,
-                policy=mix.policy,
-                num_samples=mix.num_samples,
+        with _validate.on_behalf_of("fl.Loader"):
+            self._order = OrderConfig(
+                batch_size=batch_size,
+                shuffle=shuffle,
+                seed=seed,
+                window_chunks=window_chunks,
+                rank=0 if rank is None else rank,
+                world_size=1 if world_size is None else world_size,
+                drop_last=drop_last,
             )
-            if mix is not None
-            else None
-        )
+        self._mix = None
+        if mix is not None:
+            with _validate.on_behalf_of("fl.Mix"):
+                self._mix = MixConfig(
+                    weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples
+                )
         selected = _select_fields(splits, mix, fields)
         self._shapes = tuple(SourceShape(n=len(s), chunk_len=s.chunk_len) for s in splits)
         self._spec = EngineSpec(
@@ -292,7 +290,7 @@ class Loader:
         )
         self._chunk_lens = np.array([s.chunk_len for s in splits], dtype=np.int64)
         self._key_offsets = chunk_key_offsets(splits)
-        self.copy = copy
+        self.copy = bool(copy)
         self.epoch = 0
         self._start_batch = 0
         self._delivered = 0  # batches delivered in the current epoch (incl. resumed ones)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 
+from fastload import _validate
 from fastload._order import POLICIES
 from fastload.errors import ConfigError
 from fastload.store import Split
+
+__all__ = ["Mix", "check_field_agreement"]
+
+_OWNER = "fl.Mix"
 
 
 class Mix:
@@ -51,21 +55,35 @@ class Mix:
         num_samples: int | None = None,
         fields: Sequence[str] | None = None,
     ) -> None:
-        if not sources:
-            raise ConfigError("Mix needs at least one source")
+        if not isinstance(sources, Mapping) or not sources:
+            raise ConfigError(
+                f"fl.Mix: sources must be a non-empty mapping name -> store split, got {sources!r}"
+            )
         for name, split in sources.items():
             if not isinstance(split, Split):
                 raise ConfigError(
-                    f"Mix source {name!r} must be a store split (store['train']), got {type(split).__name__}"
+                    f"fl.Mix: sources[{name!r}] must be a store split (store['train']), "
+                    f"got {type(split).__name__}"
                 )
         self.sources: dict[str, Split] = dict(sources)
         self.weights = _resolve_weights(self.sources, weights)
-        if policy not in POLICIES:
-            raise ConfigError(f"Mix policy must be one of {POLICIES}, got {policy!r}")
-        if policy == "cycle" and not num_samples:
-            raise ConfigError(
-                "Mix(policy='cycle') needs num_samples (samples per epoch, all ranks together)"
+        _validate.choice(policy, POLICIES, name="policy", owner=_OWNER)
+        if policy == "cycle":
+            if num_samples is None:
+                raise ConfigError(
+                    "fl.Mix: policy='cycle' needs num_samples (samples per epoch, all ranks "
+                    "together): cycling has no natural epoch end"
+                )
+            num_samples = _validate.integer(
+                num_samples, name="num_samples", minimum=1, owner=_OWNER
             )
+        elif num_samples is not None:
+            raise ConfigError(
+                f"fl.Mix: num_samples={num_samples!r} only applies to policy='cycle'; "
+                "with 'first_exhausted' the smallest source ends the epoch"
+            )
+        if label_field is not None and (not isinstance(label_field, str) or not label_field):
+            raise _validate.problem(_OWNER, "label_field", "a field name or None", label_field)
         self.label_field = label_field
         self.policy = policy
         self.num_samples = num_samples
@@ -100,40 +118,32 @@ def _resolve_weights(
     if weights is None:
         empty = [name for name, split in sources.items() if len(split) == 0]
         if empty:
-            raise ConfigError(f"Mix source(s) {empty} have no samples; leave them out of the Mix")
+            raise ConfigError(
+                f"fl.Mix: source(s) {empty} have no samples; leave them out of the Mix"
+            )
         return tuple(float(len(split)) for split in sources.values())
     if isinstance(weights, Mapping):
         unknown = set(weights) - set(names)
         missing = set(names) - set(weights)
         if unknown or missing:
             raise ConfigError(
-                f"Mix weights must name every source exactly: unknown {sorted(unknown)}, "
+                f"fl.Mix: weights must name every source exactly: unknown {sorted(unknown)}, "
                 f"missing {sorted(missing)}"
             )
         given = [(n, weights[n]) for n in names]
     elif isinstance(weights, (str, bytes)) or not isinstance(weights, Sequence):
         raise ConfigError(
-            f"Mix weights must be a mapping source -> weight or a sequence of weights, got {weights!r}"
+            f"fl.Mix: weights must be a mapping source -> weight or a sequence of weights, got {weights!r}"
         )
     else:
         if len(weights) != len(names):
-            raise ConfigError(f"Mix got {len(weights)} weights for {len(names)} sources")
+            raise ConfigError(f"fl.Mix: got {len(weights)} weights for {len(names)} sources")
         given = list(zip(names, weights, strict=True))
-    out = []
-    for name, w in given:
-        try:
-            value = float(w)
-        except (TypeError, ValueError):
-            raise ConfigError(
-                f"Mix weights: the weight of source {name!r} must be a number, got {w!r}"
-            ) from None
-        if isinstance(w, bool) or not math.isfinite(value) or value <= 0:
-            raise ConfigError(
-                f"Mix weights: the weight of source {name!r} must be finite and > 0, got {w!r}; "
-                "leave a source out of the Mix instead of giving it weight 0"
-            )
-        out.append(value)
-    return tuple(out)
+    hint = "; leave a source out of the Mix instead of giving it weight 0"
+    return tuple(
+        _validate.number(w, name=f"weights[{name!r}]", above=0, owner=_OWNER, hint=hint)
+        for name, w in given
+    )
 
 
 def check_field_agreement(

@@ -26,7 +26,8 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from fastload.errors import ConfigError, missing_dependency
+from fastload._messages import missing_dependency
+from fastload.errors import ConfigError
 
 from ._spec import KINDS, Head, ModelSpec
 

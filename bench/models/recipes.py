@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 import fastload.transforms as T
-from fastload.errors import ConfigError, closest
+from fastload._messages import closest
+from fastload.errors import ConfigError
 from fastload.store import Split
 
 from ._spec import Head

@@ -34,4 +34,4 @@ def __getattr__(name: str) -> ModuleType:
 
 
 def __dir__() -> list[str]:
-    return sorted([*globals(), *_SUBMODULES])
+    return sorted([*(n for n in globals() if n.startswith("__")), *_SUBMODULES])

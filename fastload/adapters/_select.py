@@ -12,8 +12,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from fastload._messages import closest
 from fastload._spec import FieldSpec
-from fastload.errors import ConfigError, FieldNotFoundError, closest
+from fastload.errors import ConfigError, FieldNotFoundError
 
 Template = Any  # str | tuple[Template, ...] | dict[str, Template]
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastload import _validate
 from fastload.adapters._select import Selection, select
 from fastload.errors import ConfigError
 
@@ -161,8 +162,7 @@ def to_tf(
     when training is done.
     """
     tf = _import_tf()
-    if isinstance(prefetch, bool) or not isinstance(prefetch, (int, np.integer)) or prefetch < 0:
-        raise ConfigError(f"to_tf: prefetch must be an integer >= 0, got {prefetch!r}")
+    prefetch = _validate.integer(prefetch, name="prefetch", minimum=0, owner="to_tf")
     selection = select(loader.output_specs, x, y, sample_weight, where=repr(loader))
     signature = element_spec(loader, selection)
     n_batches = len(loader)

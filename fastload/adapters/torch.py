@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastload import _validate
 from fastload.adapters._select import Selection, select
 from fastload.errors import ConfigError
 
@@ -197,12 +198,9 @@ class TorchBatches:
                 "pin_memory=True overlaps the copy with training",
                 stacklevel=3,
             )
-        if (
-            isinstance(staging_buffers, bool)
-            or not isinstance(staging_buffers, int)
-            or staging_buffers < 2
-        ):
-            raise ConfigError(f"staging_buffers must be an integer >= 2, got {staging_buffers!r}")
+        staging_buffers = _validate.integer(
+            staging_buffers, name="staging_buffers", minimum=2, owner="to_torch"
+        )
         specs = loader.output_specs
         self.selection: Selection = select(specs, x, y, sample_weight, where=repr(loader))
         for name in self.selection.fields:

@@ -27,7 +27,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from fastload.errors import ConfigError, DatasetNotFoundError, closest
+from fastload._messages import closest
+from fastload.errors import ConfigError, DatasetNotFoundError
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from fastload.errors import ConfigError
+from fastload import _validate
 from fastload.store._codecs import (
     SHUFFLE_OPTIONS,
     auto_shuffle,
@@ -86,12 +86,6 @@ class ArrayLayout:
         return (self.chunk_len, *(max(1, s) for s in self.row_shape))
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ConfigError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 @dataclass(frozen=True)
 class StoreLayout:
     """The writer options that fix a store's layout, and the rules derived from them.
@@ -127,25 +121,22 @@ class StoreLayout:
     chunk_len: int | Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
-        if self.codec not in CODECS:
-            raise ConfigError(f"codec must be one of {CODECS}, got {self.codec!r}")
-        if self.shuffle not in SHUFFLE_OPTIONS:
-            raise ConfigError(f"shuffle must be one of {SHUFFLE_OPTIONS}, got {self.shuffle!r}")
-        clevel = self.clevel
-        if isinstance(clevel, bool) or not isinstance(clevel, (int, np.integer)):
-            raise ConfigError(f"clevel must be an integer between 0 and 9, got {clevel!r}")
-        if not 0 <= clevel <= 9:
-            raise ConfigError(f"clevel must be between 0 and 9, got {clevel!r}")
-        object.__setattr__(self, "clevel", int(clevel))
-        object.__setattr__(self, "chunk_bytes", _positive_int("chunk_bytes", self.chunk_bytes))
+        # No owner in the messages: the names are create_store's parameters, and
+        # create_store builds the layout inside _validate.on_behalf_of(...).
+        _validate.choice(self.codec, CODECS, name="codec")
+        _validate.choice(self.shuffle, SHUFFLE_OPTIONS, name="shuffle")
+        clevel = _validate.integer(self.clevel, name="clevel", minimum=0, maximum=9)
+        object.__setattr__(self, "clevel", clevel)
+        chunk_bytes = _validate.integer(self.chunk_bytes, name="chunk_bytes", minimum=1)
+        object.__setattr__(self, "chunk_bytes", chunk_bytes)
         chunk_len = self.chunk_len
         if isinstance(chunk_len, Mapping):
             chunk_len = {
-                str(split): _positive_int(f"chunk_len for split {split!r}", value)
+                str(split): _validate.integer(value, name=f"chunk_len[{split!r}]", minimum=1)
                 for split, value in chunk_len.items()
             }
         elif chunk_len is not None:
-            chunk_len = _positive_int("chunk_len", chunk_len)
+            chunk_len = _validate.integer(chunk_len, name="chunk_len", minimum=1)
         object.__setattr__(self, "chunk_len", chunk_len)
         object.__setattr__(self, "fields", dict(self.fields))
 

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from fastload._messages import missing_dependency
 from fastload._version import __version__
 from fastload.errors import (
     ConfigError,
@@ -52,7 +53,6 @@ from fastload.errors import (
     SchemaError,
     StoreExistsError,
     StoreWriteError,
-    missing_dependency,
 )
 from fastload.store._codecs import SHUFFLES
 from fastload.store._layout import StoreLayout

@@ -37,7 +37,8 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from fastload.errors import StoreExistsError, StoreWriteError, missing_dependency
+from fastload._messages import missing_dependency
+from fastload.errors import StoreExistsError, StoreWriteError
 from fastload.store._paths import TMP_MARK, is_remote, leftover_temporaries
 from fastload.store._schema import ATTR_KEY
 

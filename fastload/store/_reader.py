@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import zarr
 
+from fastload._messages import closest
 from fastload.errors import (
     ConfigError,
     CorruptStoreError,
@@ -33,7 +34,6 @@ from fastload.errors import (
     StoreError,
     StoreNotFoundError,
     UnsupportedFormatError,
-    closest,
 )
 from fastload.store._decoder import ChunkDecoder, RaggedDecoder
 from fastload.store._files import MAX_METADATA_BYTES, StoreFiles

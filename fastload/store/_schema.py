@@ -14,8 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from fastload import _validate
 from fastload._spec import FieldSpec
-from fastload.errors import ConfigError, NonFiniteError, SchemaError
+from fastload.errors import NonFiniteError, SchemaError
 from fastload.store._ragged import Ragged
 
 FORMAT_VERSION = 1
@@ -200,9 +201,7 @@ class Schema:
 
 def check_task(task: object) -> str:
     """``task`` if it is one of :data:`TASKS`; a :class:`ConfigError` naming it otherwise."""
-    if task not in TASKS:
-        raise ConfigError(f"task must be one of {TASKS}, got {task!r}")
-    return str(task)
+    return str(_validate.choice(task, TASKS, name="task"))
 
 
 def new_store_id() -> str:

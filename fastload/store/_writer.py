@@ -29,6 +29,7 @@ from typing import Any, TypedDict, Unpack
 import numpy as np
 import zarr
 
+from fastload import _validate
 from fastload._version import __version__
 from fastload.errors import (
     ConfigError,
@@ -578,20 +579,25 @@ def create_store(
         ``path`` is a URL and fsspec is missing (the message names ``fastload[s3]``).
     """
     text = os.fspath(path)
-    layout = StoreLayout(
-        codec=codec, clevel=clevel, shuffle=shuffle, chunk_bytes=chunk_bytes, chunk_len=chunk_len
-    )
-    header = _Header(
-        name=name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
-        task=check_task(task),
-        labels=[str(x) for x in labels],
-        declared=_declarations(fields, text),
-        converter=converter,
-        converter_version=converter_version,
-    )
-    return StoreWriter(
-        text, layout, header, overwrite=bool(overwrite), allow_nonfinite=bool(allow_nonfinite)
-    )
+    with _validate.on_behalf_of("fl.create_store"):
+        layout = StoreLayout(
+            codec=codec,
+            clevel=clevel,
+            shuffle=shuffle,
+            chunk_bytes=chunk_bytes,
+            chunk_len=chunk_len,
+        )
+        header = _Header(
+            name=name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
+            task=check_task(task),
+            labels=[str(x) for x in labels],
+            declared=_declarations(fields, text),
+            converter=converter,
+            converter_version=converter_version,
+        )
+        overwrite = _validate.flag(overwrite, name="overwrite")
+        allow_nonfinite = _validate.flag(allow_nonfinite, name="allow_nonfinite")
+    return StoreWriter(text, layout, header, overwrite=overwrite, allow_nonfinite=allow_nonfinite)
 
 
 def write_arrays(

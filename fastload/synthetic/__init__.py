@@ -39,7 +39,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, closest
+from .. import _validate
+from .._messages import closest
+from ..errors import ConfigError
 from ._ahcal import make_ahcal
 from ._airshower import make_airshower
 from ._belle import PID_INDEX as BELLE_PID_INDEX  # PDG code -> Belle PID feature value
@@ -155,8 +157,7 @@ def generate(
         )
     params: dict[str, Any] = {}
     if n is not None:
-        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-            raise ConfigError(f"n must be a positive integer, got {n!r}")
+        n = _validate.integer(n, name="n", minimum=1, owner="fl.synthetic.generate")
         params = _PARAMS_OF_N[name](n, kw)
     params.update(kw)
     result = GENERATORS[name](out_dir, seed=seed, progress=progress, **params)

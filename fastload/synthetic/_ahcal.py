@@ -201,12 +201,12 @@ def make_ahcal(
         ``offsets`` (n+1,) int64, ``n_hits`` (n,) int32, ``beam_energy`` (n,)
         float32, ``run_number`` and ``event_number`` (n,) int32.
     """
-    n_events = c.check_count("n_events", n_events)
-    n_files = c.check_count("n_files", n_files)
+    n_events = c.check_count("n_events", n_events, owner="fl.synthetic.make_ahcal")
+    n_files = c.check_count("n_files", n_files, owner="fl.synthetic.make_ahcal")
     if n_events < n_files:
         raise ConfigError(f"n_events ({n_events}) must be at least n_files ({n_files})")
     formats = _check_formats(formats)
-    seed = c.check_seed(seed)
+    seed = c.check_seed(seed, owner="fl.synthetic.make_ahcal")
     if "root" in formats:  # fail before generating anything
         c.require("uproot", "root")
         c.require("awkward", "root")

@@ -170,8 +170,11 @@ def make_airshower(
         ``X_{split}_2`` (81, 3) float32 station positions in metres (the same
         array in both splits) and ``y_{split}`` (n,) float32 Xmax in g/cm^2.
     """
-    counts = {"train": c.check_count("n_train", n_train), "test": c.check_count("n_test", n_test)}
-    seed = c.check_seed(seed)
+    counts = {
+        "train": c.check_count("n_train", n_train, owner="fl.synthetic.make_airshower"),
+        "test": c.check_count("n_test", n_test, owner="fl.synthetic.make_airshower"),
+    }
+    seed = c.check_seed(seed, owner="fl.synthetic.make_airshower")
     path = c.out_directory(out_dir) / "4_airshower_100k_regression.npz"
     pos = station_positions()
     bar = c.progress(sum(counts.values()), "Airshower", progress)

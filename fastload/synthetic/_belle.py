@@ -330,8 +330,11 @@ def make_belle(
         ``X_{split}_1`` (n, 100) int64 mother rows (-1: none or padding) and
         ``y_{split}`` (n,) int64, 1 = passes the selection.
     """
-    counts = {"train": c.check_count("n_train", n_train), "test": c.check_count("n_test", n_test)}
-    seed = c.check_seed(seed)
+    counts = {
+        "train": c.check_count("n_train", n_train, owner="fl.synthetic.make_belle"),
+        "test": c.check_count("n_test", n_test, owner="fl.synthetic.make_belle"),
+    }
+    seed = c.check_seed(seed, owner="fl.synthetic.make_belle")
     path = c.out_directory(out_dir) / "6_belle_selective_400k.npz"
     bar = c.progress(sum(counts.values()), "Belle", progress)
     with bar, c.atomic_output(path) as tmp, c.NpzWriter(tmp) as npz:

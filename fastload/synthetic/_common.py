@@ -25,27 +25,23 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, SchemaError, missing_dependency
+from .. import _validate
+from .._messages import missing_dependency
+from ..errors import SchemaError
 
 # Zip members get a fixed timestamp so that the same seed gives the same bytes
 # (np.savez stamps the wall-clock time, which would change every checksum).
 _ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
-def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+def check_count(name: str, value: Any, *, minimum: int = 1, owner: str | None = None) -> int:
     """Return ``value`` as an int, or raise ConfigError if it is not a count >= minimum."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise ConfigError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise ConfigError(f"{name} must be >= {minimum}, got {value!r}")
-    return int(value)
+    return _validate.integer(value, name=name, minimum=minimum, owner=owner)
 
 
-def check_seed(seed: Any) -> int:
+def check_seed(seed: Any, *, owner: str | None = None) -> int:
     """Return ``seed`` as a non-negative int, or raise ConfigError."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ConfigError(f"seed must be a non-negative integer, got {seed!r}")
-    return int(seed)
+    return _validate.integer(seed, name="seed", minimum=0, owner=owner)
 
 
 def block_rng(seed: int, tag: str, split: str, index: int) -> np.random.Generator:

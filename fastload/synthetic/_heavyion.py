@@ -109,8 +109,11 @@ def _eosl_block(rng: np.random.Generator, y: np.ndarray, split: str) -> np.ndarr
 
 
 def _make_images(name, filename, tag, block_fn, shape, out_dir, n_train, n_test, seed, progress):
-    counts = {"train": c.check_count("n_train", n_train), "test": c.check_count("n_test", n_test)}
-    seed = c.check_seed(seed)
+    counts = {
+        "train": c.check_count("n_train", n_train, owner=f"fl.synthetic.make_{name.lower()}"),
+        "test": c.check_count("n_test", n_test, owner=f"fl.synthetic.make_{name.lower()}"),
+    }
+    seed = c.check_seed(seed, owner=f"fl.synthetic.make_{name.lower()}")
     path = c.out_directory(out_dir) / filename
     bar = c.progress(sum(counts.values()), name, progress)
     with bar, c.atomic_output(path) as tmp, c.NpzWriter(tmp) as npz:

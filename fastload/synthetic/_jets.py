@@ -216,8 +216,11 @@ def make_toptagging_pd4ml(
         constituent (E, px, py, pz), ``X_{split}_1`` (n,) int64 ttv flag and
         ``y_{split}`` (n,) int64 label (1 = top) for split in train, test.
     """
-    counts = {"train": c.check_count("n_train", n_train), "test": c.check_count("n_test", n_test)}
-    seed = c.check_seed(seed)
+    counts = {
+        "train": c.check_count("n_train", n_train, owner="fl.synthetic.make_toptagging_pd4ml"),
+        "test": c.check_count("n_test", n_test, owner="fl.synthetic.make_toptagging_pd4ml"),
+    }
+    seed = c.check_seed(seed, owner="fl.synthetic.make_toptagging_pd4ml")
     path = c.out_directory(out_dir) / "1_top_tagging_2M.npz"
     bar = c.progress(sum(counts.values()), "TopTagging", progress)
     with bar, c.atomic_output(path) as tmp, c.NpzWriter(tmp) as npz:
@@ -282,12 +285,12 @@ def make_toptagging_landscape(
     pd = c.require("pandas", "pandas")
     c.require("tables", "pandas")
     counts = {
-        "train": c.check_count("n_train", n_train),
-        "val": c.check_count("n_val", n_val),
-        "test": c.check_count("n_test", n_test),
+        "train": c.check_count("n_train", n_train, owner="fl.synthetic.make_toptagging_landscape"),
+        "val": c.check_count("n_val", n_val, owner="fl.synthetic.make_toptagging_landscape"),
+        "test": c.check_count("n_test", n_test, owner="fl.synthetic.make_toptagging_landscape"),
     }
     ttv_of = {"train": TTV_TRAIN, "val": TTV_VAL, "test": TTV_TEST}
-    seed = c.check_seed(seed)
+    seed = c.check_seed(seed, owner="fl.synthetic.make_toptagging_landscape")
     out = c.out_directory(out_dir)
     columns = landscape_columns()
     paths = []

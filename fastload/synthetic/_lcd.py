@@ -222,9 +222,13 @@ def make_lcd(
         layer) and ``target`` (n, 1, 5) float32 = (PDG id, energy GeV, px,
         py, pz); ``target[:, 0, 1]`` is the particle energy.
     """
-    events_per_file = c.check_count("events_per_file", events_per_file)
-    files_per_particle = c.check_count("files_per_particle", files_per_particle)
-    seed = c.check_seed(seed)
+    events_per_file = c.check_count(
+        "events_per_file", events_per_file, owner="fl.synthetic.make_lcd"
+    )
+    files_per_particle = c.check_count(
+        "files_per_particle", files_per_particle, owner="fl.synthetic.make_lcd"
+    )
+    seed = c.check_seed(seed, owner="fl.synthetic.make_lcd")
     particles = tuple(particles) if not isinstance(particles, str) else (particles,)
     unknown = [p for p in particles if p not in PARTICLES]
     if unknown or not particles:

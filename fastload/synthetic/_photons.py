@@ -87,8 +87,8 @@ def make_photon_showers(
         incident energy in GeV and ``layers`` (n, 30, 30, 30) float32 cell
         energies in MeV (axes layer, x, y).
     """
-    n = c.check_count("n", n)
-    seed = c.check_seed(seed)
+    n = c.check_count("n", n, owner="fl.synthetic.make_photon_showers")
+    seed = c.check_seed(seed, owner="fl.synthetic.make_photon_showers")
     path = c.out_directory(out_dir) / "photon_showers.h5"
     bar = c.progress(n, "PhotonShowers", progress)
     with bar, c.atomic_output(path) as tmp, h5py.File(tmp, "w") as h5:

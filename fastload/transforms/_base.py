@@ -20,8 +20,10 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import numpy as np
 
+from fastload import _validate
+from fastload._messages import closest
 from fastload._spec import FieldSpec, specs_of
-from fastload.errors import ConfigError, SchemaError, closest
+from fastload.errors import ConfigError, SchemaError
 
 Batch = Mapping[str, np.ndarray]
 Specs = Mapping[str, FieldSpec]
@@ -278,8 +280,7 @@ def iter_blocks(data: object, block_rows: int = 65536) -> Iterator[np.ndarray]:
     array, a Zarr array, an h5py dataset: read ``block_rows`` samples at a
     time so memory stays bounded) or an iterable of such blocks.
     """
-    if block_rows < 1:
-        raise ConfigError(f"block_rows must be >= 1, got {block_rows}")
+    block_rows = _validate.integer(block_rows, name="block_rows", minimum=1)
     if hasattr(data, "shape") and hasattr(data, "__getitem__"):
         shape = tuple(data.shape)  # type: ignore[attr-defined]
         if not shape:

@@ -18,6 +18,7 @@ import functools
 import numpy as np
 from numpy.typing import ArrayLike
 
+from fastload import _validate
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError
 from fastload.transforms._base import (
@@ -196,9 +197,7 @@ class KNNAdjacency(Transform):
     ) -> None:
         name = "KNNAdjacency"
         self.coords_field = check_name(coords_field, "coords_field", name)
-        if int(k) < 1:
-            raise ConfigError(f"{name}: k must be >= 1, got {k!r}")
-        self.k = int(k)
+        self.k = _validate.integer(k, name="k", minimum=1, owner=name)
         self.mask_field = check_name(mask_field, "mask_field", name) if mask_field else None
         self.out_indices = check_name(out_indices, "out_indices", name) if out_indices else None
         self.out_dense = check_name(out_dense, "out_dense", name) if out_dense else None

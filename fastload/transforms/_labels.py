@@ -8,6 +8,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
 
+from fastload import _validate
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError
 from fastload.transforms._base import (
@@ -85,9 +86,9 @@ class OneHot(Transform):
         dtype: DTypeLike = np.float32,
     ) -> None:
         self.field = check_name(field, "field", type(self).__name__)
-        if int(n_classes) < 1:
-            raise ConfigError(f"{type(self).__name__}: n_classes must be >= 1, got {n_classes!r}")
-        self.n_classes = int(n_classes)
+        self.n_classes = _validate.integer(
+            n_classes, name="n_classes", minimum=1, owner=type(self).__name__
+        )
         self.out = check_name(out, "out", type(self).__name__) if out is not None else self.field
         self.dtype = _check_dtype(dtype, type(self).__name__)
 

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from fastload import _validate
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError
 from fastload.transforms._base import (
@@ -88,9 +89,7 @@ class PadTruncate(Transform):
         len_field: str | None = "auto",
     ) -> None:
         self.field = check_name(field, "field", "PadTruncate")
-        if int(length) < 1:
-            raise ConfigError(f"PadTruncate: length must be >= 1, got {length!r}")
-        self.length = int(length)
+        self.length = _validate.integer(length, name="length", minimum=1, owner="PadTruncate")
         if not np.isscalar(pad_value):
             raise ConfigError(f"PadTruncate: pad_value must be a scalar, got {pad_value!r}")
         self.pad_value = pad_value
@@ -240,9 +239,9 @@ class FourVectorFeatures(Transform):
                 f"{name}: unknown or no features {unknown or list(self.features)}; "
                 f"choose from {list(FOUR_VECTOR_FEATURES)}"
             )
-        if int(max_particles) < 1:
-            raise ConfigError(f"{name}: max_particles must be >= 1, got {max_particles!r}")
-        self.max_particles = int(max_particles)
+        self.max_particles = _validate.integer(
+            max_particles, name="max_particles", minimum=1, owner=name
+        )
         self.mask_out = check_name(mask_out, "mask_out", name) if mask_out else None
         self.points_out = check_name(points_out, "points_out", name) if points_out else None
         self.momentum_columns = tuple(int(c) for c in momentum_columns)

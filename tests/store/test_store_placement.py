@@ -208,11 +208,11 @@ def test_remote_url_without_fsspec_names_the_extra(
     [
         ({"codec": "snappy"}, r"codec must be one of"),
         ({"clevel": "5"}, r"clevel must be an integer"),
-        ({"clevel": -1}, r"clevel must be between 0 and 9"),
+        ({"clevel": -1}, r"clevel must be an integer between 0 and 9, got -1"),
         ({"shuffle": "yes"}, r"shuffle must be one of"),
-        ({"chunk_bytes": 0}, r"chunk_bytes must be a positive integer"),
-        ({"chunk_len": True}, r"chunk_len must be a positive integer"),
-        ({"chunk_len": {"train": 0}}, r"chunk_len for split 'train' must be"),
+        ({"chunk_bytes": 0}, r"chunk_bytes must be an integer >= 1, got 0"),
+        ({"chunk_len": True}, r"chunk_len must be an integer >= 1, got True"),
+        ({"chunk_len": {"train": 0}}, r"chunk_len\['train'\] must be an integer >= 1"),
     ],
 )
 def test_layout_options_are_config_errors_naming_the_parameter(

@@ -189,12 +189,12 @@ def test_invalid_names(tmp_path: Path, kind: str, name: str) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"codec": "snappy"}, "codec must be one of"),
+        ({"codec": "snappy"}, "fl.create_store: codec must be one of"),
         ({"shuffle": "double"}, "shuffle must be one of"),
         ({"task": "ranking"}, "task must be one of"),
         ({"clevel": 12}, "clevel"),
-        ({"chunk_len": 0}, "chunk_len must be a positive integer"),
-        ({"chunk_len": {"val": -2}}, "chunk_len for split 'val'"),
+        ({"chunk_len": 0}, "fl.create_store: chunk_len must be an integer >= 1"),
+        ({"chunk_len": {"val": -2}}, r"chunk_len\['val'\]"),
         ({"chunk_bytes": 0}, "chunk_bytes"),
         ({"fields": {"y": {"role": "target"}}}, "role must be one of"),
     ],
