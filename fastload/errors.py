@@ -20,6 +20,7 @@ __all__ = [
     "SourceFileError",
     "SourceKeyError",
     "SplitNotFoundError",
+    "StoreChangedError",
     "StoreError",
     "StoreExistsError",
     "StoreNotFoundError",

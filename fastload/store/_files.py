@@ -32,12 +32,12 @@ import stat
 import threading
 from typing import Any
 
+from fastload._messages import missing_dependency
 from fastload.errors import (
     CorruptStoreError,
     StoreChangedError,
     StoreError,
     StoreNotFoundError,
-    missing_dependency,
 )
 from fastload.store._paths import is_remote, local_path
 
