@@ -14,9 +14,14 @@ import psutil
 
 SHM_DIR = Path("/dev/shm")
 SHM_PREFIX = "fastload-"
-# long-lived helpers multiprocessing starts once per interpreter (the resource tracker;
-# the forkserver only for other libraries): they outlive every loader by design
-_MP_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+# long-lived helpers started once per interpreter: multiprocessing's resource tracker (the
+# forkserver only for other libraries) and fastload's worker zygote. They outlive every
+# loader by design and end with the consumer; their children (workers) are counted
+_MP_HELPERS = (
+    "multiprocessing.forkserver",
+    "multiprocessing.resource_tracker",
+    "fastload._engine._zygote",
+)
 
 
 def shm_segments(pid: int | None = None) -> set[str]:

@@ -22,6 +22,7 @@ of the worker, which then unlinks it (or warns) when the worker exits.
 from __future__ import annotations
 
 import contextlib
+import math
 import mmap
 import os
 import secrets
@@ -48,7 +49,7 @@ class Region:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+        return math.prod(self.shape) * np.dtype(self.dtype).itemsize
 
 
 @dataclass
@@ -75,6 +76,8 @@ class Arena:
         self._buffer = buffer
         self._owner = owner  # keeps the mapping alive while views exist
         self._views: dict[str, np.ndarray] = {}
+        # per region: dtype, bytes per slot, row shape, offset (slot_array runs per batch)
+        self._slot_geometry: dict[str, tuple[np.dtype, int, tuple[int, ...], int]] = {}
 
     def __getitem__(self, name: str) -> np.ndarray:
         view = self._views.get(name)
@@ -93,13 +96,14 @@ class Arena:
         from it (and every tensor made from one) keeps *this* array alive, so a
         weak reference to it tells when nothing reads the slot any more.
         """
-        r = self.layout.regions[name]
-        stride = r.nbytes // r.shape[0]
+        geometry = self._slot_geometry.get(name)
+        if geometry is None:
+            r = self.layout.regions[name]
+            geometry = (np.dtype(r.dtype), r.nbytes // r.shape[0], r.shape[2:], r.offset)
+            self._slot_geometry[name] = geometry
+        dtype, stride, row_shape, offset = geometry
         root = np.ndarray(
-            (n, *r.shape[2:]),
-            dtype=np.dtype(r.dtype),
-            buffer=self._buffer,
-            offset=r.offset + slot * stride,
+            (n, *row_shape), dtype=dtype, buffer=self._buffer, offset=offset + slot * stride
         )
         root.flags.writeable = False
         return root

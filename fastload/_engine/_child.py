@@ -1,5 +1,7 @@
 """A process worker's entry point: ``python -m fastload._engine._child FD PARENT_PID``.
 
+The same code serves workers the zygote forks (:func:`serve_socket`).
+
 Workers are fresh interpreters that run this module, not the user's: nothing
 of the consumer's ``__main__`` is re-executed or re-imported (a script without
 ``if __name__ == "__main__":``, code on stdin, ``python -c``, notebooks and
@@ -33,11 +35,19 @@ _PARENT_POLL_S = 0.2
 
 
 def main(argv: list[str]) -> None:
-    fd, parent_pid = int(argv[1]), int(argv[2])
+    serve_socket(int(argv[1]), int(argv[2]), direct_child=True)
+
+
+def serve_socket(fd: int, consumer_pid: int, *, direct_child: bool = False) -> None:
+    """Be a worker of ``consumer_pid`` on socket ``fd`` until told to stop or it exits.
+
+    ``direct_child``: started by the consumer itself (else forked by the zygote,
+    :mod:`fastload._engine._zygote`, whose children the consumer is not a parent of).
+    """
     # Ctrl-C goes to the whole process group; the consumer handles it and stops
     # the workers, which must not die half-way with a traceback of their own
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _exit_with(parent_pid)
+    _exit_with(consumer_pid, direct_child=direct_child)
     conn = Connection(fd)
     try:
         setup: Setup = pickle.loads(conn.recv_bytes())  # from our own parent, over our own socket
@@ -60,7 +70,7 @@ def main(argv: list[str]) -> None:
         conn.close()
 
 
-def _exit_with(parent_pid: int) -> None:
+def _exit_with(parent_pid: int, *, direct_child: bool) -> None:
     """End this process as soon as ``parent_pid`` exits (a daemon thread watches it).
 
     Not ``PR_SET_PDEATHSIG``: that fires when the *thread* that started the
@@ -70,7 +80,9 @@ def _exit_with(parent_pid: int) -> None:
         pidfd: int | None = os.pidfd_open(parent_pid)
     except (AttributeError, OSError):
         pidfd = None
-    if os.getppid() != parent_pid:  # the parent died before we could watch it
+    if direct_child and os.getppid() != parent_pid:  # the parent died before we could watch it
+        os._exit(0)
+    if not direct_child and pidfd is None:  # the consumer is gone (the zygote needs pidfds)
         os._exit(0)
 
     def watch() -> None:

@@ -12,19 +12,33 @@ inheriting no other file descriptor (``close_fds``: in particular not the
 resource tracker's, whose end-of-file is what unlinks a killed consumer's
 segment).  Python 3.14's change of multiprocessing's default start method
 therefore does not concern fastload.
+
+Starting an interpreter and its imports costs ~0.25 s per worker, so workers
+are normally forked from this process's zygote (:mod:`fastload._engine._zygote`),
+itself started this way once; a worker starts directly when the zygote cannot
+be used.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import select
 import signal
 import socket
 import subprocess
 import sys
+import time
 from multiprocessing.connection import Connection
 
 import fastload
+from fastload._engine._zygote import Zygote, ZygoteError, shared_zygote
+
+logger = logging.getLogger("fastload")
+
+#: the exit code reported for a forked worker whose status could not be learnt
+_UNKNOWN_EXIT = 255
 
 #: the directory fastload is imported from, put first on the worker's path
 _FASTLOAD_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(fastload.__file__)))
@@ -83,6 +97,84 @@ class WorkerProcess:
             with contextlib.suppress(OSError):
                 os.close(self.sentinel)
             self.sentinel = None
+
+
+class ForkedWorker:
+    """A worker the zygote forked: the same interface as :class:`WorkerProcess`.
+
+    The consumer is not its parent, so it is watched and signalled through a
+    pidfd (immune to pid reuse) and its exit code comes from the zygote.
+    """
+
+    def __init__(self, name: str, zygote: Zygote) -> None:
+        parent_end, child_end = socket.socketpair()
+        try:
+            self.pid = zygote.spawn(child_end.fileno(), _worker_env())
+            self.sentinel: int | None = os.pidfd_open(self.pid)
+        except BaseException:
+            parent_end.close()
+            raise
+        finally:
+            child_end.close()
+        self.name = name
+        self.conn = Connection(parent_end.detach())
+        self._zygote = zygote
+        self._code: int | None = None
+        self._exited = False
+
+    @property
+    def exitcode(self) -> int | None:
+        if self._exited:
+            return self._code
+        if self.sentinel is None or not select.select([self.sentinel], [], [], 0)[0]:
+            return None
+        self._exited = True
+        self._code = _UNKNOWN_EXIT  # the zygote died too, or already forgot the code
+        for _ in range(20):  # exited means reapable: the zygote answers within a few tries
+            try:
+                code = self._zygote.status(self.pid)
+            except ZygoteError:
+                break
+            if code is not None:
+                self._code = code
+                break
+            time.sleep(0.005)
+        return self._code
+
+    def join(self, timeout: float) -> int | None:
+        if self.sentinel is not None and not self._exited:
+            select.select([self.sentinel], [], [], max(0.0, timeout))
+        return self.exitcode
+
+    def stop(self, timeout: float) -> None:
+        """As :meth:`WorkerProcess.stop`: wait, terminate, kill; release handles."""
+        if self.join(timeout) is None and not self._exited:
+            for sig in (signal.SIGTERM, signal.SIGKILL):
+                with contextlib.suppress(OSError):
+                    signal.pidfd_send_signal(self.sentinel, sig)  # type: ignore[arg-type]
+                if (
+                    self.join(timeout if sig == signal.SIGTERM else 10.0) is not None
+                    or self._exited
+                ):
+                    break
+        with contextlib.suppress(OSError):
+            self.conn.close()
+        if self.sentinel is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.sentinel)
+            self.sentinel = None
+
+
+def start_worker(name: str) -> WorkerProcess | ForkedWorker:
+    """A worker forked by this process's zygote, or a fresh interpreter where that fails."""
+    env = _worker_env()
+    zygote = shared_zygote(env)
+    if zygote is not None:
+        try:
+            return ForkedWorker(name, zygote)
+        except (ZygoteError, OSError) as exc:
+            logger.info("fastload: the worker zygote failed (%s); starting %s directly", exc, name)
+    return WorkerProcess(name)
 
 
 def _worker_env() -> dict[str, str]:

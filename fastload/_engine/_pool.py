@@ -23,7 +23,7 @@ from collections import OrderedDict
 from typing import Any, NamedTuple
 
 from fastload._engine._arena import Arena
-from fastload._engine._launcher import WorkerProcess
+from fastload._engine._launcher import ForkedWorker, WorkerProcess, start_worker
 from fastload._engine._protocol import Done, Reply, Setup, Stop, Task
 from fastload._engine._worker import Executor, WorkerConfig, failed, serve
 from fastload.errors import ConfigError
@@ -210,7 +210,7 @@ class ProcessPool(Pool):
         super().__init__(n_workers, cfg, arena)
         self._arena_name = arena_name
         self._config = _pickled_config(cfg)
-        self._procs: dict[int, WorkerProcess] = {}
+        self._procs: dict[int, WorkerProcess | ForkedWorker] = {}
         # one poll set for the pool's lifetime: building a selector per wait (what
         # multiprocessing.connection.wait does) cost more than the wait itself per batch
         self._poller = select.poll()
@@ -222,8 +222,8 @@ class ProcessPool(Pool):
         for worker, proc in zip(self.workers, launched, strict=True):
             self._send_setup(worker, proc)
 
-    def _launch(self, worker: Worker) -> WorkerProcess:
-        proc = WorkerProcess(f"fastload-worker-{worker.id}")
+    def _launch(self, worker: Worker) -> WorkerProcess | ForkedWorker:
+        proc = start_worker(f"fastload-worker-{worker.id}")
         self._procs[worker.id] = proc
         fds = [(proc.conn.fileno(), False)]
         if proc.sentinel is not None:
@@ -233,7 +233,7 @@ class ProcessPool(Pool):
             self._fd_owner[fd] = (is_sentinel, worker)
         return proc
 
-    def _send_setup(self, worker: Worker, proc: WorkerProcess) -> None:
+    def _send_setup(self, worker: Worker, proc: WorkerProcess | ForkedWorker) -> None:
         setup = Setup(worker.id, self._arena_name, list(sys.path), list(sys.argv), self._config)
         with contextlib.suppress(OSError):  # died at once: events() reports it
             proc.conn.send_bytes(pickle.dumps(setup))

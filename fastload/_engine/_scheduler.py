@@ -25,6 +25,7 @@ in-order issuing always progresses, whatever the consumer keeps.
 
 from __future__ import annotations
 
+import bisect
 import logging
 import time
 import warnings
@@ -185,6 +186,7 @@ class Scheduler:
         self.slots = slots
         self.chunk_lens = np.asarray(chunk_lens, dtype=np.int64)
         self.key_offsets = key_offsets
+        self.key_offset_list = [int(k) for k in key_offsets]  # bisect per task, no numpy call
         self.has_transform = transform
         self.timeout_s = timeout_s
         self.max_restarts = max_restarts
@@ -386,7 +388,7 @@ class _EpochRun:
             for b in new:
                 slot_of[b] = self.slots.take()
             key = int(table.keys[self.next_task])
-            source = int(np.searchsorted(scheduler.key_offsets, key, side="right") - 1)
+            source = bisect.bisect_right(scheduler.key_offset_list, key) - 1
             runs = tuple(
                 (slot_of[b], e0, e1, dest)
                 for b, e0, e1, dest in zip(
@@ -397,7 +399,7 @@ class _EpochRun:
                     strict=True,
                 )
             )
-            chunk = key - int(scheduler.key_offsets[source])
+            chunk = key - scheduler.key_offset_list[source]
             self.batches_of_task[scheduler._chunk_task(source, chunk, runs)] = tuple(batches)
             self.next_task += 1
 

@@ -30,6 +30,7 @@ import errno
 import os
 import stat
 import threading
+import time
 from typing import Any
 
 from fastload._messages import missing_dependency
@@ -54,6 +55,18 @@ _KINDS = {
     stat.S_IFSOCK: "a socket",
     stat.S_IFLNK: "a symbolic link",
 }
+
+#: Which version of a local file was read: dev, inode, size, mtime and ctime (ns).
+FileStamp = tuple[int, int, int, int, int]
+#: A file changed less than this long ago gets no stamp: kernel timestamps come
+#: from a coarse clock (a few ms), so a rewrite right after a read could keep them.
+SETTLE_NS = 2_000_000_000
+
+
+def _stamp(st: os.stat_result) -> FileStamp | None:
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) < SETTLE_NS:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
 def _replaced_message(url: str) -> str:
@@ -153,6 +166,22 @@ class StoreFiles:
     def read(self, key: str, limit: int, *, base: str | None = None) -> memoryview | bytes | None:
         """The bytes of file ``key`` (``"train/X/c/0/0"``), or None when it does not exist.
 
+        See :meth:`read_stamped`, which also says which version of the file was read.
+        """
+        return self.read_stamped(key, limit, base=base)[0]
+
+    def read_stamped(
+        self, key: str, limit: int, *, base: str | None = None
+    ) -> tuple[memoryview | bytes | None, FileStamp | None]:
+        """The bytes of file ``key`` and the stamp of the local file they came from.
+
+        The stamp (``st_dev, st_ino, st_size, st_mtime_ns, st_ctime_ns`` of the
+        open descriptor) changes whenever the file is replaced, rewritten or
+        touched — ``st_ctime`` cannot be set back from user space — so equal
+        stamps mean the same, unmodified file.  It is None for remote stores and
+        for files changed within :data:`SETTLE_NS` (coarse kernel clocks could
+        give a rewrite the same timestamps).
+
         The local result is a view of a per-thread buffer, valid until this
         thread's next read.  Raises :class:`CorruptStoreError` for anything that
         is not a regular file of at most ``limit`` bytes, and
@@ -161,14 +190,15 @@ class StoreFiles:
         opened once and kept: later reads walk only the rest of the path.
         """
         if self.remote:
-            return self._read_remote(key, limit)
+            return self._read_remote(key, limit), None
         fd = self._open_local(key, base)
         if fd is None:
             if self._changed():
                 raise StoreChangedError(_replaced_message(self.url))
-            return None
+            return None, None
         try:
-            size = self._check_regular(key, fd)
+            st = self._check_regular(key, fd)
+            size = st.st_size
             if size > limit:
                 raise CorruptStoreError(
                     f"{self.where(key)} is {size} bytes, more than the {limit} it can hold; "
@@ -185,7 +215,7 @@ class StoreFiles:
                 if n == 0:
                     break
                 got += n
-            return view[:got]
+            return view[:got], _stamp(st)
         finally:
             os.close(fd)
 
@@ -208,7 +238,7 @@ class StoreFiles:
             os.close(fd)
         return True
 
-    def _check_regular(self, key: str, fd: int) -> int:
+    def _check_regular(self, key: str, fd: int) -> os.stat_result:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             kind = _KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
@@ -217,7 +247,7 @@ class StoreFiles:
                 "regular files inside a store — the store is damaged or tampered with, "
                 "re-convert it"
             )
-        return st.st_size
+        return st
 
     def _base(self, base: str) -> int | None:
         fd = self._dirs.get(base)
