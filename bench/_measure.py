@@ -351,13 +351,19 @@ def run_cell(spec: dict[str, Any]) -> dict[str, Any]:
 def _reap_leftover_children() -> list[str]:
     """Kill descendants a contender left running (multiprocessing helpers excepted); their names."""
     leaked = []
-    for child in psutil.Process().children(recursive=True):
+    me = psutil.Process()
+    for child in me.children(recursive=True):
         try:
             cmdline = " ".join(child.cmdline())
+            direct = child.ppid() == me.pid
         except psutil.Error:
             continue
-        # multiprocessing's resource tracker and forkserver live until this process exits, by design
+        # multiprocessing's resource tracker and forkserver, and fastload's worker zygote, live
+        # until this process exits, by design (the workers the zygote forked share its command
+        # line, but they are its children, not ours: those are leaks)
         if "resource_tracker" in cmdline or "forkserver" in cmdline:
+            continue
+        if direct and "fastload._engine._zygote" in cmdline:
             continue
         leaked.append(f"{child.pid} {cmdline[:120]}")
         with contextlib.suppress(psutil.Error):

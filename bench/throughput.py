@@ -277,6 +277,115 @@ def _line(rec: dict[str, Any]) -> str:
     )
 
 
+def _build(name: str, args: argparse.Namespace, data_root: Path) -> BenchData:
+    return build_dataset(
+        name,
+        _events(name, args),
+        data_root,
+        seed=args.seed,
+        hdf5_compression=args.hdf5_compression,
+        progress=not args.no_progress and sys.stderr.isatty(),
+    )
+
+
+def _build_datasets(
+    args: argparse.Namespace, settings: dict[str, Any], data_root: Path
+) -> dict[str, BenchData]:
+    datasets: dict[str, BenchData] = {}
+    for name in settings["datasets"]:
+        t0 = time.perf_counter()
+        data = datasets[name] = _build(name, args, data_root)
+        print(
+            f"data: {data.title}: {data.n:,} samples in {time.perf_counter() - t0:.1f} s "
+            f"({data.folder})",
+            flush=True,
+        )
+    return datasets
+
+
+def _run_cells(
+    runner: _Runner, contenders: list[Contender], datasets: dict[str, BenchData], workers: int
+) -> list[dict[str, Any]]:
+    records = []
+    for data in datasets.values():
+        print(f"{data.title} (workers={workers}, batch {runner.args.batch_size}):", flush=True)
+        for c in contenders:
+            rec = runner.cell(c, data, workers)
+            records.append(rec)
+            print(_line(rec), flush=True)
+    return records
+
+
+def _run_sweep(
+    runner: _Runner,
+    contenders: list[Contender],
+    data: BenchData,
+    counts: list[int],
+    records: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """Parallel contenders over worker ``counts`` on ``data``, reusing cells already run."""
+    print(f"worker sweep on {data.title}: {counts}", flush=True)
+    done = {(r["dataset"], r["contender"], r["workers"]): r for r in records}
+    sweep = []
+    for c in (c for c in contenders if c.parallel and (c.sweep or runner.args.contenders)):
+        for w in counts:
+            same = done.get((data.name, c.key, w))
+            rec = dict(same) if same else runner.cell(c, data, w)
+            sweep.append(rec)
+            if not same:
+                print(_line(rec), flush=True)
+    return sweep
+
+
+def _results(
+    args: argparse.Namespace,
+    settings: dict[str, Any],
+    env: dict[str, Any],
+    contenders: list[Contender],
+    datasets: dict[str, BenchData],
+    records: list[dict[str, Any]],
+    sweep: tuple[str, list[dict[str, Any]]],
+) -> dict[str, Any]:
+    sweep_name, sweep_records = sweep
+    return {
+        "schema": RESULTS_SCHEMA,
+        "environment": env,
+        "command": "python -m bench.throughput " + " ".join(args.argv),
+        "config": {
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "seed": args.seed,
+            "hdf5_compression": args.hdf5_compression,
+            "quick": args.quick,
+            **settings,
+            "prefetch": RunConfig(1, 1).prefetch,
+        },
+        "datasets": {
+            name: {
+                "title": d.title,
+                "n": d.n,
+                "sample_nbytes": d.sample_nbytes,
+                "raw_nbytes": d.raw_nbytes,
+                "chunk_len": d.chunk_len,
+                "block_len": d.block_len,
+                "max_len": d.max_len,
+                "sizes_bytes": d.sizes_bytes,
+                "generation_s": d.generation_s,
+                "description": DATASETS[name].description,
+                "fields": d.fields,
+            }
+            for name, d in datasets.items()
+            if name in settings["datasets"] or name == sweep_name
+        },
+        "results": records,
+        "sweep": sweep_records,
+        "sweep_dataset": sweep_name,
+        "contenders": {
+            c.key: {"label": c.label, "family": c.family, "how": c.how} for c in contenders
+        },
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Generate data, run every cell and return the results dict (also written to ``args.out``)."""
     settings = _settings(args)
@@ -291,110 +400,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         missing = missing_requirement(c)
         if missing:
             print(f"note: skipping {c.key} ({c.label}): {missing}", flush=True)
-    temp = None
-    if args.data_dir is None:
-        temp = Path(tempfile.mkdtemp(prefix="fastload-bench-"))
+    temp = None if args.data_dir is not None else Path(tempfile.mkdtemp(prefix="fastload-bench-"))
     data_root = args.data_dir or temp
     assert data_root is not None
-    workdir = data_root / "cells"
     try:
-        datasets: dict[str, BenchData] = {}
-        for name in settings["datasets"]:
-            n = _events(name, args)
-            t0 = time.perf_counter()
-            data = build_dataset(
-                name,
-                n,
-                data_root,
-                seed=args.seed,
-                hdf5_compression=args.hdf5_compression,
-                progress=not args.no_progress and sys.stderr.isatty(),
-            )
-            datasets[name] = data
-            print(
-                f"data: {data.title}: {data.n:,} samples in {time.perf_counter() - t0:.1f} s "
-                f"({data.folder})",
-                flush=True,
-            )
-        runner = _Runner(args, settings, workdir)
-        records = []
-        for data in datasets.values():
-            print(f"{data.title} (workers={args.workers}, batch {args.batch_size}):", flush=True)
-            for c in contenders:
-                rec = runner.cell(c, data, args.workers)
-                records.append(rec)
-                print(_line(rec), flush=True)
+        datasets = _build_datasets(args, settings, data_root)
+        runner = _Runner(args, settings, data_root / "cells")
+        records = _run_cells(runner, contenders, datasets, args.workers)
         sweep_name = args.sweep_dataset or settings["datasets"][0]
-        sweep_records = []
+        sweep_records: list[dict[str, Any]] = []
         if settings["sweep_workers"]:
             if sweep_name not in datasets:
-                n = _events(sweep_name, args)
-                datasets[sweep_name] = build_dataset(
-                    sweep_name,
-                    n,
-                    data_root,
-                    seed=args.seed,
-                    hdf5_compression=args.hdf5_compression,
-                    progress=not args.no_progress and sys.stderr.isatty(),
-                )
-            print(
-                f"worker sweep on {datasets[sweep_name].title}: {settings['sweep_workers']}",
-                flush=True,
+                datasets[sweep_name] = _build(sweep_name, args, data_root)
+            sweep_records = _run_sweep(
+                runner, contenders, datasets[sweep_name], settings["sweep_workers"], records
             )
-            for c in (c for c in contenders if c.parallel and (c.sweep or args.contenders)):
-                for w in settings["sweep_workers"]:
-                    same = next(
-                        (
-                            r
-                            for r in records
-                            if r["dataset"] == sweep_name
-                            and r["contender"] == c.key
-                            and r["workers"] == w
-                        ),
-                        None,
-                    )
-                    rec = dict(same) if same else runner.cell(c, datasets[sweep_name], w)
-                    sweep_records.append(rec)
-                    if not same:
-                        print(_line(rec), flush=True)
-        results = {
-            "schema": RESULTS_SCHEMA,
-            "environment": env,
-            "command": "python -m bench.throughput " + " ".join(args.argv),
-            "config": {
-                "batch_size": args.batch_size,
-                "workers": args.workers,
-                "seed": args.seed,
-                "hdf5_compression": args.hdf5_compression,
-                "quick": args.quick,
-                **settings,
-                "prefetch": RunConfig(1, 1).prefetch,
-            },
-            "datasets": {
-                name: {
-                    "title": d.title,
-                    "n": d.n,
-                    "sample_nbytes": d.sample_nbytes,
-                    "raw_nbytes": d.raw_nbytes,
-                    "chunk_len": d.chunk_len,
-                    "block_len": d.block_len,
-                    "max_len": d.max_len,
-                    "sizes_bytes": d.sizes_bytes,
-                    "generation_s": d.generation_s,
-                    "description": DATASETS[name].description,
-                    "fields": d.fields,
-                }
-                for name, d in datasets.items()
-                if name in settings["datasets"] or name == sweep_name
-            },
-            "results": records,
-            "sweep": sweep_records,
-            "sweep_dataset": sweep_name,
-            "contenders": {
-                c.key: {"label": c.label, "family": c.family, "how": c.how} for c in contenders
-            },
-        }
-        return results
+        sweep = (sweep_name, sweep_records)
+        return _results(args, settings, env, contenders, datasets, records, sweep)
     finally:
         if temp is not None:
             shutil.rmtree(temp, ignore_errors=True)

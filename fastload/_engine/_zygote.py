@@ -175,6 +175,7 @@ def main(argv: list[str]) -> None:
         consumer = os.pidfd_open(consumer_pid)
     except OSError:
         return  # the consumer is already gone
+    _name_process(b"fastload-zygote")
     # what every worker imports, once: the engine and the decoder (Blosc, CRC32C)
     from fastload._engine import _child  # noqa: F401
     from fastload.store import preload_decoding
@@ -225,6 +226,7 @@ def _spawn(request: dict[str, Any], fds: list[int], control: socket.socket, cons
         try:
             control.close()
             os.close(consumer)
+            _name_process(b"fastload-worker")  # what ps/top show (the command line is the zygote's)
             os.environ.clear()
             os.environ.update(request["env"])
             with contextlib.suppress(OSError):
@@ -245,6 +247,14 @@ def _spawn(request: dict[str, Any], fds: list[int], control: socket.socket, cons
                 sys.stderr.flush()
             os._exit(code)
     return {"pid": pid}
+
+
+def _name_process(name: bytes) -> None:
+    """Set the process name ps and top show (Linux ``PR_SET_NAME``; elsewhere nothing)."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(15, ctypes.c_char_p(name), 0, 0, 0)
 
 
 def _reap(codes: OrderedDict[int, int]) -> None:
