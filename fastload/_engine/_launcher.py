@@ -28,14 +28,17 @@ import select
 import signal
 import socket
 import subprocess
-import sys
 import time
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import TypeVar
 
 import fastload
-from fastload._engine._zygote import Zygote, ZygoteError, shared_zygote
+from fastload._engine._zygote import Zygote, ZygoteError, fresh_interpreter, shared_zygote
 
 logger = logging.getLogger("fastload")
+
+_Started = TypeVar("_Started")
 
 #: the exit code reported for a forked worker whose status could not be learnt
 _UNKNOWN_EXIT = 255
@@ -48,24 +51,11 @@ class WorkerProcess:
     """One worker interpreter: its connection, its exit sentinel and its exit code."""
 
     def __init__(self, name: str) -> None:
-        parent_end, child_end = socket.socketpair()
-        try:
-            fd = child_end.fileno()
-            self._proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "fastload._engine._child", str(fd), str(os.getpid())],
-                pass_fds=(fd,),
-                close_fds=True,
-                stdin=subprocess.DEVNULL,  # a script fed on stdin stays the consumer's
-                env=_worker_env(),
-            )
-        except BaseException:
-            parent_end.close()
-            raise
-        finally:
-            child_end.close()
+        self.conn, self._proc = _paired(
+            lambda fd: fresh_interpreter("fastload._engine._child", fd, _worker_env())
+        )
         self.name = name
         self.pid = self._proc.pid
-        self.conn = Connection(parent_end.detach())
         # readable once the process has exited (Linux >= 5.3); elsewhere the
         # connection's end-of-file says it
         self.sentinel: int | None = None
@@ -91,12 +81,8 @@ class WorkerProcess:
                 with contextlib.suppress(OSError):
                     self._proc.kill()
                 self._proc.wait()
-        with contextlib.suppress(OSError):
-            self.conn.close()
-        if self.sentinel is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.sentinel)
-            self.sentinel = None
+        _close_handles(self.conn, self.sentinel)
+        self.sentinel = None
 
 
 class ForkedWorker:
@@ -107,17 +93,12 @@ class ForkedWorker:
     """
 
     def __init__(self, name: str, zygote: Zygote) -> None:
-        parent_end, child_end = socket.socketpair()
+        self.conn, self.pid = _paired(lambda fd: zygote.spawn(fd, _worker_env()))
         try:
-            self.pid = zygote.spawn(child_end.fileno(), _worker_env())
             self.sentinel: int | None = os.pidfd_open(self.pid)
-        except BaseException:
-            parent_end.close()
-            raise
-        finally:
-            child_end.close()
+        except OSError:  # exited already (pidfds exist: the zygote needs them)
+            self.sentinel = None
         self.name = name
-        self.conn = Connection(parent_end.detach())
         self._zygote = zygote
         self._code: int | None = None
         self._exited = False
@@ -157,12 +138,30 @@ class ForkedWorker:
                     or self._exited
                 ):
                     break
+        _close_handles(self.conn, self.sentinel)
+        self.sentinel = None
+
+
+def _paired(start: Callable[[int], _Started]) -> tuple[Connection, _Started]:
+    """A socket pair: ``start(fd)`` hands one end to a new process; the other, as a Connection."""
+    parent_end, child_end = socket.socketpair()
+    try:
+        started = start(child_end.fileno())
+    except BaseException:
+        parent_end.close()
+        raise
+    finally:
+        child_end.close()
+    return Connection(parent_end.detach()), started
+
+
+def _close_handles(conn: Connection, sentinel: int | None) -> None:
+    """Close a worker's connection and its pidfd (the caller forgets both)."""
+    with contextlib.suppress(OSError):
+        conn.close()
+    if sentinel is not None:
         with contextlib.suppress(OSError):
-            self.conn.close()
-        if self.sentinel is not None:
-            with contextlib.suppress(OSError):
-                os.close(self.sentinel)
-            self.sentinel = None
+            os.close(sentinel)
 
 
 def start_worker(name: str) -> WorkerProcess | ForkedWorker:

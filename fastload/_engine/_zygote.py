@@ -51,6 +51,17 @@ class ZygoteError(OSError):
 
 
 # ----------------------------------------------------------------- consumer side
+def fresh_interpreter(module: str, fd: int, env: dict[str, str]) -> subprocess.Popen:
+    """``python -P -m MODULE FD PID``: fork+exec, inheriting only socket ``fd``, not our stdin."""
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", module, str(fd), str(os.getpid())],
+        pass_fds=(fd,),
+        close_fds=True,
+        stdin=subprocess.DEVNULL,  # a script fed on stdin stays the consumer's
+        env=env,
+    )
+
+
 class Zygote:
     """The consumer's handle on its zygote process; requests are serialised by a lock."""
 
@@ -60,13 +71,8 @@ class Zygote:
         for name in _BLAS_THREADS:
             zygote_env.setdefault(name, "1")
         try:
-            fd = child_end.fileno()
-            self._proc = subprocess.Popen(
-                [sys.executable, "-P", "-m", "fastload._engine._zygote", str(fd), str(os.getpid())],
-                pass_fds=(fd,),
-                close_fds=True,
-                stdin=subprocess.DEVNULL,
-                env=zygote_env,
+            self._proc = fresh_interpreter(
+                "fastload._engine._zygote", child_end.fileno(), zygote_env
             )
         except BaseException:
             parent_end.close()
