@@ -7,6 +7,7 @@ writes one store from many tasks (the Dask driver in ``converters/_dask.py``).
 
 from __future__ import annotations
 
+from fastload.store._awkward import field_name, field_names, fields_from_awkward
 from fastload.store._decoder import ChunkDecoder, RaggedDecoder
 from fastload.store._layout import ArrayLayout, StoreLayout
 from fastload.store._parallel import ParallelStore, SplitSize
@@ -34,6 +35,9 @@ __all__ = [
     "StoreWriter",
     "choose_chunk_len",
     "create_store",
+    "field_name",
+    "field_names",
+    "fields_from_awkward",
     "file_checksum",
     "open_store",
     "probe_store",
