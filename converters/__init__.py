@@ -9,8 +9,11 @@ Command line: ``python -m converters NAME SRC DST [options]`` (see
 Modules: :mod:`converters.pd4ml` (the five pd4ml ``.npz`` releases),
 :mod:`converters.landscape` (Top Tagging ``train/val/test.h5``),
 :mod:`converters.lcd` (per-particle LCD files), :mod:`converters.photons`
-(photon showers), :mod:`converters._common` (shared block streaming,
-validation and verification), :mod:`converters._cli`.
+(photon showers), :mod:`converters.generic` (spec-driven conversion of ROOT,
+HDF5, Parquet, npy/npz sources), :mod:`converters.inspection` (``python -m
+converters inspect FILE``: what a source holds and a starter spec),
+:mod:`converters._common` (shared block streaming, validation and verification),
+:mod:`converters._cli`.
 """
 
 from __future__ import annotations

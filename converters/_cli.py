@@ -1,5 +1,8 @@
 """Command line: ``python -m converters NAME SRC DST [options]``.
 
+``python -m converters inspect FILE`` is not a converter: it describes a source
+file and prints a starter spec for ``generic`` (:mod:`converters.inspection`).
+
 Exit status: 0 converted; 1 the conversion failed (bad input, verification,
 I/O error); 2 refused (usage error, an existing store without
 ``--overwrite``, a converter that is not installed); 130 interrupted.  Errors
@@ -41,7 +44,7 @@ EXIT_OK, EXIT_FAILED, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: converters living in their own modules: CLI name -> (module relative to this package,
 #: what it converts); each has ``main(argv)`` and a Python function (see :func:`registry`)
 EXTERNAL: dict[str, tuple[str, str]] = {
-    "generic": (".generic", "any HDF5/ROOT/npy source described by a spec file"),
+    "generic": (".generic", "any ROOT/HDF5/Parquet/npy source described by a spec file"),
     "ahcal": (".ahcal", "CALICE AHCAL hit-level ROOT/npz files"),
     "premix": (".premix", "several stores premixed into one"),
 }
@@ -343,7 +346,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m converters",
         description="Convert original physics datasets to fastload stores (see docs/converting.md).",
-        epilog=f"converters in their own modules (arguments as documented there):\n{external}",
+        epilog=f"converters in their own modules (arguments as documented there):\n{external}\n\n"
+        "python -m converters inspect FILE: what a source file holds and a starter spec for "
+        "generic (docs/byod.md)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = parser.add_subparsers(dest="name", metavar="NAME", required=True)
@@ -397,6 +402,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
     if argv is None:
         configure_logging(wants_quiet(args_list))
+    if args_list and args_list[0] == "inspect":  # not a converter: describes a source file
+        from .inspection import main as inspect_main
+
+        return inspect_main(args_list[1:])
     if args_list and args_list[0] in EXTERNAL:
         return _dispatch_external(args_list[0], args_list[1:])
     parser = build_parser()

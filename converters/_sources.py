@@ -1,8 +1,8 @@
 """Readers of original files, one per format, with one small interface.
 
 A reader opens one source (a ROOT file's tree or RNTuple, an HDF5 group, a
-pandas HDF5 table, a ``.npz`` file, or a ``.npy`` file / directory of them)
-and reads rows ``[start, stop)`` of named keys:
+pandas HDF5 table, a Parquet file, a ``.npz`` file, or a ``.npy`` file /
+directory of them) and reads rows ``[start, stop)`` of named keys:
 
 * :meth:`SourceReader.names` lists the keys without reading data;
 * :meth:`SourceReader.info` describes one key (:class:`KeyInfo`: rows, dtype,
@@ -10,9 +10,15 @@ and reads rows ``[start, stop)`` of named keys:
 * :meth:`SourceReader.read` returns ``{key: ndarray | Ragged}`` (jagged keys
   become :class:`fastload.Ragged`: flat values + per-event offsets);
 * :meth:`SourceReader.jagged_counts` gives per-event lengths of a jagged key,
-  cheaply where the format keeps them apart (ROOT count branches).
+  cheaply where the format keeps them apart (ROOT count branches);
+* :meth:`SourceReader.counter` names the key holding those lengths, where there is one.
 
-Heavy libraries (uproot, awkward, h5py, pandas) are imported when a reader of
+A *record* key (a ROOT branch with sub-branches, an RNTuple or Parquet record or
+collection of records) cannot be stored as one key; its :attr:`KeyInfo.members`
+are the numeric keys below it, each of which is a key of its own (``collection =``
+in a spec joins them into one field).
+
+Heavy libraries (uproot, awkward, pyarrow, h5py, pandas) are imported when a reader of
 their format is opened.  Every failure is raised as :class:`SourceFileError`
 or :class:`SourceKeyError` naming the file (and the key).
 """
@@ -21,7 +27,7 @@ from __future__ import annotations
 
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -29,11 +35,14 @@ from typing import Any
 import numpy as np
 
 from fastload._messages import closest, missing_dependency
-from fastload.errors import SourceFileError, SourceKeyError
-from fastload.store import Ragged
+from fastload.errors import FastloadError, SourceFileError, SourceKeyError
+from fastload.store import Ragged, fields_from_awkward
 
 _EXTENSIONS = {
     ".root": "root",
+    ".parquet": "parquet",
+    ".parq": "parquet",
+    ".pq": "parquet",
     ".h5": "hdf5",
     ".hdf5": "hdf5",
     ".hdf": "hdf5",
@@ -48,7 +57,9 @@ class KeyInfo:
 
     For a jagged key, ``length`` counts events and ``shape`` is the shape of one
     element of an event's list.  ``dtype`` is ``None`` for keys that cannot be
-    stored (strings, objects); ``typename`` then says what they are.
+    stored (strings, objects, records); ``typename`` then says what they are.  A
+    record's ``members`` are the storable keys below it (in the source's order),
+    ``skipped`` the others below it as ``(key, typename)``.
     """
 
     name: str
@@ -57,6 +68,13 @@ class KeyInfo:
     shape: tuple[int, ...] = ()
     jagged: bool = False
     typename: str = ""
+    members: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def record(self) -> bool:
+        """True for a record or collection key (its members are keys of their own)."""
+        return bool(self.members or self.skipped)
 
 
 def infer_format(path: Path, declared: str | None) -> str:
@@ -89,7 +107,8 @@ def open_reader(
     path
         A file, or for ``npy`` a directory of ``.npy`` files (keys = file stems).
     fmt
-        ``"root"``, ``"hdf5"``, ``"pandas"``, ``"npy"`` or ``"npz"``; inferred when ``None``.
+        ``"root"``, ``"hdf5"``, ``"pandas"``, ``"parquet"``, ``"npy"`` or ``"npz"``; inferred
+        when ``None``.
     tree, group, key
         The TTree/RNTuple (ROOT), group (HDF5) or table key (pandas) holding the events.
     """
@@ -101,6 +120,7 @@ def open_reader(
         "root": lambda: RootReader(p, tree),
         "hdf5": lambda: Hdf5Reader(p, group),
         "pandas": lambda: PandasReader(p, key),
+        "parquet": lambda: ParquetReader(p),
         "npy": lambda: NpyReader(p),
         "npz": lambda: NpzReader(p),
     }
@@ -196,7 +216,14 @@ def _root_package(exc: ModuleNotFoundError) -> str:
 
 
 class RootReader(SourceReader):
-    """A TTree or RNTuple read with uproot; jagged branches become ragged."""
+    """A TTree or RNTuple read with uproot; jagged branches become ragged.
+
+    Keys are uproot's full paths: ``evt/P3/P3.Px`` for a sub-branch of a split object,
+    ``_collection0.Muon_pt`` for a member of an RNTuple collection.  A branch with
+    sub-branches (a split object, a TClonesArray) and an RNTuple record or collection
+    are record keys whose members are the numeric keys below them; so is a TTree
+    counter branch, whose members are the jagged branches it counts.
+    """
 
     format = "root"
 
@@ -219,21 +246,18 @@ class RootReader(SourceReader):
         self.is_rntuple = "RNTuple" in type(self._tree).__name__
         self.n_entries = int(self._tree.num_entries)
         self._names: list[str] | None = None
+        self._counted: dict[str, list[str]] | None = None
+        self._name_set: set[str] | None = None
 
     def _find_tree(self, tree: str | None) -> tuple[Any, str]:
-        classes = {k.split(";")[0]: v for k, v in self._file.classnames().items()}
-        trees = [
-            k
-            for k, v in classes.items()
-            if v in ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
-        ]
+        trees = root_trees(self._file)
         if tree is None:
             if len(trees) != 1:
                 raise SourceKeyError(
                     f'{str(self.path)!r} holds {len(trees)} trees ({trees}); name one with [source] tree = "NAME"'
                 )
             tree = trees[0]
-        if tree not in classes:
+        if tree not in trees:
             raise SourceKeyError(
                 f"tree {tree!r} not found in {str(self.path)!r}{closest(tree, trees)} (trees: {trees})"
             )
@@ -254,10 +278,36 @@ class RootReader(SourceReader):
             self._names = list(self._tree.keys())
         return self._names
 
+    def _below(self, name: str) -> list[str]:
+        """Keys under record key ``name`` (``name/...`` in a TTree, ``name....`` in an RNTuple)."""
+        sep = "." if self.is_rntuple else "/"
+        return [k for k in self.names() if k.startswith(name + sep)]
+
+    def _record_info(self, name: str, typename: str, below: Sequence[str]) -> KeyInfo:
+        members: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        for key in below:
+            info = self.info(key)
+            if info.dtype is not None:
+                members.append(key)
+            elif not info.record:  # a nested record's own members are listed already
+                skipped.append((key, info.typename))
+        return KeyInfo(
+            name,
+            self.n_entries,
+            None,
+            typename=typename,
+            members=tuple(members),
+            skipped=tuple(skipped),
+        )
+
     def _describe(self, name: str) -> KeyInfo:
         if self.is_rntuple:
-            record = self._tree[name].to_akform()[0]  # (RecordForm of this one field, names)
-            return _info_from_form(name, self.n_entries, record.contents[0])
+            top, path = self._tree[name].to_akform()  # (RecordForm of this field, its path)
+            info = _info_from_form(name, self.n_entries, _project_form(top, list(path)))
+            if info.typename.startswith("record"):
+                return self._record_info(name, info.typename, self._below(name))
+            return info
         from uproot.interpretation.jagged import AsJagged
         from uproot.interpretation.numerical import AsDtype
 
@@ -268,72 +318,316 @@ class RootReader(SourceReader):
             return KeyInfo(name, self.n_entries, _native(dt.base), tuple(dt.shape), jagged=True)
         if isinstance(interp, AsDtype):
             dt = interp.to_dtype
-            return KeyInfo(name, self.n_entries, _native(dt.base), tuple(dt.shape))
+            info = KeyInfo(name, self.n_entries, _native(dt.base), tuple(dt.shape))
+            counted = self._counted_by().get(name)
+            if counted and not info.shape and info.dtype is not None and info.dtype.kind in "iu":
+                # a counter branch (``nJet``; ``Coll`` of a TClonesArray): storable itself and
+                # the record of the jagged branches it counts
+                return replace(info, members=tuple(counted))
+            return info
+        if len(branch.branches):  # a split object or collection: its leaves are keys of their own
+            return self._record_info(name, f"record {branch.typename}", self._below(name))
         return KeyInfo(name, self.n_entries, None, typename=str(branch.typename))
 
     def _read_one(self, name: str, start: int, stop: int) -> np.ndarray | Ragged:
         array = self._tree[name].array(entry_start=start, entry_stop=stop, library="ak")
-        return _from_awkward(array, self.info(name))
+        return _from_awkward(array, self.info(name), self.what)
+
+    def _key_of(self, branch: Any) -> str | None:
+        """The full key (``evt/N``) of a branch object, walking up to the tree."""
+        parts = []
+        node = branch
+        while node is not None and node is not self._tree and hasattr(node, "parent"):
+            parts.append(str(node.name))
+            node = node.parent
+        key = "/".join(reversed(parts))
+        if self._name_set is None:
+            self._name_set = set(self.names())
+        return key if key in self._name_set else None
+
+    def _counter_branch(self, name: str) -> str | None:
+        """The key of the count branch of jagged TTree key ``name``, if it is a plain integer."""
+        from uproot.interpretation.numerical import AsDtype
+
+        count = getattr(self._tree[name], "count_branch", None)
+        if count is None:
+            return None
+        interp = getattr(count, "interpretation", None)
+        # a counter is an integer per event; anything else (a group, an object) is not used
+        if not isinstance(interp, AsDtype) or interp.to_dtype.shape:
+            return None
+        if interp.to_dtype.kind not in "iu":
+            return None
+        return self._key_of(count)
+
+    def _counted_by(self) -> dict[str, list[str]]:
+        """``{counter key: [jagged keys it counts]}`` of a TTree, from the branches' metadata."""
+        if self._counted is None:
+            from uproot.interpretation.jagged import AsJagged
+
+            counted: dict[str, list[str]] = {}
+            for key in self.names():
+                branch = self._tree[key]
+                if isinstance(getattr(branch, "interpretation", None), AsJagged):
+                    counter = self._counter_branch(key)
+                    if counter is not None:
+                        counted.setdefault(counter, []).append(key)
+            self._counted = counted
+        return self._counted
 
     def counter(self, name: str) -> str | None:
-        count = None if self.is_rntuple else getattr(self._tree[name], "count_branch", None)
-        return None if count is None else str(count.name)
+        if self.is_rntuple:
+            # a member of a collection shares the collection's offsets
+            parts = name.split(".")
+            for i in range(len(parts) - 1, 0, -1):
+                parent = ".".join(parts[:i])
+                if parent in self.names() and self.info(parent).record:
+                    top, path = self._tree[parent].to_akform()
+                    if _is_list_form(_project_form(top, list(path))):
+                        return parent
+            return None
+        if not self.info(name).jagged:
+            return None
+        return self._counter_branch(name)
 
     def jagged_counts(self, name: str, start: int, stop: int) -> np.ndarray:
-        if not self.is_rntuple:
-            count = getattr(self._tree[name], "count_branch", None)
-            if count is not None:
-                try:
-                    return np.asarray(
-                        count.array(entry_start=start, entry_stop=stop, library="np"),
-                        dtype=np.int64,
-                    )
-                except Exception as exc:
-                    raise SourceFileError(
-                        f"cannot read count branch {count.name!r} entries {start}..{stop} of {self.what}: {exc}"
-                    ) from exc
+        counter = None if self.is_rntuple else self.counter(name)
+        if counter is not None:
+            try:
+                return np.asarray(
+                    self._tree[counter].array(entry_start=start, entry_stop=stop, library="np"),
+                    dtype=np.int64,
+                )
+            except Exception as exc:
+                raise SourceFileError(
+                    f"cannot read count branch {counter!r} entries {start}..{stop} of {self.what}: {exc}"
+                ) from exc
         return super().jagged_counts(name, start, stop)
 
     def close(self) -> None:
         self._file.close()
 
 
+_TREE_CLASSES = ("TTree", "ROOT::RNTuple", "ROOT::Experimental::RNTuple")
+
+
+def root_trees(file: Any) -> list[str]:
+    """Names of the TTrees and RNTuples of an open uproot file (any directory depth)."""
+    classes = {k.split(";")[0]: v for k, v in file.classnames().items()}
+    return [k for k, v in classes.items() if v in _TREE_CLASSES]
+
+
 def _native(dtype: np.dtype) -> np.dtype:
     return dtype.newbyteorder("=") if dtype.byteorder not in "=|" else dtype
 
 
+def _strip_form(form: Any) -> Any:
+    """An awkward form without option and index nodes (missing values are checked on reading)."""
+    import awkward as ak
+
+    f = ak.forms
+    while isinstance(
+        form,
+        (f.IndexedOptionForm, f.IndexedForm, f.UnmaskedForm, f.ByteMaskedForm, f.BitMaskedForm),
+    ):
+        form = form.content
+    return form
+
+
+def _is_list_form(form: Any) -> bool:
+    import awkward as ak
+
+    return isinstance(_strip_form(form), (ak.forms.ListOffsetForm, ak.forms.ListForm))
+
+
+def _project_form(form: Any, path: Sequence[str]) -> Any:
+    """The form of ``form[path[0]][path[1]]...``: records projected through lists, as awkward does."""
+    import awkward as ak
+
+    form = _strip_form(form)
+    if not path:
+        return form
+    if isinstance(form, ak.forms.RecordForm):
+        return _project_form(form.content(path[0]), path[1:])
+    if isinstance(form, (ak.forms.ListOffsetForm, ak.forms.ListForm, ak.forms.RegularForm)):
+        return form.copy(content=_project_form(form.content, path))
+    raise KeyError(f"{path[0]!r} is not a member of {form.type}")
+
+
 def _info_from_form(name: str, length: int, form: Any) -> KeyInfo:
-    """Describe an awkward form: numbers, fixed-size arrays of numbers, or one level of lists."""
+    """Describe an awkward form: numbers, fixed-size arrays of numbers, or one level of lists.
+
+    Records (and lists of records) are described as ``typename = "record ..."`` with no dtype;
+    their readers fill in the members.
+    """
     import awkward as ak
 
     def fixed(f: Any) -> tuple[np.dtype, tuple[int, ...]] | None:
         shape: list[int] = []
+        f = _strip_form(f)
         while isinstance(f, ak.forms.RegularForm):
             shape.append(int(f.size))
-            f = f.content
+            f = _strip_form(f.content)
         if isinstance(f, ak.forms.NumpyForm):
             dt = np.dtype(ak.types.numpytype.primitive_to_dtype(f.primitive))
+            if dt.kind not in "biuf":
+                return None
             return dt, (*shape, *f.inner_shape)
         return None
 
+    form = _strip_form(form)
     got = fixed(form)
     if got is not None:
         return KeyInfo(name, length, got[0], got[1])
-    if isinstance(form, (ak.forms.ListOffsetForm, ak.forms.ListForm)):
+    is_list = isinstance(form, (ak.forms.ListOffsetForm, ak.forms.ListForm))
+    if is_list and form.parameter("__array__") not in ("string", "bytestring"):
         got = fixed(form.content)
         if got is not None:
             return KeyInfo(name, length, got[0], got[1], jagged=True)
+        if isinstance(_strip_form(form.content), ak.forms.RecordForm):
+            return KeyInfo(name, length, None, typename=f"record {form.type}")
+    if isinstance(form, ak.forms.RecordForm):
+        return KeyInfo(name, length, None, typename=f"record {form.type}")
     return KeyInfo(name, length, None, typename=str(form.type))
 
 
-def _from_awkward(array: Any, info: KeyInfo) -> np.ndarray | Ragged:
-    import awkward as ak
+def _from_awkward(array: Any, info: KeyInfo, what: str) -> np.ndarray | Ragged:
+    """One key's awkward array as the reader returns it (options without None are accepted)."""
+    parts = fields_from_awkward(info.name, array, where=f"key {info.name!r} of {what}")
+    if len(parts) != 1:
+        raise SourceKeyError(f"key {info.name!r} of {what} is a record; convert its members")
+    value = next(iter(parts.values()))
+    if info.jagged != isinstance(value, Ragged):
+        raise SourceFileError(
+            f"key {info.name!r} of {what} was described as {'jagged' if info.jagged else 'fixed'} "
+            f"but reads as {type(value).__name__}"
+        )
+    if isinstance(value, Ragged):
+        values, offsets = value.rebased()
+        values = np.ascontiguousarray(values, dtype=info.dtype).reshape(-1, *info.shape)
+        return Ragged(values, offsets)
+    return np.ascontiguousarray(value, dtype=info.dtype)
 
-    if not info.jagged:
-        return np.ascontiguousarray(ak.to_numpy(array), dtype=info.dtype)
-    counts = ak.to_numpy(ak.num(array, axis=1)).astype(np.int64)
-    values = np.ascontiguousarray(ak.to_numpy(ak.flatten(array, axis=1)), dtype=info.dtype)
-    return Ragged.from_counts(values.reshape(-1, *info.shape), counts)
+
+# --------------------------------------------------------------------- Parquet
+class ParquetReader(SourceReader):
+    """Columns of a Parquet file, read with awkward (pyarrow) one row group at a time.
+
+    Keys are the columns; a record column's members are keys too, with dotted paths
+    (``jets.pt`` of ``jets: var * {pt, eta}``).  Rows ``[start, stop)`` are read from the
+    row groups that hold them, all keys of one call at once, and the last row groups read
+    are kept for the next call (blocks rarely align with row groups).
+    """
+
+    format = "parquet"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        try:
+            import awkward as ak
+        except ModuleNotFoundError:
+            raise missing_dependency("awkward", "parquet") from None
+        try:
+            import pyarrow.parquet  # noqa: F401  (awkward reads Parquet through pyarrow)
+        except ModuleNotFoundError:
+            raise missing_dependency("pyarrow", "parquet") from None
+        try:
+            meta = ak.metadata_from_parquet(str(path))
+        except Exception as exc:
+            raise _open_failed(path, "Parquet", exc) from exc
+        self._form = meta["form"]
+        self.n_rows = int(meta["num_rows"])
+        counts = [int(c) for c in (meta.get("col_counts") or [self.n_rows])]
+        self._group_starts = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+        self._paths: dict[str, tuple[str, ...]] = {}
+        self._walk(self._form, ())
+        self._cache: tuple[tuple[int, ...], tuple[str, ...], Any] | None = None
+
+    def _walk(self, form: Any, path: tuple[str, ...]) -> None:
+        import awkward as ak
+
+        inner = _strip_form(form)
+        while isinstance(inner, (ak.forms.ListOffsetForm, ak.forms.ListForm, ak.forms.RegularForm)):
+            inner = _strip_form(inner.content)
+        if path:
+            self._paths[".".join(path)] = path
+        if isinstance(inner, ak.forms.RecordForm) and inner.parameter("__array__") is None:
+            for member in inner.fields:
+                self._walk(inner.content(member), (*path, member))
+
+    def names(self) -> list[str]:
+        return list(self._paths)
+
+    def _describe(self, name: str) -> KeyInfo:
+        info = _info_from_form(name, self.n_rows, _project_form(self._form, self._paths[name]))
+        if not info.typename.startswith("record"):
+            return info
+        members: list[str] = []
+        skipped: list[tuple[str, str]] = []
+        for key in self.names():
+            if key.startswith(name + "."):
+                sub = self.info(key)
+                if sub.dtype is not None:
+                    members.append(key)
+                elif not sub.record:
+                    skipped.append((key, sub.typename))
+        return replace(info, members=tuple(members), skipped=tuple(skipped))
+
+    def counter(self, name: str) -> str | None:
+        parts = self._paths[name]
+        for i in range(len(parts) - 1, 0, -1):
+            parent = ".".join(parts[:i])
+            if _is_list_form(_project_form(self._form, parts[:i])):
+                return parent
+        return None
+
+    def _rows(self, names: Sequence[str], start: int, stop: int) -> Any:
+        import awkward as ak
+
+        starts = self._group_starts
+        n_groups = len(starts) - 1
+        # the row groups holding rows [start, stop): from the one holding ``start`` to the one
+        # holding ``stop - 1`` (one group for an empty range, none for an empty file)
+        first = min(int(np.searchsorted(starts, start, side="right")) - 1, n_groups - 1)
+        last = int(np.searchsorted(starts, max(stop - 1, start), side="right"))
+        groups = tuple(range(max(first, 0), min(max(last, first + 1), n_groups)))
+        columns = tuple(sorted(set(names)))
+        if (
+            self._cache is None
+            or self._cache[0] != groups
+            or not set(columns) <= set(self._cache[1])
+        ):
+            array = ak.from_parquet(str(self.path), columns=list(columns), row_groups=list(groups))
+            self._cache = (groups, columns, array)
+        array = self._cache[2]
+        base = int(starts[groups[0]]) if groups else 0
+        return array[start - base : stop - base]
+
+    def read(self, names: Sequence[str], start: int, stop: int) -> dict[str, np.ndarray | Ragged]:
+        for name in names:
+            if self.info(name).dtype is None:
+                raise SourceKeyError(f"key {name!r} of {self.what} is a record; read its members")
+        try:
+            rows = self._rows(names, start, stop)
+        except Exception as exc:
+            raise SourceFileError(
+                f"cannot read rows {start}..{stop} of {self.what}: {type(exc).__name__}: {exc}"
+            ) from exc
+        out: dict[str, np.ndarray | Ragged] = {}
+        for name in names:
+            array = rows
+            for part in self._paths[name]:
+                array = array[part]
+            try:
+                out[name] = _from_awkward(array, self.info(name), self.what)
+            except FastloadError as exc:
+                raise SourceFileError(
+                    f"rows {start}..{stop} (entries counted from {start}): {exc}"
+                ) from exc
+        return out
+
+    def close(self) -> None:
+        self._cache = None
 
 
 # --------------------------------------------------------------------- HDF5

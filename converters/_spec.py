@@ -3,9 +3,10 @@
 A spec has six tables (see docs/byod.md for the full reference)::
 
     [dataset]  name, task, doc
-    [source]   files (globs), format, tree | group | key, block_events
-    [fields.NAME]  source | columns, ragged, counts | offsets, pad, mask, pad_value,
-                   dtype, shape, role, doc
+    [source]   files (globs), format (root, hdf5, pandas, parquet, npy, npz),
+               tree | group | key, block_events
+    [fields.NAME]  source | columns | collection, ragged, counts | offsets, pad, mask,
+                   pad_value, dtype, shape, role, doc
     [label]    from = "field" | "file" | "directory" | "none", field, classes, pattern, dtype
     [split]    by = "fraction" | "files", fractions, seed, files
     [store]    codec, clevel, shuffle, chunk_len, chunk_bytes, checksum, allow_nonfinite
@@ -34,8 +35,9 @@ import numpy as np
 from fastload._messages import closest
 from fastload._validate import is_integer, is_number
 from fastload.errors import ConfigError
+from fastload.store import field_name
 
-FORMATS = ("root", "hdf5", "pandas", "npy", "npz")
+FORMATS = ("root", "hdf5", "pandas", "parquet", "npy", "npz")
 TASKS = ("classification", "regression")
 ROLES = ("input", "label", "aux")
 LABEL_FROM = ("field", "file", "directory", "none")
@@ -62,6 +64,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
 _FIELD_KEYS = (
     "source",
     "columns",
+    "collection",
     "ragged",
     "counts",
     "offsets",
@@ -145,12 +148,15 @@ class FieldMap:
 
     ``keys`` are read per event (``source`` gives one key, ``columns`` several,
     concatenated along a new last axis).  With ``counts``/``offsets`` the keys
-    are flat per-row arrays cut into events by that count or offsets key.
+    are flat per-row arrays cut into events by that count or offsets key.  With
+    ``collection`` the keys are empty here: the plan takes the numeric members of
+    that record key of each source as ``columns``.
     """
 
     name: str
     keys: tuple[str, ...]
     stacked: bool = False
+    collection: str | None = None
     ragged: bool = False
     counts: str | None = None
     offsets: str | None = None
@@ -365,10 +371,21 @@ def _dtype(value: Any, key: str, where: SpecLocator) -> np.dtype:
 
 def _name(value: str, key: str, where: SpecLocator, what: str) -> str:
     if not _NAME.match(value) or value in ("constants",):
+        hint = ""
+        try:
+            suggested = field_name(value)
+        except ConfigError:
+            suggested = None
+        if suggested and suggested != value and _NAME.match(suggested):
+            # the rule every derived field name follows (fastload.store.field_name)
+            hint = (
+                f"; the field-name rule (each run of characters other than letters, digits "
+                f"and '_' becomes one '_', none at the ends) gives {suggested!r}"
+            )
         raise spec_error(
             where,
             key,
-            f"invalid {what} name {value!r} (letters, digits, '_', '-', '.'; not 'constants')",
+            f"invalid {what} name {value!r} (letters, digits, '_', '-', '.'; not 'constants'){hint}",
         )
     return value
 
@@ -479,16 +496,45 @@ def _parse_fields(table: Mapping[str, Any] | None, where: SpecLocator) -> dict[s
                 prefix,
                 f'[{prefix}] must be a table such as {{source = "KEY"}}, got {decl!r}',
             )
-        _check_keys(decl, _FIELD_KEYS, prefix, where)
-        if ("source" in decl) == ("columns" in decl):
+        nested = [k for k, v in decl.items() if isinstance(v, dict) and k not in _FIELD_KEYS]
+        if nested:
+            dotted = f"{fname}.{nested[0]}"
             raise spec_error(
-                where, prefix, 'give exactly one of source = "KEY" or columns = ["KEY", ...]'
+                where,
+                f"{prefix}.{nested[0]}",
+                f"[fields.{dotted}] is a table inside [fields.{fname}]: a '.' in a TOML key nests "
+                f"tables; name the field {field_name(dotted)!r} (the field-name rule) or quote "
+                f'the name: [fields."{dotted}"]',
             )
-        keys = _str_list(
-            decl.get("source", decl.get("columns")),
-            f"{prefix}.{'source' if 'source' in decl else 'columns'}",
-            where,
-        )
+        _check_keys(decl, _FIELD_KEYS, prefix, where)
+        given = [k for k in ("source", "columns", "collection") if k in decl]
+        if len(given) != 1:
+            raise spec_error(
+                where,
+                prefix,
+                'give exactly one of source = "KEY", columns = ["KEY", ...] or '
+                'collection = "RECORD"' + (f" (got {', '.join(given)})" if given else ""),
+            )
+        collection: str | None = None
+        if "collection" in decl:
+            collection = _get(decl, "collection", str, prefix, where)
+            if not collection:
+                raise spec_error(where, f"{prefix}.collection", "expected a non-empty key")
+            for key in ("counts", "offsets"):
+                if key in decl:
+                    raise spec_error(
+                        where,
+                        f"{prefix}.{key}",
+                        "collection takes the members of a record key of the source; "
+                        f"{key} applies to flat value keys (source/columns)",
+                    )
+            keys: tuple[str, ...] = ()
+        else:
+            keys = _str_list(
+                decl.get("source", decl.get("columns")),
+                f"{prefix}.{'source' if 'source' in decl else 'columns'}",
+                where,
+            )
         if "source" in decl and len(keys) != 1:
             raise spec_error(
                 where,
@@ -549,7 +595,8 @@ def _parse_fields(table: Mapping[str, Any] | None, where: SpecLocator) -> dict[s
         fields[fname] = FieldMap(
             name=fname,
             keys=keys,
-            stacked="columns" in decl,
+            stacked="columns" in decl or collection is not None,
+            collection=collection,
             ragged=ragged,
             counts=counts,
             offsets=offsets,

@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +250,17 @@ def _key_info(spec: ConversionSpec, key: str, reader: SourceReader, spec_key: st
     except SourceKeyError as exc:
         raise SourceKeyError(f"{spec.where(spec_key)}: {exc}") from None
     if info.dtype is None:
+        if info.record:
+            shown = ", ".join(repr(m) for m in info.members[:6]) + (
+                ", ..." if len(info.members) > 6 else ""
+            )
+            raise spec_error(
+                spec.where,
+                spec_key,
+                f"key {key!r} of {reader.what} is a record ({info.typename}); convert its members "
+                f"({shown or 'none is numeric'}) as fields of their own, or all numeric members "
+                f'as one field with collection = "{key}"',
+            )
         raise spec_error(
             spec.where,
             spec_key,
@@ -259,10 +270,40 @@ def _key_info(spec: ConversionSpec, key: str, reader: SourceReader, spec_key: st
     return info
 
 
+def _collection_map(spec: ConversionSpec, fm: FieldMap, reader: SourceReader) -> FieldMap:
+    """``fm`` with the numeric members of its ``collection`` key as columns."""
+    assert fm.collection is not None
+    spec_key = f"fields.{fm.name}.collection"
+    try:
+        info = reader.info(fm.collection)
+    except SourceKeyError as exc:
+        raise SourceKeyError(f"{spec.where(spec_key)}: {exc}") from None
+    if not info.members:
+        what = (
+            f"a record without numeric members (it holds {[k for k, _ in info.skipped]})"
+            if info.record
+            else "not a record or collection"
+        )
+        raise spec_error(
+            spec.where,
+            spec_key,
+            f"key {fm.collection!r} of {reader.what} is {what}; collection takes an RNTuple or "
+            "Parquet record, a ROOT branch with sub-branches, or a ROOT counter branch "
+            "(whose jagged branches become the columns)",
+        )
+    members = ", ".join(info.members)
+    doc = fm.doc or f"columns of {fm.collection!r}, in order: {members}"
+    return replace(fm, keys=info.members, stacked=True, doc=doc)
+
+
 def _plan_field(spec: ConversionSpec, fm: FieldMap, reader: SourceReader) -> FieldPlan:
     """Check one field against one source and derive its stored shape and dtype."""
     prefix = f"fields.{fm.name}"
-    key_field = f"{prefix}.{'columns' if fm.stacked else 'source'}"
+    if fm.collection is not None:
+        fm = _collection_map(spec, fm, reader)
+        key_field = f"{prefix}.collection"
+    else:
+        key_field = f"{prefix}.{'columns' if fm.stacked else 'source'}"
     infos = tuple(_key_info(spec, k, reader, key_field) for k in fm.keys)
     if fm.flat:
         count_key = fm.counts or fm.offsets
@@ -384,6 +425,14 @@ def _check_same_layout(
 ) -> None:
     for name, fp in first.items():
         op = other[name]
+        if fp.map.collection is not None and fp.map.keys != op.map.keys:
+            raise spec_error(
+                spec.where,
+                f"fields.{name}.collection",
+                f"collection {fp.map.collection!r} has the members {list(op.map.keys)} in "
+                f"{reader.what} but {list(fp.map.keys)} in the first source; list them with "
+                "columns = [...] or convert the files separately",
+            )
         if (fp.info.shape, fp.info.dtype, fp.jagged) != (op.info.shape, op.info.dtype, op.jagged):
             raise spec_error(
                 spec.where,
@@ -532,6 +581,16 @@ def _cast(values: np.ndarray, dtype: np.dtype, what: str) -> np.ndarray:
         and not np.array_equal(out, values)
     ):
         raise SourceFileError(f"{what}: values do not fit in {dtype}; declare a wider dtype")
+    # nor may integers be rounded on their way into floats (int32 -> float32 above 2**24)
+    if (
+        dtype.kind == "f"
+        and values.dtype.kind in "iu"
+        and not np.can_cast(values.dtype, dtype)
+        and not np.array_equal(out.astype(values.dtype), values)
+    ):
+        raise SourceFileError(
+            f"{what}: integers of {values.dtype} change when stored as {dtype}; declare a wider dtype"
+        )
     return out
 
 
@@ -1039,8 +1098,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(wants_quiet(sys.argv[1:]))
     parser = argparse.ArgumentParser(
         prog="python -m converters generic",
-        description="Convert files described by a TOML spec (ROOT, HDF5, pandas, npy/npz) into a fastload store; "
-        "see docs/byod.md.",
+        description="Convert files described by a TOML spec (ROOT, HDF5, pandas, Parquet, npy/npz) into a "
+        "fastload store; `python -m converters inspect FILE` writes a starter spec; see docs/byod.md.",
     )
     parser.add_argument(
         "paths",

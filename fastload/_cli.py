@@ -4,6 +4,8 @@
 ``fastload synthetic NAME DIR ...``    originals in the datasets' own layouts (``python -m fastload.synthetic``)
 ``fastload bench [throughput|train|convert] ...``  the benchmarks (``python -m bench.throughput`` ...)
 ``fastload inspect STORE``             what a store holds: splits, sizes, fields, chunking, checksums
+``fastload inspect FILE``              what a source file holds and a starter conversion spec
+                                     (``python -m converters inspect``: a path that is not a store)
 
 Each subcommand hands its remaining arguments to the tool's own parser, so ``--help`` works at
 every level and the options are those documented for the ``python -m`` forms.
@@ -21,7 +23,7 @@ _TOOLS = {
     "convert": ("fastload.converters._cli", "the dataset converters (python -m converters)"),
     "synthetic": ("fastload.synthetic.__main__", "synthetic originals in the datasets' layouts"),
     "bench": (None, "benchmarks: throughput (default), train, convert"),
-    "inspect": (None, "print what a store holds"),
+    "inspect": (None, "print what a store, or a source file to convert, holds"),
 }
 _BENCHES = {
     "throughput": "fastload.bench.throughput",
@@ -37,14 +39,41 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+def _is_source(path: str) -> bool:
+    """True for a path that is not a store: a source file (or npy directory) to inspect.
+
+    Something at ``path`` that is not a store is a source; a missing path is a source when
+    it has a file extension other than ``.zarr`` (so ``run1.root`` is reported missing as a
+    source file, ``out.zarr`` as a store).
+    """
+    from pathlib import PurePath
+
+    from fastload.store import probe_store
+
+    if path.startswith("-") or "://" in path:
+        return False
+    found = probe_store(path)
+    suffix = PurePath(path).suffix.lower()
+    return found == "foreign" or (found == "missing" and suffix not in ("", ".zarr"))
+
+
 def _inspect(argv: Sequence[str]) -> int:
     import argparse
 
     from fastload.errors import FastloadError
     from fastload.store import open_store
 
-    parser = argparse.ArgumentParser(prog="fastload inspect", description="Describe a store.")
-    parser.add_argument("store", help="path or URL of a fastload store")
+    if argv and _is_source(argv[0]):
+        # a ROOT/HDF5/Parquet/npz file: the converters' inspector lists it and writes a spec
+        module = importlib.import_module("fastload.converters.inspection")
+        return int(module.main(list(argv)))
+    parser = argparse.ArgumentParser(
+        prog="fastload inspect",
+        description="Describe a store; given a source file (.root, .h5, .parquet, .npz, ...) "
+        "instead, list what it holds and print a starter conversion spec "
+        "(python -m converters inspect FILE --help).",
+    )
+    parser.add_argument("store", help="path or URL of a fastload store, or a source file")
     args = parser.parse_args(list(argv))
     try:
         store = open_store(args.store)

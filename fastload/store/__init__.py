@@ -15,6 +15,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastload.store._awkward import field_name, field_names, fields_from_awkward
     from fastload.store._decoder import ChunkDecoder, RaggedDecoder, preload_decoding
     from fastload.store._layout import ArrayLayout, StoreLayout
     from fastload.store._parallel import ParallelStore, SplitSize
@@ -48,6 +49,9 @@ _LAZY = {
     "StoreWriter": "fastload.store._writer",
     "choose_chunk_len": "fastload.store._schema",
     "create_store": "fastload.store._writer",
+    "field_name": "fastload.store._awkward",
+    "field_names": "fastload.store._awkward",
+    "fields_from_awkward": "fastload.store._awkward",
     "file_checksum": "fastload.store._provenance",
     "open_store": "fastload.store._reader",
     "preload_decoding": "fastload.store._decoder",
@@ -74,6 +78,9 @@ __all__ = [
     "StoreWriter",
     "choose_chunk_len",
     "create_store",
+    "field_name",
+    "field_names",
+    "fields_from_awkward",
     "file_checksum",
     "open_store",
     "preload_decoding",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -91,3 +92,45 @@ class Ragged:
             raise IndexError(f"sample {i} out of range for a ragged block of {n} samples")
         i %= n
         return self.values[self.offsets[i] : self.offsets[i + 1]]
+
+    def to_awkward(self, columns: Sequence[str] | None = None) -> Any:
+        """These samples as an ``ak.Array`` of type ``N * var * ROW``, sharing the memory.
+
+        Parameters
+        ----------
+        columns
+            Names of the entries of 1-D rows: the result is then ``N * var * {a, b, ...}``
+            (a multi-column field back as a list of records, e.g. with the member names
+            that :meth:`from_awkward` joined).
+
+        Raises
+        ------
+        ConfigError
+            ``columns`` does not name every entry of a 1-D row.
+        ModuleNotFoundError
+            awkward is not installed (names ``fastload[root]``).
+        """
+        from fastload.store._awkward import ragged_to_awkward
+
+        return ragged_to_awkward(self, columns)
+
+    @classmethod
+    def from_awkward(cls, array: Any, *, dtype: Any = None) -> Ragged:
+        """One ragged field from an ``ak.Array`` of one level of variable-length lists.
+
+        ``N * var * float32`` (or ``var * 3 * float32``) gives rows of shape ``()`` (``(3,)``);
+        a list of records ``N * var * {pt: float32, eta: float32, ...}`` gives one
+        multi-column field, rows ``(k,)`` in member order, of the members' common dtype
+        (``np.result_type``) or ``dtype``.  Values are shared where awkward's buffers allow.
+
+        Raises
+        ------
+        SchemaError
+            Not one level of lists of numbers (or of records of numbers), a missing value
+            (None), or a ``dtype`` that would change a value.
+        ModuleNotFoundError
+            awkward is not installed (names ``fastload[root]``).
+        """
+        from fastload.store._awkward import ragged_from_awkward
+
+        return ragged_from_awkward(array, dtype=dtype)

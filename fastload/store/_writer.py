@@ -37,6 +37,7 @@ from fastload.errors import (
     SchemaError,
     StoreWriteError,
 )
+from fastload.store._awkward import fields_from_awkward, is_awkward
 from fastload.store._columns import ChunkedColumn
 from fastload.store._layout import ArrayLayout, StoreLayout
 from fastload.store._paths import is_remote, local_path
@@ -65,7 +66,9 @@ from fastload.store._schema import (
     new_store_id,
 )
 
-Block = Mapping[str, np.ndarray | Ragged]
+#: ``{field: array | Ragged | ak.Array}``, or an ``ak.Array`` of records (see StoreWriter.append);
+#: ``Any`` because awkward is optional and never imported to type a block
+Block = Any
 
 #: Names that would collide with Zarr's own metadata file.
 _RESERVED_NAMES = ("zarr.json",)
@@ -101,6 +104,41 @@ def _declarations(
                 f"fields[{fname!r}]: role must be one of {ROLES}, got {role!r} (store {path!r})"
             )
     return declared
+
+
+def _expand_awkward(block: Block, where: str) -> dict[str, np.ndarray | Ragged]:
+    """``block`` with each ``ak.Array`` replaced by its fields (see fields_from_awkward)."""
+    if is_awkward(block):  # a whole block as one record array: its members are the fields
+        if not block.fields:
+            raise SchemaError(
+                f"{where}: a block given as an ak.Array must be a record array (its members "
+                f"become the fields), got {block.type}; give {{name: array}} instead"
+            )
+        return fields_from_awkward("", block, where=where)
+    if not isinstance(block, Mapping):
+        raise SchemaError(
+            f"{where}: a block is {{field: array | Ragged | ak.Array}} or an ak.Array of "
+            f"records, got {type(block).__name__}"
+        )
+    if not any(is_awkward(v) for v in block.values()):
+        return dict(block)
+    out: dict[str, np.ndarray | Ragged] = {}
+    origin: dict[str, str] = {}
+    for key, value in block.items():
+        parts = (
+            fields_from_awkward(key, value, where=f"field {key!r} of {where}")
+            if is_awkward(value)
+            else {key: value}
+        )
+        for name, part in parts.items():
+            if name in out:
+                raise SchemaError(
+                    f"{where}: the block's {origin[name]!r} and {key!r} both give field {name!r} "
+                    "(a record member's field is named by fastload.store.field_name of "
+                    "'parent.member'); rename one of them"
+                )
+            out[name], origin[name] = part, key
+    return out
 
 
 def _mean_rows(block: Mapping[str, Any]) -> dict[str, float]:
@@ -276,14 +314,20 @@ class StoreWriter:
             Split name (``"train"``, ``"val"``, ``"test"``, ...); created on first use.
         block
             ``{field: array}`` with equal leading lengths; dense fields are arrays
-            ``(m, *shape)``, ragged fields are :class:`~fastload.Ragged`.  The first
-            block fixes the field set, per-sample shapes and dtypes (unless declared).
-            The writer copies what it keeps, so the caller may reuse its buffers.
+            ``(m, *shape)``, ragged fields are :class:`~fastload.Ragged`.  An ``ak.Array``
+            becomes the fields of :func:`fastload.store.fields_from_awkward`: numbers and
+            fixed-size lists a dense field, one level of variable-length lists a ragged
+            field, a record one field per member named ``field_name("NAME.member")``
+            (``jets.pt`` -> ``jets_pt``); the whole block may be an ``ak.Array`` of
+            records, whose members are then the fields.  The first block fixes the field set, per-sample
+            shapes and dtypes (unless declared).  The writer copies what it keeps, so the
+            caller may reuse its buffers.
 
         Raises
         ------
         SchemaError
-            The block disagrees with the store's fields (names, lengths, shapes, dtypes).
+            The block disagrees with the store's fields (names, lengths, shapes, dtypes), or
+            an ``ak.Array`` holds what a store cannot (strings, None, lists of lists).
         NonFiniteError
             A float field holds NaN or inf and ``allow_nonfinite`` is not set.
         """
@@ -291,6 +335,7 @@ class StoreWriter:
         _check_name("split", split, self.path)
         if split == CONSTANTS_GROUP:
             raise SchemaError(f"split name {split!r} is reserved for constants in {self.path!r}")
+        block = _expand_awkward(block, f"split {split!r} of {self.path!r}")
         if not block:
             raise SchemaError(f"split {split!r} of {self.path!r}: empty block (no fields)")
         m = self._block_length(split, block)
@@ -602,7 +647,7 @@ def create_store(
 
 def write_arrays(
     path: str | os.PathLike[str],
-    splits: Mapping[str, Mapping[str, np.ndarray | Ragged]],
+    splits: Mapping[str, Block],
     **options: Unpack[StoreOptions],
 ) -> str:
     """Write whole in-memory arrays as a store in one call.
@@ -612,7 +657,8 @@ def write_arrays(
     path
         Target location, as for :func:`create_store`.
     splits
-        ``{split: {field: array | Ragged}}``.
+        ``{split: {field: array | Ragged | ak.Array}}`` (an ``ak.Array`` as for
+        :meth:`StoreWriter.append`).
     **options
         The keyword options of :func:`create_store` (:class:`StoreOptions`): ``name``,
         ``task``, ``codec``, ``clevel``, ``shuffle``, ``chunk_bytes``, ``chunk_len``,
