@@ -26,6 +26,8 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 if TYPE_CHECKING:
     from fastload import adapters, datasets, errors, store, synthetic, transforms
+    from fastload._memory import MemorySplit, from_arrays
+    from fastload._source import Source
     from fastload._spec import FieldSpec
     from fastload.loader import Loader
     from fastload.mix import Mix
@@ -45,6 +47,9 @@ _LAZY = {
     "FORMAT_VERSION": "fastload.store",
     "FieldInfo": "fastload.store",
     "FieldSpec": "fastload._spec",
+    "MemorySplit": "fastload._memory",
+    "Source": "fastload._source",
+    "from_arrays": "fastload._memory",
     "Loader": "fastload.loader",
     "Mix": "fastload.mix",
     "Ragged": "fastload.store",
@@ -62,8 +67,10 @@ __all__ = [
     "FieldInfo",
     "FieldSpec",
     "Loader",
+    "MemorySplit",
     "Mix",
     "Ragged",
+    "Source",
     "Split",
     "Store",
     "StoreWriter",
@@ -72,6 +79,7 @@ __all__ = [
     "create_store",
     "datasets",
     "errors",
+    "from_arrays",
     "open_store",
     "store",
     "synthetic",

@@ -32,10 +32,10 @@ from fastload._order import (
     plan_epoch,
     plan_fingerprint,
 )
+from fastload._source import Source, check_source, describe
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError, FieldNotFoundError
 from fastload.mix import Mix
-from fastload.store import Split
 
 __all__ = ["Loader"]
 
@@ -53,16 +53,13 @@ class _Done:
         return self._value
 
 
-def _sources_of(source: object) -> tuple[tuple[Split, ...], tuple[str, ...], Mix | None]:
-    """The splits a loader reads, their names, and the mix (None for one split)."""
-    if isinstance(source, Split):
-        return (source,), (source.name,), None
+def _sources_of(source: object) -> tuple[tuple[Source, ...], tuple[str, ...], Mix | None]:
+    """The sources a loader reads, their names, and the mix (None for one source)."""
     if isinstance(source, Mix):
         return tuple(source.sources.values()), tuple(source.names), source
-    raise ConfigError(
-        f"fl.Loader: source must be a store split (store['train']) or a fl.Mix, "
-        f"got {type(source).__name__}"
-    )
+    check_source(source, owner="fl.Loader", what="source (or a fl.Mix of sources)")
+    assert isinstance(source, Source)
+    return (source,), (source.name,), None
 
 
 def _check_engine_options(
@@ -87,7 +84,7 @@ def _check_engine_options(
 
 
 def _select_fields(
-    splits: tuple[Split, ...], mix: Mix | None, fields: Sequence[str] | None
+    splits: tuple[Source, ...], mix: Mix | None, fields: Sequence[str] | None
 ) -> tuple[str, ...]:
     first = splits[0]
     all_fields = tuple(first.fields)
@@ -98,7 +95,7 @@ def _select_fields(
     for fname in selected:
         if fname not in first.fields:
             raise FieldNotFoundError(
-                f"field {fname!r} not in {first.store.path!r}{closest(fname, list(all_fields))} "
+                f"field {fname!r} not in {describe(first)}{closest(fname, list(all_fields))} "
                 f"(fields: {list(all_fields)})"
             )
     if not selected:
@@ -109,7 +106,7 @@ def _select_fields(
 
 
 def _ragged_lengths(
-    splits: tuple[Split, ...], selected: tuple[str, ...], pad: Mapping[str, int] | None
+    splits: tuple[Source, ...], selected: tuple[str, ...], pad: Mapping[str, int] | None
 ) -> dict[str, int]:
     """Padded length of each selected ragged field: ``pad``'s, else the longest sample."""
     lengths: dict[str, int] = {}
@@ -171,8 +168,8 @@ class Loader:
 
     Parameters
     ----------
-    source : Split | Mix
-        ``store["train"]`` or ``fl.Mix({...})``.
+    source : Source | Mix
+        ``store["train"]``, ``fl.from_arrays({...})`` (any :class:`~fastload.Source`) or ``fl.Mix({...})``.
     batch_size : int
         Samples per batch.
     shuffle : bool
@@ -222,7 +219,7 @@ class Loader:
 
     def __init__(
         self,
-        source: Split | Mix,
+        source: Source | Mix,
         batch_size: int,
         *,
         shuffle: bool = True,

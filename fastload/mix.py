@@ -6,8 +6,8 @@ from collections.abc import Mapping, Sequence
 
 from fastload import _validate
 from fastload._order import POLICIES
+from fastload._source import Source, check_source, describe
 from fastload.errors import ConfigError
-from fastload.store import Split
 
 __all__ = ["Mix", "check_field_agreement"]
 
@@ -19,8 +19,9 @@ class Mix:
 
     Parameters
     ----------
-    sources : Mapping[str, Split]
-        Source name -> split, e.g. ``{"gamma": fl.open_store("gamma.zarr")["train"], ...}``.
+    sources : Mapping[str, Source]
+        Source name -> split (any :class:`~fastload.Source`), e.g.
+        ``{"gamma": fl.open_store("gamma.zarr")["train"], ...}``.
         Sources may differ in size and chunking but must agree on the selected
         fields' shapes and dtypes.
     weights : Mapping[str, float] | Sequence[float] | None
@@ -47,7 +48,7 @@ class Mix:
 
     def __init__(
         self,
-        sources: Mapping[str, Split],
+        sources: Mapping[str, Source],
         weights: Mapping[str, float] | Sequence[float] | None = None,
         *,
         label_field: str | None = "label",
@@ -57,15 +58,12 @@ class Mix:
     ) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ConfigError(
-                f"fl.Mix: sources must be a non-empty mapping name -> store split, got {sources!r}"
+                f"fl.Mix: sources must be a non-empty mapping name -> source (a store split, "
+                f"fl.from_arrays(...)), got {sources!r}"
             )
         for name, split in sources.items():
-            if not isinstance(split, Split):
-                raise ConfigError(
-                    f"fl.Mix: sources[{name!r}] must be a store split (store['train']), "
-                    f"got {type(split).__name__}"
-                )
-        self.sources: dict[str, Split] = dict(sources)
+            check_source(split, owner=_OWNER, what=f"sources[{name!r}]")
+        self.sources: dict[str, Source] = dict(sources)
         self.weights = _resolve_weights(self.sources, weights)
         _validate.choice(policy, POLICIES, name="policy", owner=_OWNER)
         if policy == "cycle":
@@ -111,7 +109,7 @@ class Mix:
 
 
 def _resolve_weights(
-    sources: Mapping[str, Split], weights: Mapping[str, float] | Sequence[float] | None
+    sources: Mapping[str, Source], weights: Mapping[str, float] | Sequence[float] | None
 ) -> tuple[float, ...]:
     """One finite weight > 0 per source, in source order (default: the sources' sizes)."""
     names = list(sources)
@@ -147,7 +145,7 @@ def _resolve_weights(
 
 
 def check_field_agreement(
-    sources: Mapping[str, Split], fields: Sequence[str], label_field: str | None = None
+    sources: Mapping[str, Source], fields: Sequence[str], label_field: str | None = None
 ) -> None:
     """Raise :class:`ConfigError` unless every source has ``fields`` with equal specs.
 
@@ -164,7 +162,7 @@ def check_field_agreement(
         for name, split in sources.items():
             if fname not in split.fields:
                 raise ConfigError(
-                    f"field {fname!r} is missing from Mix source {name!r} ({split.store.path!r})"
+                    f"field {fname!r} is missing from Mix source {name!r} ({describe(split)})"
                 )
             a, b = first.fields[fname], split.fields[fname]
             if (a.shape, a.dtype, a.ragged) != (b.shape, b.dtype, b.ragged):

@@ -27,6 +27,29 @@ from fastload.transforms import Transform
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
 
+
+# Every test here runs over both shipped Sources: the stores of conftest.py, and the same
+# samples as in-memory splits (fl.from_arrays), which must give the very same batches.
+@pytest.fixture(scope="module", params=["store", "memory"])
+def source_kind(request) -> str:
+    return request.param
+
+
+def _as(kind: str, split: fl.Split) -> fl.Split:
+    if kind == "store":
+        return split
+    return fl.from_arrays(split.arrays(), chunk_len=split.chunk_len, name=split.name)  # type: ignore[return-value]
+
+
+@pytest.fixture(scope="module")
+def split_a(source_kind, split_a):
+    return _as(source_kind, split_a)
+
+
+@pytest.fixture(scope="module")
+def split_b(source_kind, split_b):
+    return _as(source_kind, split_b)
+
 #: value offset of split_a's and split_b's samples (see conftest.py): X[i] = base + 100 i + ...
 SOURCE_BASE = (0.0, 100_000.0)
 PROPERTY = settings(max_examples=20, deadline=None)
@@ -64,7 +87,8 @@ _STORE_CACHE: dict[str, dict[str, np.ndarray | fl.Ragged]] = {}
 
 def store_values(split: fl.Split) -> dict[str, np.ndarray | fl.Ragged]:
     """Every field of a split, read once through ``Split.read``."""
-    key = f"{split.store.path}/{split.name}"
+    store = getattr(split, "store", None)
+    key = f"{store.path}/{split.name}" if store is not None else f"memory-{id(split)}"
     if key not in _STORE_CACHE:
         _STORE_CACHE[key] = {f: split.read(f) for f in split.fields}
     return _STORE_CACHE[key]
@@ -359,6 +383,7 @@ def test_bad_configuration_raises_config_error(split_a, option, value):
 )
 def test_errors_name_the_public_parameter(split_a, kwargs, message):
     """Messages say ``batch_size``, not ``OrderConfig.batch_size``."""
+    kwargs = dict(kwargs)  # the parameter is shared by every run of the test
     batch_size = kwargs.pop("batch_size")
     with pytest.raises(ConfigError, match=message):
         fl.Loader(split_a, batch_size, workers=0, **kwargs)

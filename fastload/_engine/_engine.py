@@ -18,15 +18,15 @@ from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._slots import SlotRing
 from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
+from fastload._source import Source
 from fastload._spec import FieldSpec
-from fastload.store import ChunkDecoder, RaggedDecoder, Split
 
 
 @dataclass(frozen=True)
 class EngineSpec:
     """What the engine must produce; fixed for the lifetime of a loader."""
 
-    sources: tuple[Split, ...]
+    sources: tuple[Source, ...]
     source_names: tuple[str, ...]
     fields: tuple[str, ...]
     ragged_lengths: dict[str, int]
@@ -64,8 +64,8 @@ def input_specs(spec: EngineSpec) -> dict[str, FieldSpec]:
     return out
 
 
-def _describe_sources(spec: EngineSpec) -> list[dict[str, ChunkDecoder | RaggedDecoder]]:
-    """The store's decoder of every selected field of every source (what workers receive)."""
+def _describe_sources(spec: EngineSpec) -> list[dict[str, Any]]:
+    """The decoder of every selected field of every source (what workers receive)."""
     return [{fname: split.decoder(fname) for fname in spec.fields} for split in spec.sources]
 
 
@@ -239,7 +239,7 @@ def _spare_memory(shared: bool) -> int:
         return DEFAULT_MAX_KEPT_BYTES * 4
 
 
-def chunk_key_offsets(sources: tuple[Split, ...] | list[Split]) -> np.ndarray:
+def chunk_key_offsets(sources: tuple[Source, ...] | list[Source]) -> np.ndarray:
     """First chunk key of each source: keys number the chunks of all sources consecutively."""
     n_chunks = [s.n_chunks for s in sources]
     return np.concatenate([[0], np.cumsum(n_chunks)[:-1]]).astype(np.int64)

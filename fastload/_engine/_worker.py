@@ -39,7 +39,6 @@ from fastload._engine._protocol import (
 )
 from fastload._spec import FieldSpec
 from fastload.errors import WorkerError
-from fastload.store import ChunkDecoder, RaggedDecoder
 
 
 @dataclass
@@ -47,7 +46,7 @@ class WorkerConfig:
     """Everything a worker needs, sent once when it starts (picklable)."""
 
     layout: Layout
-    sources: list[dict[str, ChunkDecoder | RaggedDecoder]]
+    sources: list[dict[str, Any]]  # per source, field -> decoder (the Source contract)
     source_names: list[str]
     fields: tuple[str, ...]
     ragged_lengths: dict[str, int]  # padded length L of each ragged field
@@ -79,7 +78,7 @@ class Executor:
         prefix = cfg.gather_prefix
         for fname in cfg.fields:
             reader = cfg.sources[source][fname]
-            if isinstance(reader, RaggedDecoder):
+            if reader.ragged:
                 values, offsets = self._ragged_scratch(fname, reader)
                 reader.decode_into(chunk, values, offsets)
                 slots_out = self.arena[f"{prefix}/{fname}"]
@@ -113,7 +112,7 @@ class Executor:
             for slot, lo, hi, dest in runs:
                 labels[slot, dest : dest + hi - lo] = source
 
-    def _dense_scratch(self, fname: str, reader: ChunkDecoder) -> np.ndarray:
+    def _dense_scratch(self, fname: str, reader: Any) -> np.ndarray:
         buf = self._scratch.get(fname)
         if buf is None or buf.shape[0] < reader.chunk_len:
             rows = max(reader.chunk_len, *(s[fname].chunk_len for s in self.cfg.sources))  # type: ignore[union-attr]
@@ -121,7 +120,7 @@ class Executor:
             self._scratch[fname] = buf
         return buf
 
-    def _ragged_scratch(self, fname: str, reader: RaggedDecoder) -> tuple[np.ndarray, np.ndarray]:
+    def _ragged_scratch(self, fname: str, reader: Any) -> tuple[np.ndarray, np.ndarray]:
         values = self._scratch.get(f"{fname}/values")
         need = reader.capacity_rows()
         if values is None or values.shape[0] < need:
@@ -168,11 +167,11 @@ class Executor:
         """Who is doing what: the worker, and the store and chunk, or the transform and batch."""
         if isinstance(task, ChunkTask):
             first = self.cfg.sources[task.source][self.cfg.fields[0]]
-            dense = first.values if isinstance(first, RaggedDecoder) else first
+            url = getattr(first, "url", None)  # a store's decoders know their store
+            where = f"store {url!r}, " if url is not None else ""
             return (
                 f"worker {self.worker_id} reading chunk {task.chunk} of source "
-                f"{self.cfg.source_names[task.source]!r} (store {dense.url!r}, "
-                f"fields {list(self.cfg.fields)})"
+                f"{self.cfg.source_names[task.source]!r} ({where}fields {list(self.cfg.fields)})"
             )
         return f"worker {self.worker_id} applying transform {self.cfg.transform!r} to batch {task.batch}"
 

@@ -106,6 +106,8 @@ class ChunkDecoder:
         True when every chunk carries a CRC32C that is verified on read.
     """
 
+    ragged = False  # the Source contract: a dense decoder (fastload._source)
+
     def __init__(
         self,
         files: StoreFiles,
@@ -195,11 +197,21 @@ class ChunkDecoder:
     def decode_into(self, chunk: int, out: np.ndarray) -> int:
         """Decode chunk ``chunk`` into ``out`` (C-contiguous, >= ``chunk_len`` rows); return its rows.
 
-        The workers' entry point: no argument checks beyond the chunk's own.
+        The workers' entry point.  A chunk out of range is an ``IndexError``, a
+        buffer of another dtype, row shape or fewer rows a ``ConfigError`` (a few
+        comparisons: a wrong buffer must never be filled with reinterpreted bytes).
         """
+        self._check_chunk(chunk)
+        self._check_out(out)
         _single_threaded_blosc()
         self._decode(chunk, out)
         return self.chunk_rows(chunk)
+
+    def _check_chunk(self, chunk: int) -> None:
+        if not 0 <= chunk < self.n_chunks:
+            raise IndexError(
+                f"chunk {chunk} out of range for {self.key!r} ({self.n_chunks} chunks)"
+            )
 
     def read_chunk(self, chunk: int, out: np.ndarray | None = None) -> np.ndarray:
         """Decode chunk ``chunk`` into ``out``; return the view of its valid rows.
@@ -213,10 +225,7 @@ class ChunkDecoder:
             least ``chunk_len`` rows (a whole chunk is decoded, even the last one);
             allocated when None.
         """
-        if not 0 <= chunk < self.n_chunks:
-            raise IndexError(
-                f"chunk {chunk} out of range for {self.key!r} ({self.n_chunks} chunks)"
-            )
+        self._check_chunk(chunk)
         if out is None:
             out = _allocate(
                 (self.chunk_len, *self.row_shape), self.dtype, self.files.where(self.key)
@@ -393,6 +402,8 @@ class RaggedDecoder:
     field's verified offsets (``Split.offsets``).
     """
 
+    ragged = True  # the Source contract: a ragged decoder (fastload._source)
+
     def __init__(self, values: ChunkDecoder, offsets: np.ndarray, event_chunk_len: int) -> None:
         self.values = values
         self.offsets = offsets
@@ -432,12 +443,21 @@ class RaggedDecoder:
 
     def decode_into(self, chunk: int, values_out: np.ndarray, offsets_out: np.ndarray) -> None:
         """Fill ``values_out`` with the chunk's value rows and ``offsets_out`` (E+1) with buffer-relative offsets."""
+        if not 0 <= chunk < self.n_chunks:
+            raise IndexError(
+                f"chunk {chunk} out of range for {self.url!r} ({self.n_chunks} chunks)"
+            )
+        a = chunk * self.event_chunk_len
+        b = min(a + self.event_chunk_len, self.offsets.size - 1)
+        if offsets_out.shape[0] < b - a + 1 or values_out.shape[0] < self.capacity_rows():
+            raise ConfigError(
+                f"buffers of {values_out.shape[0]} value rows and {offsets_out.shape[0]} offsets "
+                f"for {self.url!r} need {self.capacity_rows()} and {b - a + 1}"
+            )
         v0, v1 = self.value_chunk_span(chunk)
         vlen = self.values.chunk_len
         for k, vc in enumerate(range(v0, v1)):
             self.values.decode_into(vc, values_out[k * vlen : (k + 1) * vlen])
-        a = chunk * self.event_chunk_len
-        b = min(a + self.event_chunk_len, self.offsets.size - 1)
         offsets_out[: b - a + 1] = self.offsets[a : b + 1] - v0 * vlen
 
 
