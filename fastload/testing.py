@@ -160,7 +160,9 @@ class SourceTests:
             source.decoder("not_a_field")
 
     # ---------------------------------------------------------------- loader
-    @pytest.mark.parametrize(("backend", "workers"), [("process", 2), ("thread", 2), ("process", 0)])
+    @pytest.mark.parametrize(
+        ("backend", "workers"), [("process", 2), ("thread", 2), ("process", 0)]
+    )
     def test_a_loader_delivers_every_sample_once(
         self, source: Source, arrays: dict[str, Any], backend: str, workers: int
     ) -> None:

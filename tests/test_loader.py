@@ -50,6 +50,7 @@ def split_a(source_kind, split_a):
 def split_b(source_kind, split_b):
     return _as(source_kind, split_b)
 
+
 #: value offset of split_a's and split_b's samples (see conftest.py): X[i] = base + 100 i + ...
 SOURCE_BASE = (0.0, 100_000.0)
 PROPERTY = settings(max_examples=20, deadline=None)

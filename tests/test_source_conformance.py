@@ -71,5 +71,5 @@ def test_a_mix_of_memory_splits(no_leaks):
 
 
 def test_a_loader_refuses_what_is_not_a_source():
-    with pytest.raises(fl.errors.ConfigError, match="without .*decoder"):
+    with pytest.raises(fl.errors.ConfigError, match=r"without .*decoder"):
         fl.Loader({"X": [1, 2, 3]}, 2)
