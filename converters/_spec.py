@@ -486,128 +486,7 @@ def _parse_fields(table: Mapping[str, Any] | None, where: SpecLocator) -> dict[s
         raise spec_error(
             where, "fields", 'no fields declared; add [fields.NAME] tables with source = "KEY"'
         )
-    fields: dict[str, FieldMap] = {}
-    for fname, decl in table.items():
-        prefix = f"fields.{fname}"
-        _name(fname, prefix, where, "field")
-        if not isinstance(decl, dict):
-            raise spec_error(
-                where,
-                prefix,
-                f'[{prefix}] must be a table such as {{source = "KEY"}}, got {decl!r}',
-            )
-        nested = [k for k, v in decl.items() if isinstance(v, dict) and k not in _FIELD_KEYS]
-        if nested:
-            dotted = f"{fname}.{nested[0]}"
-            raise spec_error(
-                where,
-                f"{prefix}.{nested[0]}",
-                f"[fields.{dotted}] is a table inside [fields.{fname}]: a '.' in a TOML key nests "
-                f"tables; name the field {field_name(dotted)!r} (the field-name rule) or quote "
-                f'the name: [fields."{dotted}"]',
-            )
-        _check_keys(decl, _FIELD_KEYS, prefix, where)
-        given = [k for k in ("source", "columns", "collection") if k in decl]
-        if len(given) != 1:
-            raise spec_error(
-                where,
-                prefix,
-                'give exactly one of source = "KEY", columns = ["KEY", ...] or '
-                'collection = "RECORD"' + (f" (got {', '.join(given)})" if given else ""),
-            )
-        collection: str | None = None
-        if "collection" in decl:
-            collection = _get(decl, "collection", str, prefix, where)
-            if not collection:
-                raise spec_error(where, f"{prefix}.collection", "expected a non-empty key")
-            for key in ("counts", "offsets"):
-                if key in decl:
-                    raise spec_error(
-                        where,
-                        f"{prefix}.{key}",
-                        "collection takes the members of a record key of the source; "
-                        f"{key} applies to flat value keys (source/columns)",
-                    )
-            keys: tuple[str, ...] = ()
-        else:
-            keys = _str_list(
-                decl.get("source", decl.get("columns")),
-                f"{prefix}.{'source' if 'source' in decl else 'columns'}",
-                where,
-            )
-        if "source" in decl and len(keys) != 1:
-            raise spec_error(
-                where,
-                f"{prefix}.source",
-                "source takes one key; use columns = [...] to stack several",
-            )
-        counts = _get(decl, "counts", str, prefix, where)
-        offsets = _get(decl, "offsets", str, prefix, where)
-        if counts and offsets:
-            raise spec_error(where, f"{prefix}.offsets", "give counts or offsets, not both")
-        pad = _get(decl, "pad", int, prefix, where)
-        ragged = _get(decl, "ragged", bool, prefix, where, False)
-        if pad is not None and pad < 1:
-            raise spec_error(where, f"{prefix}.pad", f"pad must be >= 1, got {pad}")
-        if pad is not None and ragged:
-            raise spec_error(
-                where,
-                f"{prefix}.pad",
-                "a field is either ragged = true or padded (pad = N), not both",
-            )
-        if (counts or offsets) and not (ragged or pad):
-            raise spec_error(
-                where,
-                prefix,
-                "counts/offsets make variable-length events; also set ragged = true or pad = N",
-            )
-        mask: str | None = None
-        if "mask" in decl:
-            mask_value = decl["mask"]
-            if pad is None:
-                raise spec_error(
-                    where, f"{prefix}.mask", "mask only applies to padded fields (pad = N)"
-                )
-            if mask_value is False:
-                mask = None
-            elif isinstance(mask_value, str):
-                mask = _name(mask_value, f"{prefix}.mask", where, "mask field")
-            else:
-                raise spec_error(
-                    where, f"{prefix}.mask", f"mask is a field name or false, got {mask_value!r}"
-                )
-        elif pad is not None:
-            mask = f"{fname}_mask"
-        pad_value = _get(decl, "pad_value", (int, float), prefix, where, 0.0)
-        if pad_value is not None and "pad_value" in decl and pad is None:
-            raise spec_error(
-                where, f"{prefix}.pad_value", "pad_value only applies to padded fields (pad = N)"
-            )
-        shape = _get(decl, "shape", list, prefix, where)
-        if shape is not None and not all(is_integer(s) and s >= 1 for s in shape):
-            raise spec_error(
-                where, f"{prefix}.shape", f"shape is a list of positive ints, got {shape!r}"
-            )
-        role = _get(decl, "role", str, prefix, where, "input")
-        if role not in ROLES:
-            raise spec_error(where, f"{prefix}.role", f"role must be one of {ROLES}, got {role!r}")
-        dtype = _dtype(decl["dtype"], f"{prefix}.dtype", where) if "dtype" in decl else None
-        fields[fname] = FieldMap(
-            name=fname,
-            keys=keys,
-            stacked="columns" in decl or collection is not None,
-            collection=collection,
-            ragged=ragged,
-            counts=counts,
-            offsets=offsets,
-            pad=pad,
-            mask=mask,
-            pad_value=float(pad_value),
-            dtype=dtype,
-            shape=tuple(shape) if shape is not None else None,
-            role=role,
-            doc=_get(decl, "doc", str, prefix, where, "") or "",
-        )
+    fields = {fname: _parse_field(fname, decl, where) for fname, decl in table.items()}
     for fname, fm in fields.items():
         if fm.mask and fm.mask in fields:
             raise spec_error(
@@ -616,6 +495,147 @@ def _parse_fields(table: Mapping[str, Any] | None, where: SpecLocator) -> dict[s
                 f'mask field {fm.mask!r} clashes with [fields.{fm.mask}]; set mask = "OTHER_NAME"',
             )
     return fields
+
+
+def _parse_field(fname: str, decl: Any, where: SpecLocator) -> FieldMap:
+    """One ``[fields.NAME]`` table: what it reads, how events are cut and padded, what it is."""
+    prefix = f"fields.{fname}"
+    _check_field_table(fname, decl, prefix, where)
+    keys, collection = _field_keys(decl, prefix, where)
+    counts, offsets, pad, ragged = _field_layout(decl, prefix, where)
+    mask = _field_mask(fname, decl, pad, prefix, where)
+    pad_value = _get(decl, "pad_value", (int, float), prefix, where, 0.0)
+    if pad_value is not None and "pad_value" in decl and pad is None:
+        raise spec_error(
+            where, f"{prefix}.pad_value", "pad_value only applies to padded fields (pad = N)"
+        )
+    shape = _get(decl, "shape", list, prefix, where)
+    if shape is not None and not all(is_integer(s) and s >= 1 for s in shape):
+        raise spec_error(
+            where, f"{prefix}.shape", f"shape is a list of positive ints, got {shape!r}"
+        )
+    role = _get(decl, "role", str, prefix, where, "input")
+    if role not in ROLES:
+        raise spec_error(where, f"{prefix}.role", f"role must be one of {ROLES}, got {role!r}")
+    return FieldMap(
+        name=fname,
+        keys=keys,
+        stacked="columns" in decl or collection is not None,
+        collection=collection,
+        ragged=ragged,
+        counts=counts,
+        offsets=offsets,
+        pad=pad,
+        mask=mask,
+        pad_value=float(pad_value),
+        dtype=_dtype(decl["dtype"], f"{prefix}.dtype", where) if "dtype" in decl else None,
+        shape=tuple(shape) if shape is not None else None,
+        role=role,
+        doc=_get(decl, "doc", str, prefix, where, "") or "",
+    )
+
+
+def _check_field_table(fname: str, decl: Any, prefix: str, where: SpecLocator) -> None:
+    _name(fname, prefix, where, "field")
+    if not isinstance(decl, dict):
+        raise spec_error(
+            where,
+            prefix,
+            f'[{prefix}] must be a table such as {{source = "KEY"}}, got {decl!r}',
+        )
+    nested = [k for k, v in decl.items() if isinstance(v, dict) and k not in _FIELD_KEYS]
+    if nested:
+        dotted = f"{fname}.{nested[0]}"
+        raise spec_error(
+            where,
+            f"{prefix}.{nested[0]}",
+            f"[fields.{dotted}] is a table inside [fields.{fname}]: a '.' in a TOML key nests "
+            f"tables; name the field {field_name(dotted)!r} (the field-name rule) or quote "
+            f'the name: [fields."{dotted}"]',
+        )
+    _check_keys(decl, _FIELD_KEYS, prefix, where)
+
+
+def _field_keys(
+    decl: Mapping[str, Any], prefix: str, where: SpecLocator
+) -> tuple[tuple[str, ...], str | None]:
+    """The source keys a field reads, or the record key whose members it stacks."""
+    given = [k for k in ("source", "columns", "collection") if k in decl]
+    if len(given) != 1:
+        raise spec_error(
+            where,
+            prefix,
+            'give exactly one of source = "KEY", columns = ["KEY", ...] or '
+            'collection = "RECORD"' + (f" (got {', '.join(given)})" if given else ""),
+        )
+    if "collection" in decl:
+        collection = _get(decl, "collection", str, prefix, where)
+        if not collection:
+            raise spec_error(where, f"{prefix}.collection", "expected a non-empty key")
+        for key in ("counts", "offsets"):
+            if key in decl:
+                raise spec_error(
+                    where,
+                    f"{prefix}.{key}",
+                    "collection takes the members of a record key of the source; "
+                    f"{key} applies to flat value keys (source/columns)",
+                )
+        return (), collection
+    keys = _str_list(
+        decl.get("source", decl.get("columns")),
+        f"{prefix}.{'source' if 'source' in decl else 'columns'}",
+        where,
+    )
+    if "source" in decl and len(keys) != 1:
+        raise spec_error(
+            where,
+            f"{prefix}.source",
+            "source takes one key; use columns = [...] to stack several",
+        )
+    return keys, None
+
+
+def _field_layout(
+    decl: Mapping[str, Any], prefix: str, where: SpecLocator
+) -> tuple[str | None, str | None, int | None, bool]:
+    """``counts``/``offsets`` of variable-length events and whether they stay ragged or pad."""
+    counts = _get(decl, "counts", str, prefix, where)
+    offsets = _get(decl, "offsets", str, prefix, where)
+    if counts and offsets:
+        raise spec_error(where, f"{prefix}.offsets", "give counts or offsets, not both")
+    pad = _get(decl, "pad", int, prefix, where)
+    ragged = _get(decl, "ragged", bool, prefix, where, False)
+    if pad is not None and pad < 1:
+        raise spec_error(where, f"{prefix}.pad", f"pad must be >= 1, got {pad}")
+    if pad is not None and ragged:
+        raise spec_error(
+            where,
+            f"{prefix}.pad",
+            "a field is either ragged = true or padded (pad = N), not both",
+        )
+    if (counts or offsets) and not (ragged or pad):
+        raise spec_error(
+            where,
+            prefix,
+            "counts/offsets make variable-length events; also set ragged = true or pad = N",
+        )
+    return counts, offsets, pad, bool(ragged)
+
+
+def _field_mask(
+    fname: str, decl: Mapping[str, Any], pad: int | None, prefix: str, where: SpecLocator
+) -> str | None:
+    """The mask field a padded field gets (default ``NAME_mask``; ``mask = false``: none)."""
+    if "mask" not in decl:
+        return f"{fname}_mask" if pad is not None else None
+    mask_value = decl["mask"]
+    if pad is None:
+        raise spec_error(where, f"{prefix}.mask", "mask only applies to padded fields (pad = N)")
+    if mask_value is False:
+        return None
+    if isinstance(mask_value, str):
+        return _name(mask_value, f"{prefix}.mask", where, "mask field")
+    raise spec_error(where, f"{prefix}.mask", f"mask is a field name or false, got {mask_value!r}")
 
 
 def _parse_label(
