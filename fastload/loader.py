@@ -522,6 +522,15 @@ class Loader:
 
         return to_tf(self, **options)
 
+    def jax(self, **options: Any) -> Any:
+        """Batches as dicts of ``jax.Array`` (zero-copy on CPU; ``device_put`` to an accelerator).
+
+        See :func:`fastload.adapters.jax.to_jax`.
+        """
+        from fastload.adapters.jax import to_jax
+
+        return to_jax(self, **options)
+
     # -------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Stop the workers and free the shared memory (idempotent)."""

@@ -1,7 +1,7 @@
 """Batches a user keeps stay correct through the framework adapters.
 
-The usual metric pattern, ``torch.cat([b["y"] for b in loader.torch()])`` or
-``list(loader.tf())``, holds every batch of an epoch at once.  With data that
+The usual metric pattern, ``torch.cat([b["y"] for b in loader.torch()])``,
+``list(loader.tf())`` or ``list(loader.jax())``, holds every batch of an epoch at once.  With data that
 wraps the loader's slot ring many times (``id = arange(n)``, n = 24,000,
 chunks of a few hundred samples, rings of 2-6 slots), every kept batch must
 still hold exactly the samples ``loader.plan(epoch)`` names, for three epochs
@@ -151,3 +151,35 @@ def test_tf_elements_kept_for_three_epochs_match_the_plans(splits, cfg) -> None:
             got = np.concatenate([ids.numpy() for _, ids in elements])
             np.testing.assert_array_equal(got, loader.plan(epoch).index)
         del kept, ds
+
+
+# --------------------------------------------------------------------------- jax
+@settings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(cfg=configs, keep_every=st.sampled_from([1, 1, 3]))
+def test_jax_batches_kept_for_three_epochs_match_the_plans(splits, cfg, keep_every) -> None:
+    """Every k-th zero-copy ``jax.Array`` batch of 3 epochs, all kept, holds its planned samples.
+
+    On the CPU the arrays alias the slots (``device_put`` of the views), so a
+    slot reused under a live array would show here as another batch's ids.
+    """
+    jax = pytest.importorskip("jax")
+    with jax.enable_x64(True), make_loader(splits, cfg) as loader:  # id and x are 64-bit
+        batches = loader.jax()
+        assert batches.zero_copy
+        kept = [[b for i, b in enumerate(batches) if i % keep_every == 0] for _ in range(EPOCHS)]
+        for epoch, elements in enumerate(kept):
+            want = planned_ids(loader, epoch)[::keep_every]
+            assert len(elements) == len(want)
+            for b, (batch, ids) in enumerate(zip(elements, want, strict=True)):
+                check_batch(
+                    np.asarray(batch["id"]), np.asarray(batch["x"]), ids, f"epoch {epoch} batch {b}"
+                )
+            if keep_every == 1:
+                got = np.concatenate([np.asarray(b["id"]) for b in elements])
+                np.testing.assert_array_equal(got, loader.plan(epoch).index)
+        pairs = list(loader.jax(x="x", y="id"))  # (x, y) tuples, one more epoch kept
+        for b, ((x, ids), want) in enumerate(zip(pairs, planned_ids(loader, EPOCHS), strict=True)):
+            check_batch(np.asarray(ids), np.asarray(x), want, f"pair {b}")
+        del kept, elements, batches, pairs

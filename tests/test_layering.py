@@ -56,11 +56,12 @@ FORBIDDEN_UPWARD = {
 }
 
 
-# the one sanctioned upward reference: ``loader.torch()`` / ``loader.tf()`` are conveniences
+# the one sanctioned upward reference: ``loader.torch()`` / ``.tf()`` / ``.jax()`` are conveniences
 # that import their adapter inside the method, at call time (never when fastload is imported)
 LAZY_CONVENIENCES = {
     ("fastload.loader", "fastload.adapters.torch"),
     ("fastload.loader", "fastload.adapters.tf"),
+    ("fastload.loader", "fastload.adapters.jax"),
 }
 
 

@@ -25,6 +25,8 @@ FRAMEWORK_OF = {
     "fastload.adapters.torch": "torch",
     "fastload.adapters.tf": "tensorflow",
     "fastload.adapters.keras": "keras",
+    "fastload.adapters.jax": "jax",
+    "fastload.adapters.lightning": "lightning",
 }
 
 

@@ -267,6 +267,40 @@ def test_resume_mid_epoch_through_the_adapter(store: fl.Store) -> None:
         np.testing.assert_array_equal(got.numpy(), expect["idx"])
 
 
+class _HostStager:
+    """The CUDA path's staging ring, on the CPU: copies, handed over as they are."""
+
+    def stage(self, batch):
+        return {k: torch.from_numpy(np.array(v)) for k, v in batch.items()}, None
+
+    def hand_over(self, tensors, event):
+        return tensors
+
+
+def test_state_of_the_cuda_path_counts_only_batches_handed_out(store: fl.Store) -> None:
+    """The CUDA path stays one batch ahead of the caller; its state must not count that batch.
+
+    Runs the path's own generator with a CPU stand-in for the pinned ring (no
+    GPU needed): after the caller has seen k batches, the state resumes at
+    batch k, mid-epoch and at the epoch's end.
+    """
+    split = store["train"]
+    with fl.Loader(split, 20, seed=9, workers=0) as loader:
+        want = expected_batches(loader, split, 0)
+        batches = loader.torch()
+        batches._stager = _HostStager()
+        states = []
+        for batch in batches._iter_cuda():
+            assert batch["idx"].tolist() == want[len(states)]["idx"].tolist()
+            states.append(batches.state_dict())
+        assert [s["batch"] for s in states[:-1]] == list(range(1, len(want)))
+        assert (states[-1]["epoch"], states[-1]["batch"]) == (1, 0)  # after the last one
+        resumed = states[3]  # the caller had seen batches 0..3
+        loader.load_state_dict(resumed)
+        rest = [b["idx"].tolist() for b in loader.torch()]
+    assert rest == [w["idx"].tolist() for w in want[4:]]
+
+
 def test_dataloader_with_iterable_dataset(store: fl.Store) -> None:
     """DataLoader(ds, batch_size=None, num_workers=0) yields the loader's batches unchanged."""
     split = store["train"]
@@ -283,6 +317,9 @@ def test_dataloader_with_iterable_dataset(store: fl.Store) -> None:
         assert got == len(want)
 
 
+# JAX, once a test has started its backend in this process, warns at every os.fork(); this
+# is the test that forks the test process itself (DataLoader's fork workers)
+@pytest.mark.filterwarnings(r"ignore:os\.fork\(\) was called:RuntimeWarning")
 @pytest.mark.parametrize("context", ["spawn", "fork"])
 def test_dataloader_workers_are_refused(store: fl.Store, context: str) -> None:
     """DataLoader worker processes would each run the loader: the error says num_workers=0.

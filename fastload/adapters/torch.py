@@ -214,6 +214,8 @@ class TorchBatches:
         self._stager: _PinnedStager | None = None
         self._active: weakref.WeakSet[Any] = weakref.WeakSet()
         self._closed = False
+        #: batches the CUDA path took from the loader but has not handed out yet
+        self._ahead = 0
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -225,7 +227,16 @@ class TorchBatches:
         self.loader.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.loader.state_dict()
+        """The loader's state at the next batch *this iterable* hands out.
+
+        The CUDA path stays one batch ahead of the caller, so the loader has
+        delivered one more batch than the caller has seen; that one is not
+        counted as seen (resuming would skip it).
+        """
+        state = self.loader.state_dict()
+        if self._ahead:
+            state = {**state, "batch": state["batch"] - self._ahead}
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.loader.load_state_dict(state)
@@ -313,10 +324,14 @@ class TorchBatches:
                 staged.append(stager.stage({name: batch[name] for name in fields}))
                 del batch
                 if len(staged) > 1:
+                    # delivered by the loader, not yet seen, once this one is handed out
+                    self._ahead = len(staged) - 1
                     yield self._element(stager.hand_over(*staged.popleft()))
-            while staged:
+            while staged:  # the loader's epoch is over: nothing is ahead of the caller
+                self._ahead = 0
                 yield self._element(stager.hand_over(*staged.popleft()))
         finally:
+            self._ahead = 0
             batches.close()
 
 

@@ -1,0 +1,274 @@
+"""A fastload loader as JAX arrays: zero-copy on the CPU, ``device_put`` to an accelerator.
+
+CPU (JAX's default backend is the CPU, or ``device`` is a CPU device)
+    ``jax.device_put`` on the loader's read-only shared-memory views.  XLA's
+    CPU client uses a host buffer in place when it starts on a 64-byte
+    boundary, which every batch slot does (``fastload/_engine/_arena.py``):
+    no copy.  The ``jax.Array`` holds a reference to the numpy view it was
+    made from until the array is deleted, so a kept array keeps its batch's
+    slot out of the loader's ring, like a kept numpy view or CPU tensor
+    (docs/frameworks.md, "Keeping batches").  ``copy=True`` gives arrays that
+    own their memory (one copy into a fresh aligned buffer).
+
+Accelerators (a GPU or TPU is JAX's default backend, or ``device`` names one)
+    ``jax.device_put`` copies each batch to the device asynchronously; JAX
+    keeps the numpy view (and so the slot) alive until the transfer has
+    completed, then the slot can go back to the ring.  Device arrays own
+    their memory and stay valid.
+
+DLPack is not used: numpy refuses to export a read-only array through the
+DLPack version JAX asks for, and a writable alias of a read-only slot would
+hide the loader's contract from both libraries.  ``device_put`` gives the
+same zero-copy result with the lifetime handled by JAX's reference.
+
+Fields must keep their dtype in JAX: with 64-bit types disabled (JAX's
+default), ``device_put`` silently turns ``int64`` into ``int32`` and
+``float64`` into ``float32``, which would change values (sample ids past
+2**31, for one).  Such fields are refused with a :class:`~fastload.errors.ConfigError`
+that says how to cast them or how to enable 64-bit types.
+
+``x=``/``y=``/``sample_weight=`` choose the element's structure as in the
+torch, tf.data and Keras adapters.
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Callable, Iterator, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from fastload.adapters._select import Selection, select
+from fastload.adapters.tf import aligned_copy  # framework-free; imports no TensorFlow
+from fastload.errors import ConfigError
+
+try:
+    import jax
+    import jax.numpy as jnp
+except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environment
+    raise ModuleNotFoundError(
+        "loader.jax() needs JAX; install it with `pip install 'fastload[jax]'` "
+        "(or `pip install jax`)"
+    ) from exc
+
+if TYPE_CHECKING:
+    from fastload.loader import Loader
+
+__all__ = ["JaxBatches", "to_jax"]
+
+
+def _resolve_device(device: Any) -> Any:
+    """A ``jax.Device``/``Sharding``, or None for JAX's default device (an accelerator if any)."""
+    if device is None or isinstance(device, (jax.Device, jax.sharding.Sharding)):
+        return device
+    if isinstance(device, str):
+        try:
+            return jax.devices(device)[0]
+        except RuntimeError as exc:
+            raise ConfigError(
+                f"loader.jax(device={device!r}): JAX has no {device!r} backend "
+                f"(available: {sorted({d.platform for d in jax.devices()})}); pass a jax.Device, "
+                "a jax.sharding.Sharding, a platform name such as 'cpu' or 'gpu', or None"
+            ) from exc
+    raise ConfigError(
+        f"loader.jax(device=...) takes a jax.Device, a jax.sharding.Sharding, a platform name "
+        f"('cpu', 'gpu', 'tpu') or None, got {type(device).__name__}"
+    )
+
+
+def _platforms(device: Any) -> set[str]:
+    if device is None:
+        return {jax.devices()[0].platform}
+    if isinstance(device, jax.sharding.Sharding):
+        return {d.platform for d in device.device_set}
+    return {device.platform}
+
+
+def _check_dtype(name: str, dtype: np.dtype) -> None:
+    dtype = np.dtype(dtype)
+    if not (jnp.issubdtype(dtype, jnp.number) or jnp.issubdtype(dtype, jnp.bool_)):
+        raise ConfigError(
+            f"field {name!r} has dtype {dtype}, which JAX does not support; convert it with "
+            "fastload.transforms.Cast in the loader's transform, or leave it out of x=/y="
+        )
+    canonical = np.dtype(jax.dtypes.canonicalize_dtype(dtype))
+    if canonical != dtype:
+        raise ConfigError(
+            f"field {name!r} is {dtype}, which JAX would silently convert to {canonical} because "
+            "64-bit types are disabled (jax_enable_x64 is False); cast the field with "
+            f"fastload.transforms.Cast({name!r}, '{canonical}') in the loader's transform, "
+            "leave it out of x=/y=, or call jax.config.update('jax_enable_x64', True) first"
+        )
+
+
+def _place(
+    fields: tuple[str, ...],
+    batch: Mapping[str, np.ndarray],
+    device: Any,
+    own: Callable[[np.ndarray], np.ndarray] | None,
+) -> dict[str, Any]:
+    """``{field: jax.Array}`` of one batch (a function: no local outlives the call)."""
+    arrays = [batch[name] if own is None else own(batch[name]) for name in fields]
+    # one call for the whole element: a pytree costs one dispatch, not one per field
+    placed = dict(zip(fields, jax.device_put(arrays, device), strict=True))
+    for name, array in zip(fields, arrays, strict=True):
+        if placed[name].dtype != array.dtype:  # never hand over silently converted values
+            _check_dtype(name, array.dtype)
+            raise ConfigError(f"field {name!r}: JAX made {placed[name].dtype} of {array.dtype}")
+    return placed
+
+
+class JaxBatches:
+    """Iterable of a loader's batches as ``jax.Array`` s; see :func:`to_jax`.
+
+    Each ``iter()`` runs one loader epoch.  ``len()``, ``set_epoch``,
+    ``state_dict`` and ``load_state_dict`` are the loader's.  An element is the
+    dict of every field, or the structure ``x``/``y``/``sample_weight`` name.
+    :meth:`close` (or leaving a ``with`` block) ends an iteration in progress
+    and closes the loader.
+    """
+
+    def __init__(
+        self,
+        loader: Loader,
+        *,
+        device: Any = None,
+        copy: bool = False,
+        x: Any = None,
+        y: Any = None,
+        sample_weight: Any = None,
+    ) -> None:
+        self.loader = loader
+        self.device = _resolve_device(device)
+        specs = loader.output_specs
+        self.selection: Selection = select(specs, x, y, sample_weight, where=repr(loader))
+        for name in self.selection.fields:
+            _check_dtype(name, specs[name].dtype)
+        self.copy = bool(copy)
+        #: on the CPU without copy=True, arrays alias the loader's shared memory
+        self.zero_copy = _platforms(self.device) == {"cpu"} and not self.copy
+        self._active: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __repr__(self) -> str:
+        where = "default" if self.device is None else str(self.device)
+        return f"<JaxBatches device={where!r} zero_copy={self.zero_copy} {self.loader!r}>"
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.loader.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.loader.load_state_dict(state)
+
+    def close(self) -> None:
+        """End an iteration in progress and close the loader (idempotent)."""
+        self._closed = True
+        for iterator in list(self._active):
+            iterator.close()
+        self._active.clear()
+        self.loader.close()
+
+    def __enter__(self) -> JaxBatches:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __iter__(self) -> Iterator[Any]:
+        if self._closed:
+            raise ConfigError("this JaxBatches is closed (closing it closed its loader)")
+        iterator = self._stream()
+        self._active.add(iterator)
+        return iterator
+
+    def _stream(self) -> Iterator[Any]:
+        """One element per loader batch, holding nothing of it while the caller has it.
+
+        As in the torch adapter, the element goes through a one-item list and
+        is yielded by ``pop()``, so while the generator waits at ``yield`` no
+        name here binds the batch: what the caller drops can return to the ring.
+        """
+        fields = self.selection.fields
+        specs = self.loader.output_specs
+        for name in fields:  # jax_enable_x64 may have changed since the adapter was made
+            _check_dtype(name, specs[name].dtype)
+        device = self.device
+        own = aligned_copy if self.copy else None
+        ready: list[Any] = []
+        batches = iter(self.loader)
+        try:
+            for batch in batches:
+                placed = _place(fields, batch, device, own)
+                del batch
+                ready.append(self.selection.build(placed.__getitem__))
+                del placed
+                yield ready.pop()
+        finally:
+            batches.close()
+
+
+def to_jax(
+    loader: Loader,
+    *,
+    device: Any = None,
+    copy: bool = False,
+    x: Any = None,
+    y: Any = None,
+    sample_weight: Any = None,
+) -> JaxBatches:
+    """Iterate a loader as ``jax.Array`` s (``loader.jax(...)`` calls this).
+
+    Parameters
+    ----------
+    loader : fastload.Loader
+        The loader.
+    device : jax.Device | jax.sharding.Sharding | str | None
+        Where the arrays go.  ``None``: JAX's default device (an accelerator
+        when one exists, else the CPU), uncommitted.  A platform name
+        (``"cpu"``, ``"gpu"``, ``"tpu"``) means its first device.  A
+        ``Sharding`` splits each batch across devices as ``jax.device_put``
+        does (the batch dimension must divide evenly: use ``drop_last=True``).
+    copy : bool
+        CPU only: arrays that own their memory instead of aliasing the
+        loader's shared memory (one copy each).  Accelerator arrays always
+        own their memory.
+    x, y, sample_weight : str, tuple, list or dict of field names, optional
+        Structure of each element, as in :func:`fastload.adapters.torch.to_torch`:
+        neither: the dict of every field; ``x`` only: the ``x`` structure;
+        ``x`` and ``y``: ``(x, y)`` (plus ``sample_weight``).  Fields not
+        named are not transferred.
+
+    Returns
+    -------
+    JaxBatches
+        Iterable (one loader epoch per ``iter()``) with ``len()``, ``close()``
+        and context-manager support (closing it closes the loader).
+
+    Raises
+    ------
+    ConfigError
+        A selected field has a dtype JAX lacks, or a 64-bit dtype while
+        ``jax_enable_x64`` is off (JAX would change its values); an unknown
+        ``device``.
+
+    Notes
+    -----
+    Zero-copy CPU arrays read the loader's shared memory: a kept array keeps
+    its batch's slot out of the ring until it is deleted (past the loader's
+    ``max_kept_bytes``, the loader delivers copies instead).  To keep many
+    batches, pass ``copy=True`` or keep what you compute from them.
+    """
+    return JaxBatches(loader, device=device, copy=copy, x=x, y=y, sample_weight=sample_weight)
