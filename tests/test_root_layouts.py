@@ -42,17 +42,19 @@ def shared_root_data() -> Path | None:
     return None
 
 
-SHARED = shared_root_data()
-#: every real file: the copies kept in the repository, and the shared folder's
-REAL_PATHS = {p.name: p for p in IN_REPO.glob("*.root")} | (
-    {p.name: p for p in SHARED.glob("*.root")} if SHARED else {}
-)
-REAL = sorted(REAL_PATHS)
 RNTUPLE = "Run2012BC_DoubleMuParked_Muons_1000evts_rntuple_v1-0-0-0.root"
 FULLSPLIT = "uproot-small-evnt-tree-fullsplit.root"
+#: the shared folder when it is beside the checkout, else the copies kept in tests/data/root
+#: (which include the RNTuple and the fully split tree, so a clean clone tests them too)
+SHARED = shared_root_data() or IN_REPO
+#: every real file: the copies kept in the repository, and the shared folder's
+REAL_PATHS = {p.name: p for p in IN_REPO.glob("*.root")} | {
+    p.name: p for p in SHARED.glob("*.root")
+}
+REAL = sorted(REAL_PATHS)
 needs_shared = pytest.mark.skipif(
-    SHARED is None,
-    reason="no shared/data/root folder beside the checkout (the real RNTuple and split-object files)",
+    not (SHARED / RNTUPLE).is_file() or not (SHARED / FULLSPLIT).is_file(),
+    reason="the real RNTuple and split-object files are missing from tests/data/root",
 )
 
 
