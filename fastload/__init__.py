@@ -27,7 +27,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 if TYPE_CHECKING:
     from fastload import adapters, datasets, errors, store, synthetic, transforms
     from fastload._memory import MemorySplit, from_arrays
-    from fastload._source import Source
+    from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source
     from fastload._spec import FieldSpec
     from fastload.loader import Loader
     from fastload.mix import Mix
@@ -44,10 +44,12 @@ if TYPE_CHECKING:
     )
 
 _LAZY = {
+    "DenseChunkDecoder": "fastload._source",
     "FORMAT_VERSION": "fastload.store",
     "FieldInfo": "fastload.store",
     "FieldSpec": "fastload._spec",
     "MemorySplit": "fastload._memory",
+    "RaggedChunkDecoder": "fastload._source",
     "Source": "fastload._source",
     "from_arrays": "fastload._memory",
     "Loader": "fastload.loader",
@@ -64,12 +66,14 @@ _SUBMODULES = ("adapters", "datasets", "errors", "store", "synthetic", "transfor
 
 __all__ = [
     "FORMAT_VERSION",
+    "DenseChunkDecoder",
     "FieldInfo",
     "FieldSpec",
     "Loader",
     "MemorySplit",
     "Mix",
     "Ragged",
+    "RaggedChunkDecoder",
     "Source",
     "Split",
     "Store",

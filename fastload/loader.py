@@ -1,4 +1,4 @@
-"""``fl.Loader``: batches from a store split or a :class:`~fastload.Mix`, prefetched in shared memory."""
+"""``fl.Loader``: batches of a Source (store or in-memory split) or a Mix, prefetched in shared memory."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -57,9 +57,9 @@ def _sources_of(source: object) -> tuple[tuple[Source, ...], tuple[str, ...], Mi
     """The sources a loader reads, their names, and the mix (None for one source)."""
     if isinstance(source, Mix):
         return tuple(source.sources.values()), tuple(source.names), source
-    check_source(source, owner="fl.Loader", what="source (or a fl.Mix of sources)")
-    assert isinstance(source, Source)
-    return (source,), (source.name,), None
+    check_source(source, owner="fl.Loader", what="source", or_else="a fl.Mix of sources")
+    split = cast(Source, source)
+    return (split,), (split.name,), None
 
 
 def _check_engine_options(
@@ -153,9 +153,9 @@ def _warn_if_unsharded_in_distributed_job() -> None:
 
 
 class Loader:
-    """Iterate batches of a split (premixed) or of a :class:`Mix` (mixed on the fly).
+    """Iterate batches of a source (a premixed split) or of a :class:`Mix` (mixed on the fly).
 
-    Workers decode Zarr chunks and gather each batch into a slot of a batch
+    Workers decode chunks and gather each batch into a slot of a batch
     ring in shared memory; the consumer receives ``dict[str, np.ndarray]`` of
     read-only arrays over that slot, with no copy.  A slot is reused only once
     every array of its batch — and every view or tensor made from one — is

@@ -15,7 +15,7 @@ _OWNER = "fl.Mix"
 
 
 class Mix:
-    """Compose every batch from several splits in exact proportions.
+    """Compose every batch from several sources in exact proportions.
 
     Parameters
     ----------

@@ -21,14 +21,36 @@ LIBRARY = ROOT / "fastload"
 
 # lower layers must not import the higher ones (module prefixes)
 FORBIDDEN_UPWARD = {
-    "fastload.store": (
+    # the Source contract sits below everything that reads or implements it
+    "fastload._source": (
+        "fastload.store",
+        "fastload._memory",
+        "fastload._order",
+        "fastload._engine",
+        "fastload.loader",
+        "fastload.mix",
+        "fastload.adapters",
+        "fastload.datasets",
+        "fastload.testing",
+    ),
+    "fastload._memory": (
         "fastload.loader",
         "fastload._engine",
         "fastload.adapters",
         "fastload.mix",
         "fastload.datasets",
+        "fastload.testing",
+    ),
+    "fastload.store": (
+        "fastload.loader",
+        "fastload._engine",
+        "fastload._memory",
+        "fastload.adapters",
+        "fastload.mix",
+        "fastload.datasets",
         "fastload.converters",
         "fastload.bench",
+        "fastload.testing",
     ),
     "fastload._order": (
         "fastload.loader",
@@ -37,7 +59,10 @@ FORBIDDEN_UPWARD = {
         "fastload.store",
         "fastload.datasets",
     ),
+    # the engine reads sources through the Source contract only (it imports the store
+    # just to preload decoding in the zygote), never the in-memory split
     "fastload._engine": (
+        "fastload._memory",
         "fastload.loader",
         "fastload.adapters",
         "fastload.mix",
@@ -51,7 +76,7 @@ FORBIDDEN_UPWARD = {
         "fastload.converters",
         "fastload.bench",
     ),
-    "fastload.mix": ("fastload.loader", "fastload.adapters", "fastload._engine"),
+    "fastload.mix": ("fastload.loader", "fastload.adapters", "fastload._engine", "fastload.store"),
     "fastload.transforms": ("fastload.loader", "fastload.adapters", "fastload._engine"),
 }
 

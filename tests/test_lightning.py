@@ -235,3 +235,19 @@ def test_ddp_spawn_two_ranks_disjoint_shards_and_exact_resume(
         reference = by_step(full[rank])
         for epoch, batch, ids in resumed:
             assert ids == reference[(epoch, batch)], f"rank {rank} epoch {epoch} batch {batch}"
+
+
+def test_datamodule_takes_any_source() -> None:
+    """An in-memory source (fl.from_arrays) feeds the module as a store split does."""
+    ids = np.arange(64, dtype=np.int64)
+    source = fl.from_arrays({"id": ids, "x": np.ones((64, 2), np.float32)}, chunk_len=16)
+    dm = FastloadDataModule(train=source, batch_size=16, workers=0, shuffle=False)
+    assert dm.sources["train"] is source
+    dm.setup("fit")
+    try:
+        seen = [batch["id"].tolist() for batch in dm.train_dataloader()]
+    finally:
+        dm.teardown("fit")
+    assert [i for batch_ids in seen for i in batch_ids] == ids.tolist()
+    with pytest.raises(ConfigError, match=r"train= must be a source"):
+        FastloadDataModule(train=np.zeros(4), batch_size=8)

@@ -12,6 +12,7 @@ import os
 import threading
 import time
 import traceback
+import weakref
 from collections.abc import Mapping
 
 import numpy as np
@@ -51,6 +52,12 @@ def split_b(source_kind, split_b):
     return _as(source_kind, split_b)
 
 
+@pytest.fixture(scope="module")
+def split_small_values(source_kind, split_small_values):
+    # in memory there are no value chunks: the same samples, padded and truncated the same way
+    return _as(source_kind, split_small_values)
+
+
 #: value offset of split_a's and split_b's samples (see conftest.py): X[i] = base + 100 i + ...
 SOURCE_BASE = (0.0, 100_000.0)
 PROPERTY = settings(max_examples=20, deadline=None)
@@ -83,16 +90,15 @@ def padded(ragged: fl.Ragged, rows: np.ndarray, length: int) -> tuple[np.ndarray
     return out, lens
 
 
-_STORE_CACHE: dict[str, dict[str, np.ndarray | fl.Ragged]] = {}
+#: split -> its values (weak: an entry goes with its split, so no id is ever reused)
+_STORE_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def store_values(split: fl.Split) -> dict[str, np.ndarray | fl.Ragged]:
-    """Every field of a split, read once through ``Split.read``."""
-    store = getattr(split, "store", None)
-    key = f"{store.path}/{split.name}" if store is not None else f"memory-{id(split)}"
-    if key not in _STORE_CACHE:
-        _STORE_CACHE[key] = {f: split.read(f) for f in split.fields}
-    return _STORE_CACHE[key]
+    """Every field of a split, read once through ``Split.read`` (``MemorySplit.read`` in memory)."""
+    if split not in _STORE_CACHE:
+        _STORE_CACHE[split] = {f: split.read(f) for f in split.fields}
+    return _STORE_CACHE[split]
 
 
 def expected_batch(

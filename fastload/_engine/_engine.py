@@ -18,7 +18,7 @@ from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._slots import SlotRing
 from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
-from fastload._source import Source
+from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source
 from fastload._spec import FieldSpec
 
 
@@ -64,8 +64,10 @@ def input_specs(spec: EngineSpec) -> dict[str, FieldSpec]:
     return out
 
 
-def _describe_sources(spec: EngineSpec) -> list[dict[str, Any]]:
-    """The decoder of every selected field of every source (what workers receive)."""
+def _describe_sources(
+    spec: EngineSpec,
+) -> list[dict[str, DenseChunkDecoder | RaggedChunkDecoder]]:
+    """Each source's decoder of every selected field (what workers receive)."""
     return [{fname: split.decoder(fname) for fname in spec.fields} for split in spec.sources]
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -37,16 +37,23 @@ from fastload._engine._protocol import (
     Task,
     pickled_error,
 )
+from fastload._source import DenseChunkDecoder, RaggedChunkDecoder
 from fastload._spec import FieldSpec
 from fastload.errors import WorkerError
 
 
 @dataclass
 class WorkerConfig:
-    """Everything a worker needs, sent once when it starts (picklable)."""
+    """Everything a worker needs, sent once when it starts (picklable).
+
+    ``sources[s][field]`` is ``source.decoder(field)`` of source ``s``: a
+    :class:`~fastload._source.RaggedChunkDecoder` for the fields of
+    ``ragged_lengths``, a :class:`~fastload._source.DenseChunkDecoder` for the
+    others (the Source contract, ``fastload/_source.py``).
+    """
 
     layout: Layout
-    sources: list[dict[str, Any]]  # per source, field -> decoder (the Source contract)
+    sources: list[dict[str, DenseChunkDecoder | RaggedChunkDecoder]]
     source_names: list[str]
     fields: tuple[str, ...]
     ragged_lengths: dict[str, int]  # padded length L of each ragged field
@@ -78,9 +85,12 @@ class Executor:
         prefix = cfg.gather_prefix
         for fname in cfg.fields:
             reader = cfg.sources[source][fname]
-            if reader.ragged:
-                values, offsets = self._ragged_scratch(fname, reader)
-                reader.decode_into(chunk, values, offsets)
+            # raggedness from the configuration (the field's spec), not from the decoder:
+            # the contract asks nothing more of a decoder than decoding
+            if fname in cfg.ragged_lengths:
+                ragged = cast(RaggedChunkDecoder, reader)
+                values, offsets = self._ragged_scratch(fname, ragged)
+                ragged.decode_into(chunk, values, offsets)
                 slots_out = self.arena[f"{prefix}/{fname}"]
                 slots_len = self.arena[f"{prefix}/{fname}_len"]
                 for slot, lo, hi, dest in runs:
@@ -93,8 +103,9 @@ class Executor:
                         slots_len[slot, dest : dest + hi - lo],
                     )
             else:
-                scratch = self._dense_scratch(fname, reader)
-                reader.decode_into(chunk, scratch)
+                dense = cast(DenseChunkDecoder, reader)
+                scratch = self._dense_scratch(fname, dense)
+                dense.decode_into(chunk, scratch)
                 slots_out = self.arena[f"{prefix}/{fname}"]
                 for slot, lo, hi, dest in runs:
                     # mode="clip": with the default "raise", numpy gathers into a hidden
@@ -112,23 +123,25 @@ class Executor:
             for slot, lo, hi, dest in runs:
                 labels[slot, dest : dest + hi - lo] = source
 
-    def _dense_scratch(self, fname: str, reader: Any) -> np.ndarray:
+    def _dense_scratch(self, fname: str, reader: DenseChunkDecoder) -> np.ndarray:
         buf = self._scratch.get(fname)
         if buf is None or buf.shape[0] < reader.chunk_len:
-            rows = max(reader.chunk_len, *(s[fname].chunk_len for s in self.cfg.sources))  # type: ignore[union-attr]
-            buf = np.empty((rows, *reader.shape[1:]), dtype=reader.dtype)
+            rows = max(reader.chunk_len, *(s[fname].chunk_len for s in self.cfg.sources))
+            buf = np.empty((rows, *reader.row_shape), dtype=reader.dtype)
             self._scratch[fname] = buf
         return buf
 
-    def _ragged_scratch(self, fname: str, reader: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _ragged_scratch(
+        self, fname: str, reader: RaggedChunkDecoder
+    ) -> tuple[np.ndarray, np.ndarray]:
         values = self._scratch.get(f"{fname}/values")
         need = reader.capacity_rows()
         if values is None or values.shape[0] < need:
-            values = np.empty((max(need, 1), *reader.values.shape[1:]), dtype=reader.values.dtype)
+            values = np.empty((max(need, 1), *reader.row_shape), dtype=reader.dtype)
             self._scratch[f"{fname}/values"] = values
         offsets = self._scratch.get(f"{fname}/offsets")
-        if offsets is None or offsets.shape[0] < reader.event_chunk_len + 1:
-            offsets = np.empty(reader.event_chunk_len + 1, dtype=np.int64)
+        if offsets is None or offsets.shape[0] < reader.chunk_len + 1:
+            offsets = np.empty(reader.chunk_len + 1, dtype=np.int64)
             self._scratch[f"{fname}/offsets"] = offsets
         return values, offsets
 
@@ -167,8 +180,10 @@ class Executor:
         """Who is doing what: the worker, and the store and chunk, or the transform and batch."""
         if isinstance(task, ChunkTask):
             first = self.cfg.sources[task.source][self.cfg.fields[0]]
-            url = getattr(first, "url", None)  # a store's decoders know their store
-            where = f"store {url!r}, " if url is not None else ""
+            url = getattr(
+                first, "url", None
+            )  # optional in the contract; decoders of a store have it
+            where = f"data at {url!r}, " if isinstance(url, str) else ""
             return (
                 f"worker {self.worker_id} reading chunk {task.chunk} of source "
                 f"{self.cfg.source_names[task.source]!r} ({where}fields {list(self.cfg.fields)})"

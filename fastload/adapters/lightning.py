@@ -6,8 +6,9 @@ builds the loaders only in :meth:`~FastloadDataModule.setup`, in each training
 process, with :func:`fastload.adapters.torch.distributed_loader`: the rank and
 world size come from the process group Lightning has set up, so ranks read
 disjoint shards of every epoch.  The module pickles by store path and
-configuration (a :class:`fastload.Split` pickles as its path and name), never
-by live workers, so ``strategy="ddp_spawn"`` can send it to its processes.
+configuration (a :class:`fastload.Split` pickles as its path and name; an
+in-memory ``fl.from_arrays`` source by value), never by live workers, so
+``strategy="ddp_spawn"`` can send it to its processes.
 
 The ``*_dataloader`` hooks return ``loader.torch(...)`` iterables
 (:class:`LightningBatches`).  Lightning re-instantiates only
@@ -42,11 +43,12 @@ from pathlib import Path
 from typing import Any
 
 from fastload import _validate
+from fastload._source import Source, missing_members
 from fastload.adapters.torch import TorchBatches, distributed_loader, distributed_rank
 from fastload.errors import ConfigError
 from fastload.loader import Loader
 from fastload.mix import Mix
-from fastload.store import Split, Store, open_store
+from fastload.store import Store, open_store
 
 try:
     import lightning.pytorch as pl
@@ -141,10 +143,12 @@ class LightningBatches(TorchBatches):
             self.loader.set_epoch(epoch)
 
 
-def _resolve(name: str, source: Any, store: Store | None) -> Split | Mix | None:
-    """A split or mix from what the caller gave (a split name needs ``store``)."""
-    if source is None or isinstance(source, (Split, Mix)):
+def _resolve(name: str, source: Any, store: Store | None) -> Source | Mix | None:
+    """A source or mix from what the caller gave (a split name needs ``store``)."""
+    if source is None or isinstance(source, Mix):
         return source
+    if not isinstance(source, (str, tuple)) and not missing_members(source):
+        return source  # a store split, fl.from_arrays(...), any other Source
     if isinstance(source, str):
         if store is None:
             raise ConfigError(
@@ -157,8 +161,9 @@ def _resolve(name: str, source: Any, store: Store | None) -> Split | Mix | None:
         if isinstance(path, (str, Path)) and isinstance(split, str):
             return open_store(path)[split]
     raise ConfigError(
-        f"FastloadDataModule: {name}= must be a store split (store['train']), a fl.Mix, a split "
-        f"name with store=, or a (store_path, split_name) pair, got {source!r}"
+        f"FastloadDataModule: {name}= must be a source (a store split such as store['train'], "
+        f"fl.from_arrays({{...}})), a fl.Mix, a split name with store=, or a (store_path, "
+        f"split_name) pair, got {source!r}"
     )
 
 
@@ -181,11 +186,13 @@ class FastloadDataModule(pl.LightningDataModule):
 
     Parameters
     ----------
-    train, val, test, predict : Split | Mix | str | tuple[str, str] | None
-        The data of each stage: a store split (``store["train"]``), a
+    train, val, test, predict : Source | Mix | str | tuple[str, str] | None
+        The data of each stage: a store split (``store["train"]``) or any
+        other :class:`fastload.Source` (``fl.from_arrays({...})``), a
         :class:`fastload.Mix`, a split name of ``store``, or a
         ``(store_path, split_name)`` pair.  Each is opened when the module is
-        made (so a wrong name fails here) and pickles by store path and name.
+        made (so a wrong name fails here); a store split pickles by store path
+        and name, an in-memory source by value.
     batch_size : int
         Samples per batch per rank.
     store : str | os.PathLike | Store | None
@@ -239,7 +246,7 @@ class FastloadDataModule(pl.LightningDataModule):
         if store is not None and not isinstance(store, Store):
             store = open_store(store)
         given = dict(zip(_SPLITS, (train, val, test, predict), strict=True))
-        self.sources: dict[str, Split | Mix] = {}
+        self.sources: dict[str, Source | Mix] = {}
         for name, source in given.items():
             resolved = _resolve(name, source, store)
             if resolved is not None:

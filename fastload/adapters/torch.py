@@ -54,10 +54,10 @@ except ModuleNotFoundError as exc:  # pragma: no cover - depends on the environm
     ) from exc
 
 if TYPE_CHECKING:
+    from fastload._source import Source
     from fastload._spec import FieldSpec
     from fastload.loader import Loader
     from fastload.mix import Mix
-    from fastload.store import Split
 
 __all__ = [
     "FastloadIterableDataset",
@@ -518,7 +518,7 @@ def distributed_rank(group: Any = None) -> tuple[int, int]:
 
 
 def distributed_loader(
-    source: Split | Mix,
+    source: Source | Mix,
     batch_size: int,
     *,
     group: Any = None,
@@ -530,7 +530,7 @@ def distributed_loader(
 
     Parameters
     ----------
-    source : Split | Mix
+    source : Source | Mix
         As for :class:`fastload.Loader`.
     batch_size : int
         Samples per batch *per rank*.

@@ -130,7 +130,10 @@ class Split:
     """One split of a store: ``len(split)`` samples in chunks of ``split.chunk_len``.
 
     Dense fields read chunk by chunk (:meth:`read_chunk`); every field reads by
-    sample range (:meth:`read`), ragged ones as :class:`~fastload.Ragged`.
+    sample range (:meth:`read`), ragged ones as :class:`~fastload.Ragged`.  A
+    split is a :class:`fastload.Source` (``name``, ``len``, ``chunk_len``,
+    ``n_chunks``, ``fields``, :meth:`max_len`, :meth:`decoder`; and ``url``),
+    what :class:`fastload.Loader` and :class:`fastload.Mix` read.
     """
 
     def __init__(self, store: Store, info: SplitInfo) -> None:
@@ -152,6 +155,11 @@ class Split:
     def n(self) -> int:
         """Number of samples."""
         return self.info.n
+
+    @property
+    def url(self) -> str:
+        """The store's location (``store.path``), as messages name it."""
+        return self.store.path
 
     @property
     def chunk_len(self) -> int:
