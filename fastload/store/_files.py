@@ -25,7 +25,6 @@ bounded request.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
 import stat
@@ -116,10 +115,13 @@ class StoreFiles:
         """Release the root directory descriptor (reads re-open it, checking its identity)."""
         fd, self._fd = getattr(self, "_fd", None), None
         dirs, self._dirs = getattr(self, "_dirs", {}), {}
-        # Exception, not OSError: at interpreter exit os may already be torn down
-        with contextlib.suppress(Exception):
+        # a plain try, not contextlib.suppress: __del__ may run at interpreter exit, when
+        # module globals (contextlib, even os) may already be torn down
+        try:
             for held in (*dirs.values(), *([] if fd is None else [fd])):
                 os.close(held)
+        except Exception:  # nothing to report to at exit
+            pass
 
     # -------------------------------------------------------------- locations
     def where(self, key: str) -> str:
