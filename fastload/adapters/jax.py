@@ -33,13 +33,12 @@ torch, tf.data and Keras adapters.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable, Iterator, Mapping
-from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fastload.adapters._batches import LoaderBatches
 from fastload.adapters._select import Selection, select
 from fastload.adapters.tf import aligned_copy  # framework-free; imports no TensorFlow
 from fastload.errors import ConfigError
@@ -120,7 +119,7 @@ def _place(
     return placed
 
 
-class JaxBatches:
+class JaxBatches(LoaderBatches):
     """Iterable of a loader's batches as ``jax.Array`` s; see :func:`to_jax`.
 
     Each ``iter()`` runs one loader epoch.  ``len()``, ``set_epoch``,
@@ -140,7 +139,7 @@ class JaxBatches:
         y: Any = None,
         sample_weight: Any = None,
     ) -> None:
-        self.loader = loader
+        super().__init__(loader)
         self.device = _resolve_device(device)
         specs = loader.output_specs
         self.selection: Selection = select(specs, x, y, sample_weight, where=repr(loader))
@@ -149,75 +148,20 @@ class JaxBatches:
         self.copy = bool(copy)
         #: on the CPU without copy=True, arrays alias the loader's shared memory
         self.zero_copy = _platforms(self.device) == {"cpu"} and not self.copy
-        self._active: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._closed = False
-
-    def __len__(self) -> int:
-        return len(self.loader)
 
     def __repr__(self) -> str:
         where = "default" if self.device is None else str(self.device)
         return f"<JaxBatches device={where!r} zero_copy={self.zero_copy} {self.loader!r}>"
 
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.loader.state_dict()
-
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.loader.load_state_dict(state)
-
-    def close(self) -> None:
-        """End an iteration in progress and close the loader (idempotent)."""
-        self._closed = True
-        for iterator in list(self._active):
-            iterator.close()
-        self._active.clear()
-        self.loader.close()
-
-    def __enter__(self) -> JaxBatches:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    def __iter__(self) -> Iterator[Any]:
-        if self._closed:
-            raise ConfigError("this JaxBatches is closed (closing it closed its loader)")
-        iterator = self._stream()
-        self._active.add(iterator)
-        return iterator
-
-    def _stream(self) -> Iterator[Any]:
-        """One element per loader batch, holding nothing of it while the caller has it.
-
-        As in the torch adapter, the element goes through a one-item list and
-        is yielded by ``pop()``, so while the generator waits at ``yield`` no
-        name here binds the batch: what the caller drops can return to the ring.
-        """
+    def _iterate(self) -> Iterator[Any]:
         fields = self.selection.fields
         specs = self.loader.output_specs
         for name in fields:  # jax_enable_x64 may have changed since the adapter was made
             _check_dtype(name, specs[name].dtype)
         device = self.device
         own = aligned_copy if self.copy else None
-        ready: list[Any] = []
-        batches = iter(self.loader)
-        try:
-            for batch in batches:
-                placed = _place(fields, batch, device, own)
-                del batch
-                ready.append(self.selection.build(placed.__getitem__))
-                del placed
-                yield ready.pop()
-        finally:
-            batches.close()
+        build = self.selection.build
+        return self._stream(lambda batch: build(_place(fields, batch, device, own).__getitem__))
 
 
 def to_jax(

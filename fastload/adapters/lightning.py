@@ -122,7 +122,8 @@ class LightningBatches(TorchBatches):
         self.world_size = int(world_size)
 
     def state_dict(self) -> dict[str, Any]:
-        return {**self.loader.state_dict(), "rank": self.rank, "world_size": self.world_size}
+        # super(): on CUDA the batch held ahead of the caller is not counted as seen
+        return {**super().state_dict(), "rank": self.rank, "world_size": self.world_size}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.loader.load_state_dict(_position_state(self.loader, state, self.rank, self.world_size))

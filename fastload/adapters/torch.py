@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import sys
 import warnings
-import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from types import FrameType, TracebackType
@@ -42,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from fastload import _validate
+from fastload.adapters._batches import LoaderBatches
 from fastload.adapters._select import Selection, select
 from fastload.errors import ConfigError
 
@@ -159,7 +159,7 @@ class _PinnedStager:
         return tensors
 
 
-class TorchBatches:
+class TorchBatches(LoaderBatches):
     """Iterable of a loader's batches as torch tensors; see :func:`to_torch`.
 
     Each ``iter()`` runs one loader epoch.  ``len()``, ``set_epoch``,
@@ -182,7 +182,7 @@ class TorchBatches:
         y: Any = None,
         sample_weight: Any = None,
     ) -> None:
-        self.loader = loader
+        super().__init__(loader)
         self.device = _resolve_device(device)
         is_cuda = self.device.type == "cuda"
         if pin_memory is None:
@@ -212,19 +212,11 @@ class TorchBatches:
         self.copy = bool(copy)
         self.staging_buffers = staging_buffers
         self._stager: _PinnedStager | None = None
-        self._active: weakref.WeakSet[Any] = weakref.WeakSet()
-        self._closed = False
         #: batches the CUDA path took from the loader but has not handed out yet
         self._ahead = 0
 
-    def __len__(self) -> int:
-        return len(self.loader)
-
     def __repr__(self) -> str:
         return f"<TorchBatches device={str(self.device)!r} pin_memory={self.pin_memory} copy={self.copy} {self.loader!r}>"
-
-    def set_epoch(self, epoch: int) -> None:
-        self.loader.set_epoch(epoch)
 
     def state_dict(self) -> dict[str, Any]:
         """The loader's state at the next batch *this iterable* hands out.
@@ -238,43 +230,17 @@ class TorchBatches:
             state = {**state, "batch": state["batch"] - self._ahead}
         return state
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        self.loader.load_state_dict(state)
-
-    # -------------------------------------------------------------- lifecycle
-    def close(self) -> None:
-        """End an iteration in progress, free the pinned buffers and close the loader (idempotent)."""
-        self._closed = True
-        for iterator in list(self._active):
-            iterator.close()
-        self._active.clear()
-        self._stager = None
-        self.loader.close()
-
-    def __enter__(self) -> TorchBatches:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
+    def _release(self) -> None:
+        self._stager = None  # the pinned buffers
 
     # -------------------------------------------------------------- iteration
-    def __iter__(self) -> Iterator[Any]:
-        if self._closed:
-            raise ConfigError("this TorchBatches is closed (closing it closed its loader)")
+    def _iterate(self) -> Iterator[Any]:
         if self.device.type == "cuda" and self.pin_memory:
-            iterator = self._iter_cuda()
-        elif self.device.type == "cpu":
-            iterator = self._stream(self._converter())
-        else:
-            device = self.device
-            iterator = self._stream(lambda array: _view_tensor(array).to(device))
-        self._active.add(iterator)
-        return iterator
+            return self._iter_cuda()
+        if self.device.type == "cpu":
+            return self._converted(self._converter())
+        device = self.device
+        return self._converted(lambda array: _view_tensor(array).to(device))
 
     def _converter(self) -> Callable[[np.ndarray], torch.Tensor]:
         if self.pin_memory:
@@ -284,24 +250,9 @@ class TorchBatches:
     def _element(self, batch: Mapping[str, Any]) -> Any:
         return self.selection.build(batch.__getitem__)
 
-    def _stream(self, convert: Callable[[np.ndarray], torch.Tensor]) -> Iterator[Any]:
-        """One element per loader batch, holding nothing of it while the caller has it.
-
-        The element passes through a one-item list and is yielded by ``pop()``:
-        while the generator waits at ``yield``, neither the batch nor the
-        element is bound to a name here, so the batch's slot can return to the
-        loader's ring as soon as the caller drops the element.
-        """
+    def _converted(self, convert: Callable[[np.ndarray], torch.Tensor]) -> Iterator[Any]:
         fields = self.selection.fields
-        ready: list[Any] = []
-        batches = iter(self.loader)
-        try:
-            for batch in batches:
-                ready.append(self._element({name: convert(batch[name]) for name in fields}))
-                del batch
-                yield ready.pop()
-        finally:
-            batches.close()
+        return self._stream(lambda batch: self._element({f: convert(batch[f]) for f in fields}))
 
     def _iter_cuda(self) -> Iterator[Any]:
         fields = self.selection.fields
