@@ -3,20 +3,23 @@
 Correctness of the hand-over
 ----------------------------
 A loader's batches are read-only views of shared-memory slots; a slot goes
-back to the loader's ring once no view of its batch is alive.
-``tf.data.Dataset.from_generator`` wraps a 64-byte-aligned numpy array
-*without copying* (and copies a misaligned one), and tf.data may pull the
-generator ahead of the model (``prefetch``, or the ``prefetch`` Keras adds with
-``class_weight``).  Whether a tensor TF made this way keeps the numpy array
-(and so the slot) alive is not part of TensorFlow's API, and a zero-copy
-tensor would keep a slot out of the ring for as long as TF buffers it.  The
-adapter therefore gives TF a private copy of each selected field: one
-``memcpy`` into a fresh 64-byte-aligned buffer that TF then wraps without a
-second copy and that lives exactly as long as the tensor.  With ``prefetch`` the copy runs in tf.data's background thread,
-not in the training step.  Fields the element does not use are not copied.
+back to the loader's ring once no array over its batch is alive.  The
+adapter's generator yields those views themselves, and drops its own
+reference to the batch before yielding.  ``from_generator`` is made for
+generators that yield temporaries (``yield np.random.rand(...)``), so what it
+does with an array is safe by construction: it either copies the array into
+TF memory (TensorFlow 2.21, measured: also for aligned arrays) or wraps it and
+holds a reference for as long as the tensor lives (older releases wrapped
+64-byte-aligned writable arrays), which keeps the slot out of the ring until
+TF lets go — bounded by the loader's ``max_kept_bytes`` like any kept batch.
+TF's own copy, into buffers its allocator reuses, runs in tf.data's prefetch
+thread and costs about a third of copying into a fresh numpy buffer first
+(which the adapter did before; a fresh buffer page-faults on every batch).
 
 ``tests/test_tf.py`` checks every value of every batch against the epoch plan
-and the store, with prefetching and after the loader has reused its slots.
+and the store, with prefetching, with every element held while the loader
+reuses its slots, and that the installed TF copies or holds what a
+generator yields.
 """
 
 from __future__ import annotations
@@ -133,7 +136,7 @@ def to_tf(
         ``x={"features": "features", "adj": "adj_matrix"}, y="y"``.
     prefetch : int
         Elements tf.data prepares ahead in a background thread (0: none).  The
-        loader's workers already prefetch; this only moves the copy into TF
+        loader's workers already prefetch; this moves the hand-over into TF
         memory out of the training step.
     cardinality : bool
         Declare ``len(loader)`` elements per iteration (Keras then knows the
@@ -155,8 +158,8 @@ def to_tf(
 
     Notes
     -----
-    Every element holds TF-owned copies of the selected fields, so it stays
-    valid however long TensorFlow buffers it.  Iterating the dataset runs one
+    Every element stays valid however long TensorFlow buffers it (TF copies
+    the loader's slot views, or holds them, which keeps the slot from reuse).  Iterating the dataset runs one
     epoch of the loader; only one iteration may be active at a time, like the
     loader itself.  The loader must outlive the dataset's iterators; close it
     when training is done.
@@ -177,10 +180,10 @@ def to_tf(
         batches = iter(loader)
         try:
             for batch in batches:
-                # TF may read a yielded buffer long after this generator resumes (its
-                # prefetch, Keras' queue): hand it private copies, and drop the batch
-                # before yielding so its slot can go back to the loader's ring
-                element = selection.build(lambda name, b=batch: aligned_copy(b[name]))
+                # TF may read a yielded array after this generator resumes (its prefetch,
+                # Keras' queue): it copies or holds the array (module docstring).  Drop
+                # the batch before yielding: the suspended generator must not pin its slot.
+                element = selection.build(batch.__getitem__)
                 del batch
                 yield element
         finally:
