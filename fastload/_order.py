@@ -7,7 +7,11 @@ rank and then reads exactly those samples, batch by batch.
 Invariants (each is tested in ``tests/test_order.py``):
 
 - The plan is a function of ``(sources, OrderConfig, MixConfig, epoch)`` only,
-  never of worker count or timing; :func:`plan_fingerprint` hashes those inputs.
+  never of worker count or timing; :func:`plan_fingerprint` hashes those inputs
+  except the rank and world size.
+- Elastic resume: :func:`plan_resumed` continues an epoch that other worlds of
+  ranks began; what they consumed plus what it delivers is each sample of the
+  epoch at most once (exactly once for one source without ``drop_last``).
 - Single source: every sample of the source is delivered exactly once per epoch
   by exactly one rank (unless ``drop_last`` drops the tail of a rank's stream).
 - Order is built from chunks: a window of the plan touches at most

@@ -467,7 +467,11 @@ class Loader:
                 raise ConfigError(
                     "the saved loader state was made with a different configuration, so the same "
                     "batch would name other samples: changed "
-                    + ("; ".join(changed) if changed else "sources, batch size, seed, shuffle, window or mix")
+                    + (
+                        "; ".join(changed)
+                        if changed
+                        else "sources, batch size, seed, shuffle, window or mix"
+                    )
                     + ". Load it into a loader with the saved settings, or start a fresh epoch"
                 )
             saved_world, history = int(state["world_size"]), state.get("elastic", [])

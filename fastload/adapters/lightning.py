@@ -30,8 +30,10 @@ Epochs and resuming
     state.  Under DDP every rank is at the same batch (``drop_last=True``, the
     default of ``distributed_loader``, gives every rank the same number of
     steps), so a rank loading another rank's state takes its position
-    (epoch, batch) for its own shard; rank 0 checks the configuration against
-    the saved fingerprint, and a different world size is refused.
+    (epoch, batch) for its own shard; each rank checks the configuration against
+    the saved fingerprint.  A different world size is refused: Lightning
+    restores its own step count within the epoch, which an elastic resume
+    (``fl.Loader.load_state_dict`` under another world size) changes.
 """
 
 from __future__ import annotations
