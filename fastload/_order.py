@@ -7,7 +7,11 @@ rank and then reads exactly those samples, batch by batch.
 Invariants (each is tested in ``tests/test_order.py``):
 
 - The plan is a function of ``(sources, OrderConfig, MixConfig, epoch)`` only,
-  never of worker count or timing; :func:`plan_fingerprint` hashes those inputs.
+  never of worker count or timing; :func:`plan_fingerprint` hashes those inputs
+  except the rank and world size.
+- Elastic resume: :func:`plan_resumed` continues an epoch that other worlds of
+  ranks began; what they consumed plus what it delivers is each sample of the
+  epoch at most once (exactly once for one source without ``drop_last``).
 - Single source: every sample of the source is delivered exactly once per epoch
   by exactly one rank (unless ``drop_last`` drops the tail of a rank's stream).
 - Order is built from chunks: a window of the plan touches at most
@@ -30,8 +34,8 @@ import hashlib
 import json
 import math
 import operator
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 import numpy as np
@@ -46,9 +50,15 @@ __all__ = [
     "OrderConfig",
     "SourceShape",
     "batches_per_epoch",
+    "changed_settings",
+    "legacy_fingerprint",
+    "merge_states",
     "mix_counts",
+    "plan_description",
     "plan_epoch",
     "plan_fingerprint",
+    "plan_resumed",
+    "resume_history",
 ]
 
 #: Version of the ordering algorithm; part of :func:`plan_fingerprint`, so a
@@ -62,6 +72,7 @@ POLICIES = ("first_exhausted", "cycle")
 _PURPOSE_CHUNKS = 1  # chunk permutation of one source
 _PURPOSE_WINDOW = 2  # sample shuffle inside windows of one source
 _PURPOSE_INTERLEAVE = 3  # position of each source's samples inside a mixed batch
+_PURPOSE_INTERLEAVE_RESUMED = 4  # the same, in the batches of an elastic resume
 
 _MAX_SOURCES = int(np.iinfo(np.int16).max)  # EpochPlan.source is int16
 # Window ids up to this many bits are packed with the key into one 64-bit sort
@@ -549,17 +560,33 @@ def plan_epoch(
         return EpochPlan(np.zeros(total, dtype=np.int16), index, bounds)
 
     counts = mix_counts(batch_size, mix.weights)
-    columns = np.repeat(np.arange(len(sources), dtype=np.int16), counts)  # store-order layout
+    streams = [
+        _source_stream(shape, cfg, epoch, s, n_batches * k)
+        for s, (shape, k) in enumerate(zip(sources, counts.tolist(), strict=True))
+    ]
+    return _mixed_plan(streams, counts, n_batches, cfg, epoch, _PURPOSE_INTERLEAVE)
+
+
+def _mixed_plan(
+    streams: Sequence[np.ndarray],
+    counts: np.ndarray,
+    n_batches: int,
+    cfg: OrderConfig,
+    epoch: int,
+    purpose: int,
+) -> EpochPlan:
+    """Batches taking ``counts[s]`` samples of ``streams[s]`` each, interleaved if shuffling."""
+    batch_size = int(counts.sum())
+    columns = np.repeat(np.arange(len(streams), dtype=np.int16), counts)  # store-order layout
     source = np.broadcast_to(columns, (n_batches, batch_size))
     index = np.empty((n_batches, batch_size), dtype=np.int64)
     col = 0
-    for s, (shape, k) in enumerate(zip(sources, counts.tolist(), strict=True)):
-        stream = _source_stream(shape, cfg, epoch, s, n_batches * k)
-        index[:, col : col + k] = stream.reshape(n_batches, k)
+    for stream, k in zip(streams, counts.tolist(), strict=True):
+        index[:, col : col + k] = stream[: n_batches * k].reshape(n_batches, k)
         col += k
     if cfg.shuffle and n_batches:
         keys = _mix64(
-            _stream_key(cfg.seed, epoch, _PURPOSE_INTERLEAVE, cfg.rank),
+            _stream_key(cfg.seed, epoch, purpose, cfg.rank),
             np.arange(n_batches * batch_size, dtype=np.uint64),
         ).reshape(n_batches, batch_size)
         slot = np.argsort(keys, axis=1)  # distinct keys: deterministic
@@ -569,24 +596,32 @@ def plan_epoch(
     return EpochPlan(source.reshape(-1), index.reshape(-1), bounds)
 
 
-def plan_fingerprint(
+# --------------------------------------------------------------------------- fingerprint
+#: what each entry of :func:`plan_description` is, for messages that name a changed setting
+_SETTING_NAMES = {
+    "order_version": "the ordering algorithm (another fastload version)",
+    "sources": "the source(s): number of samples or chunk length",
+    "batch_size": "batch_size",
+    "shuffle": "shuffle",
+    "seed": "seed",
+    "window_chunks": "window_chunks",
+    "drop_last": "drop_last",
+    "mix": "the mix (per-batch counts of the weights, policy or num_samples)",
+}
+
+
+def plan_description(
     sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig | None = None
-) -> str:
-    """Stable hash of everything that determines the plans of every epoch.
+) -> dict[str, object]:
+    """The settings that determine the samples of every epoch, as JSON-ready values.
 
-    A resume state stores it; loading the state under inputs with another
-    fingerprint must be refused, because the same (epoch, batch) would name
-    other samples.  Equal fingerprints imply equal plans for every epoch.
-    Inputs that cannot change the plan are left out, so they do not block a
-    resume: the seed and window when ``shuffle=False``, the mix of a single
-    ``"first_exhausted"`` source, ``drop_last`` under ``"first_exhausted"``
-    mixing, and weights beyond the per-batch counts they round to.  The rank is
-    included: each rank resumes from its own state.
-
-    Returns
-    -------
-    str
-        32 hexadecimal digits.
+    World-independent: ``rank`` and ``world_size`` only say who reads which
+    part of an epoch, and an elastic resume (:func:`plan_resumed`) continues an
+    epoch under another world size, so they are left out.  Left out too are
+    inputs that cannot change the plan: the seed and window when
+    ``shuffle=False``, the mix of a single ``"first_exhausted"`` source,
+    ``drop_last`` under ``"first_exhausted"`` mixing, and weights beyond the
+    per-batch counts they round to.
 
     Raises
     ------
@@ -601,8 +636,6 @@ def plan_fingerprint(
         "shuffle": cfg.shuffle,
         "seed": cfg.seed if cfg.shuffle else None,
         "window_chunks": cfg.window_chunks if cfg.shuffle else None,
-        "rank": cfg.rank,
-        "world_size": cfg.world_size,
         "drop_last": cfg.drop_last,
         "mix": None,
     }
@@ -614,5 +647,276 @@ def plan_fingerprint(
         }
         if mix.policy == "first_exhausted":
             described["drop_last"] = None
+    return described
+
+
+def _digest(described: Mapping[str, object]) -> str:
     text = json.dumps(described, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def plan_fingerprint(
+    sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig | None = None
+) -> str:
+    """Stable hash of :func:`plan_description`: of everything that determines the epochs' samples.
+
+    A resume state stores it; loading the state under inputs with another
+    fingerprint must be refused, because the same (epoch, batch) would name
+    other samples.  Equal fingerprints and equal world sizes imply equal plans
+    for every epoch.  The fingerprint does not depend on ``rank`` or
+    ``world_size`` (a state carries those beside it), so a state can be resumed
+    by another rank of the same world, or elastically by another world.
+
+    Returns
+    -------
+    str
+        32 hexadecimal digits.
+
+    Raises
+    ------
+    ConfigError
+        As :func:`plan_epoch`.
+    """
+    return _digest(plan_description(sources, cfg, mix))
+
+
+def legacy_fingerprint(
+    sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig | None = None
+) -> str:
+    """The fingerprint of states saved before elastic resume: it included rank and world size."""
+    return _digest(
+        {**plan_description(sources, cfg, mix), "rank": cfg.rank, "world_size": cfg.world_size}
+    )
+
+
+def changed_settings(saved: Mapping[str, object], current: Mapping[str, object]) -> list[str]:
+    """Names of the settings in which two :func:`plan_description` results differ."""
+    keys = sorted(set(saved) | set(current), key=lambda k: (k not in _SETTING_NAMES, k))
+    changed = []
+    for key in keys:
+        if saved.get(key) != current.get(key):
+            name = _SETTING_NAMES.get(key, key)
+            changed.append(f"{name} (saved {saved.get(key)!r}, now {current.get(key)!r})")
+    return changed
+
+
+# --------------------------------------------------------------------------- elastic resume
+Segment = tuple[int, int]
+
+
+def _check_history(history: object) -> tuple[Segment, ...]:
+    """Validate a resume history; drop segments in which nothing was consumed."""
+    if isinstance(history, (str, bytes)) or not isinstance(history, Sequence):
+        raise ConfigError(
+            f"a resume history must be a sequence of (world_size, batches) pairs, got {history!r}"
+        )
+    segments: list[Segment] = []
+    for i, segment in enumerate(history):
+        if (
+            isinstance(segment, (str, bytes))
+            or not isinstance(segment, Sequence)
+            or len(segment) != 2
+        ):
+            raise ConfigError(
+                f"resume history entry {i} must be a (world_size, batches) pair, got {segment!r}"
+            )
+        world = _validate.integer(segment[0], name=f"history[{i}] world_size", minimum=1)
+        batches = _validate.integer(segment[1], name=f"history[{i}] batches", minimum=0)
+        if batches:
+            segments.append((world, batches))
+    return tuple(segments)
+
+
+def resume_history(
+    history: Sequence[Sequence[int]], saved_world: int, batches: int, world_size: int
+) -> tuple[tuple[Segment, ...], int]:
+    """The history and start batch a loader of ``world_size`` ranks resumes from.
+
+    A state saved by a world of ``saved_world`` ranks, each ``batches`` batches
+    into the current segment of its epoch (after the earlier segments
+    ``history``): under the same world size the loader skips ``batches``
+    batches of the same plan; under another, the segment joins the history and
+    the new world starts at batch 0 of the remainder.
+    """
+    segments = _check_history(history)
+    if saved_world == world_size:
+        return segments, batches
+    return _check_history([*segments, (saved_world, batches)]), 0
+
+
+def _mark(consumed: list[np.ndarray], plan: EpochPlan, batches: int) -> None:
+    """Mark the samples of the first ``batches`` batches of ``plan`` consumed."""
+    hi = int(plan.batch_bounds[batches])
+    source, index = plan.source[:hi], plan.index[:hi]
+    for s, mask in enumerate(consumed):
+        taken = index[source == s]
+        if mask[taken].any():  # the construction rules it out; never deliver a sample twice
+            raise AssertionError("elastic resume would deliver a consumed sample again")
+        mask[taken] = True
+
+
+def _remainder_plan(
+    remaining: Sequence[np.ndarray], cfg: OrderConfig, epoch: int, mix: MixConfig | None
+) -> EpochPlan:
+    """Plan of rank ``cfg.rank`` of ``cfg.world_size`` for the samples ``remaining`` (per source).
+
+    Each rank takes a contiguous piece of every source's remaining stream, so
+    chunk locality is kept.  Single source: every rank gets the same number of
+    batches, full ones then at most one short one; with ``drop_last`` all full,
+    and the remainder past ``world_size * batch_size * batches`` is not
+    delivered.  Without it every remaining sample is delivered, and the counts
+    are equal unless fewer than ``world_size`` samples are left for the last
+    step (then some ranks have one batch fewer).  Mix: exact per-batch counts,
+    the same number of batches on every rank, as many as every source can fill.
+    """
+    world, rank, batch_size = cfg.world_size, cfg.rank, cfg.batch_size
+    if mix is not None and len(remaining) > 1:
+        counts = mix_counts(batch_size, mix.weights)
+        n_batches = min(
+            (len(rem) // world) // int(k) for rem, k in zip(remaining, counts, strict=True)
+        )
+        streams = [
+            rem[rank * n_batches * int(k) : (rank + 1) * n_batches * int(k)]
+            for rem, k in zip(remaining, counts, strict=True)
+        ]
+        return _mixed_plan(streams, counts, n_batches, cfg, epoch, _PURPOSE_INTERLEAVE_RESUMED)
+    rem = remaining[0]
+    n = len(rem)
+    step = world * batch_size
+    if cfg.drop_last:
+        n_batches = n // step
+        lo, size = rank * n_batches * batch_size, n_batches * batch_size
+    else:
+        full = max(-(-n // step) - 1, 0)  # steps in which every rank gets a full batch
+        tail = n - full * step  # samples of the last step, shared as evenly as possible
+        lo = rank * full * batch_size + rank * tail // world
+        size = full * batch_size + (rank + 1) * tail // world - rank * tail // world
+        n_batches = -(-size // batch_size)
+    index = rem[lo : lo + size]
+    bounds = np.minimum(np.arange(n_batches + 1, dtype=np.int64) * batch_size, size)
+    return EpochPlan(np.zeros(size, dtype=np.int16), index, bounds)
+
+
+def plan_resumed(
+    sources: Sequence[SourceShape],
+    cfg: OrderConfig,
+    epoch: int,
+    mix: MixConfig | None = None,
+    history: Sequence[Sequence[int]] = (),
+) -> EpochPlan:
+    """Plan of one rank for the rest of an epoch that earlier worlds of ranks began.
+
+    ``history`` lists the epoch's earlier *segments* as ``(world_size,
+    batches)``: the first world ran the normal plans (:func:`plan_epoch`) and
+    each of its ranks consumed its first ``batches`` batches; every later world
+    ran the plans of what was left (as computed here) and each of its ranks
+    consumed ``batches`` of them.  Ranks move in lockstep: every rank of a world
+    consumed the same number of batches (a rank with fewer batches in its plan
+    consumed all of them).  With an empty history this is :func:`plan_epoch`.
+
+    What is left is every sample of the epoch that no earlier segment consumed
+    (including samples the earlier worlds' ``drop_last`` would have dropped), in
+    the single-rank order of the epoch; ``cfg.world_size`` ranks share it in
+    contiguous pieces (see :func:`_remainder_plan`).  The result is a function
+    of ``(sources, cfg, epoch, mix, history)`` only; the next epoch is the
+    normal :func:`plan_epoch` of the new world.
+
+    Guarantees: no sample consumed in an earlier segment is delivered again,
+    and with one source and ``drop_last=False`` every sample of the epoch is
+    delivered exactly once over all segments.  With ``drop_last`` fewer than
+    ``world_size * batch_size`` are left out.  A ``"first_exhausted"`` mix keeps
+    its exact per-batch counts; its epoch ends when a source cannot fill every
+    rank's next batch (as without a resume, not every sample is delivered).
+
+    Raises
+    ------
+    ConfigError
+        If the inputs are inconsistent (as :func:`plan_epoch`), a segment
+        consumed more batches than its plans have, or the mix cycles
+        (``policy="cycle"`` has no elastic resume).
+    """
+    sources = _check_inputs(sources, cfg, mix)
+    epoch = _validate.integer(epoch, name="epoch", minimum=0, owner="plan_resumed")
+    segments = _check_history(history)
+    if not segments:
+        return plan_epoch(sources, cfg, epoch, mix)
+    mixed = mix is not None and _uses_mix(sources, mix)
+    if mixed and mix is not None and mix.policy == "cycle":
+        raise ConfigError(
+            "a policy='cycle' mix cannot resume mid-epoch under another world_size (its "
+            "samples repeat across passes, so 'the rest of the epoch' is not defined); resume "
+            "with the saved world_size, or start the next epoch with set_epoch(epoch + 1)"
+        )
+    effective = mix if mixed else None
+    consumed = [np.zeros(shape.n, dtype=bool) for shape in sources]
+    single_rank = replace(cfg, rank=0, world_size=1)
+    order = [
+        _source_stream(shape, single_rank, epoch, s, shape.n) for s, shape in enumerate(sources)
+    ]
+    for i, (world, batches) in enumerate(segments):
+        if i == 0:
+            plans = [
+                plan_epoch(sources, replace(cfg, rank=rank, world_size=world), epoch, mix)
+                for rank in range(world)
+            ]
+        else:
+            remaining = [o[~c[o]] for o, c in zip(order, consumed, strict=True)]
+            plans = [
+                _remainder_plan(
+                    remaining, replace(cfg, rank=rank, world_size=world), epoch, effective
+                )
+                for rank in range(world)
+            ]
+        most = max(plan.n_batches for plan in plans)
+        if batches > most:
+            raise ConfigError(
+                f"the resume state says each of {world} ranks consumed {batches} batches of epoch "
+                f"{epoch}, but their plans have at most {most}; the state does not belong to "
+                "this configuration"
+            )
+        for plan in plans:
+            _mark(consumed, plan, min(batches, plan.n_batches))
+    remaining = [o[~c[o]] for o, c in zip(order, consumed, strict=True)]
+    return _remainder_plan(remaining, cfg, epoch, effective)
+
+
+def merge_states(states: Sequence[Mapping[str, object]]) -> Mapping[str, object]:
+    """One resume state from the states of several ranks of one world, checked for lockstep.
+
+    Elastic resume assumes that every rank stands at the same batch of the same
+    epoch (DDP's lockstep); states that disagree on the epoch, batch, world
+    size, history or configuration are refused.
+
+    Raises
+    ------
+    ConfigError
+        If ``states`` is empty, the states disagree, or a rank appears twice.
+    """
+    states = list(states)
+    if not states:
+        raise ConfigError("load_state_dict got an empty sequence of states; pass one per rank")
+    for i, state in enumerate(states):
+        if not isinstance(state, Mapping):
+            raise ConfigError(f"state {i} must be a loader state_dict(), got {state!r}")
+    first = states[0]
+    for key in ("fingerprint", "world_size", "epoch", "batch", "elastic"):
+        values = [state.get(key) for state in states]
+        if any(v != values[0] for v in values[1:]):
+            shown = ", ".join(
+                f"rank {s.get('rank', i)}: {v!r}"
+                for i, (s, v) in enumerate(zip(states, values, strict=True))
+            )
+            raise ConfigError(
+                f"the ranks' states disagree on {key!r} ({shown}); elastic resume assumes the "
+                "ranks moved in lockstep (each at the same batch of the same epoch, as under DDP "
+                "with drop_last=True): save every rank's state at the same step"
+            )
+    ranks = [state.get("rank") for state in states]
+    if len(set(ranks)) != len(ranks):
+        raise ConfigError(f"the states name a rank twice (ranks {ranks}); pass one state per rank")
+    world = first.get("world_size")
+    if any(
+        not isinstance(r, int) or (isinstance(world, int) and not 0 <= r < world) for r in ranks
+    ):
+        raise ConfigError(f"the states' ranks {ranks} are not ranks of a world of {world}")
+    return first

@@ -29,8 +29,13 @@ from fastload._order import (
     MixConfig,
     OrderConfig,
     SourceShape,
-    plan_epoch,
+    changed_settings,
+    legacy_fingerprint,
+    merge_states,
+    plan_description,
     plan_fingerprint,
+    plan_resumed,
+    resume_history,
 )
 from fastload._source import Source, check_source, describe
 from fastload._spec import FieldSpec
@@ -296,6 +301,8 @@ class Loader:
         self._closed = False
         self._warned_kept = False
         self._fingerprint = plan_fingerprint(self._shapes, self._order, self._mix)
+        # earlier (world_size, batches) segments of self.epoch after an elastic resume
+        self._elastic: tuple[tuple[int, int], ...] = ()
         self._preparing: dict[int, Any] = {}
         self._planner: ThreadPoolExecutor | None = None
         # validate the configuration (and output specs) now, not in the first next()
@@ -349,34 +356,44 @@ class Loader:
         """The plan of an epoch on this rank: samples in delivery order, cut into batches.
 
         Batch membership is the order layer's (docs/order.md); inside a batch,
-        samples are sorted by (source, index), see docs/architecture.md.
+        samples are sorted by (source, index), see docs/architecture.md.  After
+        an elastic resume, the current epoch's plan is the rest of that epoch.
         """
         epoch = self.epoch if epoch is None else epoch
         return self._prepared(epoch)[0]
 
+    def _history(self, epoch: int) -> tuple[tuple[int, int], ...]:
+        """The elastic-resume segments before this loader's part of ``epoch`` (usually none)."""
+        return self._elastic if epoch == self.epoch else ()
+
     def _prepared(self, epoch: int) -> tuple[EpochPlan, ChunkTable]:
         """Plan and chunk table (from batch 0) of ``epoch``, computed at most once."""
-        future = self._preparing.get(epoch)
+        key = (epoch, self._history(epoch))
+        future = self._preparing.get(key)
         if future is None:
-            future = self._preparing[epoch] = _Done(self._compute(epoch))
+            future = self._preparing[key] = _Done(self._compute(*key))
         self._forget_old()
         return future.result()
 
     def _prepare_ahead(self, epoch: int) -> None:
         """Compute the next epoch's plan in a thread while this one runs (numpy sorts release the GIL)."""
-        if epoch in self._preparing:
+        key = (epoch, self._history(epoch))
+        if key in self._preparing:
             return
         if self._planner is None:
             self._planner = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fastload-planner")
-        self._preparing[epoch] = self._planner.submit(self._compute, epoch)
+        self._preparing[key] = self._planner.submit(self._compute, *key)
 
     def _forget_old(self) -> None:
         # plans are as large as an epoch's index arrays: keep only a few around
         for e in sorted(self._preparing)[:-3]:
             del self._preparing[e]
 
-    def _compute(self, epoch: int) -> tuple[EpochPlan, ChunkTable]:
-        plan = within_batch_order(plan_epoch(self._shapes, self._order, epoch, self._mix))
+    def _compute(
+        self, epoch: int, history: tuple[tuple[int, int], ...] = ()
+    ) -> tuple[EpochPlan, ChunkTable]:
+        plan = plan_resumed(self._shapes, self._order, epoch, self._mix, history)
+        plan = within_batch_order(plan)
         return plan, chunk_table(plan, self._chunk_lens, self._key_offsets, 0)
 
     def __len__(self) -> int:
@@ -398,29 +415,87 @@ class Loader:
             )
         self.epoch = int(epoch)
         self._start_batch = 0
+        self._elastic = ()
 
     def state_dict(self) -> dict[str, Any]:
-        """Where the loader stands: the next unseen batch of the current epoch."""
+        """Where the loader stands: the next unseen batch of the current epoch.
+
+        ``batch`` counts batches of this world's part of the epoch; ``elastic``
+        lists the ``[world_size, batches]`` parts earlier worlds consumed (after
+        an elastic resume, else empty).  ``config`` holds the settings the
+        fingerprint hashes, so a refused state names what changed.
+        """
         return {
             "epoch": self.epoch,
             "batch": self._delivered if self._in_epoch else self._start_batch,
             "fingerprint": self._fingerprint,
+            "rank": self._order.rank,
+            "world_size": self._order.world_size,
+            "elastic": [list(segment) for segment in self._elastic],
+            "config": plan_description(self._shapes, self._order, self._mix),
         }
 
-    def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Resume so that the next iteration starts exactly at ``state``'s next unseen batch."""
+    def load_state_dict(self, state: Mapping[str, Any] | Sequence[Mapping[str, Any]]) -> None:
+        """Resume so that the next iteration starts exactly at ``state``'s next unseen batch.
+
+        ``state`` is one rank's ``state_dict()`` or a sequence of every old rank's
+        (checked to agree: ranks move in lockstep).  Saved under the same world
+        size, any rank's state gives this rank the same position on its own
+        shard.  Saved under another ``world_size`` (an *elastic* resume), the rest
+        of the epoch — every sample no old rank consumed — is shared among the
+        new ranks, and the next epoch is the new world's normal plan; see
+        docs/order.md, "Elastic resume".
+        """
         if self._in_epoch:
             raise ConfigError("load_state_dict() called during an iteration")
-        if state.get("fingerprint") != self._fingerprint:
-            raise ConfigError(
-                "the saved loader state was made with a different configuration (sources, batch size, "
-                "seed, shuffle, window, ranks or mix); it would not resume the same batches"
-            )
+        if not isinstance(state, Mapping):
+            state = merge_states(state)
+        order = self._order
+        if "world_size" not in state:  # saved before elastic resume: the hash held the ranks
+            if state.get("fingerprint") != legacy_fingerprint(self._shapes, order, self._mix):
+                raise ConfigError(
+                    "the saved loader state was made with a different configuration (sources, "
+                    "batch size, seed, shuffle, window, ranks or mix); it would not resume the "
+                    "same batches"
+                )
+            saved_world, history = order.world_size, []
+        else:
+            if state.get("fingerprint") != self._fingerprint:
+                mine = plan_description(self._shapes, order, self._mix)
+                saved = state.get("config")
+                changed = changed_settings(saved, mine) if isinstance(saved, Mapping) else []
+                raise ConfigError(
+                    "the saved loader state was made with a different configuration, so the same "
+                    "batch would name other samples: changed "
+                    + (
+                        "; ".join(changed)
+                        if changed
+                        else "sources, batch size, seed, shuffle, window or mix"
+                    )
+                    + ". Load it into a loader with the saved settings, or start a fresh epoch"
+                )
+            saved_world, history = int(state["world_size"]), state.get("elastic", [])
         epoch, batch = int(state["epoch"]), int(state["batch"])
-        n = self.plan(epoch).n_batches
-        if not 0 <= batch <= n:
-            raise ConfigError(f"saved batch {batch} out of range for epoch {epoch} ({n} batches)")
-        self.epoch, self._start_batch = epoch, batch
+        elastic, start = resume_history(history, saved_world, batch, order.world_size)
+        previous = self.epoch, self._start_batch, self._elastic
+        self.epoch, self._start_batch, self._elastic = epoch, start, elastic
+        try:
+            n = self.plan(epoch).n_batches  # also checks the history against the plans
+            if not 0 <= start <= n:
+                raise ConfigError(
+                    f"saved batch {start} out of range for epoch {epoch} ({n} batches)"
+                )
+        except BaseException:
+            self.epoch, self._start_batch, self._elastic = previous
+            raise
+        if elastic:
+            _log.info(
+                "elastic resume of epoch %d: %s; now %d ranks, %d batches on this rank",
+                epoch,
+                ", then ".join(f"{w} ranks consumed {k} batches" for w, k in elastic),
+                order.world_size,
+                n,
+            )
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[Batch]:
@@ -485,6 +560,7 @@ class Loader:
         self.epoch += 1
         self._start_batch = 0
         self._delivered = 0
+        self._elastic = ()
 
     def _engine_for(self, plan: EpochPlan, table: ChunkTable) -> Engine:
         engine = self._engine

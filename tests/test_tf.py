@@ -80,6 +80,19 @@ def test_element_spec_is_complete(split: fl.Split) -> None:
         assert loader.tf(x="X").cardinality().numpy() == 10
 
 
+def test_elastic_resume_declares_no_cardinality(split: fl.Split) -> None:
+    """After an elastic resume the first iteration is the rest of an epoch: no length declared."""
+    with fl.Loader(split, 20, workers=0, world_size=2) as old:
+        state = old.state_dict()
+    with fl.Loader(split, 20, workers=0) as loader:
+        loader.load_state_dict({**state, "batch": 3})  # 2 ranks took 3 batches each
+        ds = loader.tf(x="idx")
+        assert ds.cardinality().numpy() == tf.data.UNKNOWN_CARDINALITY
+        ids = np.concatenate([x.numpy() for x in ds])
+        assert len(ids) == N_TRAIN - 2 * 3 * 20
+        assert len(set(ids.tolist())) == len(ids)
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_every_value_matches_plan_and_store(split: fl.Split, workers: int) -> None:
     """All elements of two epochs, kept alive while the loader reuses slots, equal plan + store."""

@@ -30,8 +30,10 @@ Epochs and resuming
     state.  Under DDP every rank is at the same batch (``drop_last=True``, the
     default of ``distributed_loader``, gives every rank the same number of
     steps), so a rank loading another rank's state takes its position
-    (epoch, batch) for its own shard; rank 0 checks the configuration against
-    the saved fingerprint, and a different world size is refused.
+    (epoch, batch) for its own shard; each rank checks the configuration against
+    the saved fingerprint.  A different world size is refused: Lightning
+    restores its own step count within the epoch, which an elastic resume
+    (``fl.Loader.load_state_dict`` under another world size) changes.
 """
 
 from __future__ import annotations
@@ -86,12 +88,21 @@ def _position_state(
             f"{world_size}: each rank's shard would differ, so it cannot resume the same batches; "
             "resume with the same number of devices"
         )
-    if saved_rank == rank:
-        return state  # the loader checks the fingerprint
-    # Lightning saves rank 0's state for every rank; under DDP all ranks stand at the
-    # same batch, on their own shards (rank 0 checked the configuration's fingerprint)
+    if saved_rank == rank or "elastic" in state:
+        # the loader checks the fingerprint; a state of another rank of the same world
+        # gives this rank the same position on its own shard (Lightning saves rank 0's
+        # state for every rank; under DDP all ranks stand at the same batch)
+        return state
+    # a state saved before elastic resume (its fingerprint held the rank): take the
+    # position over, as rank 0 checks the configuration
     own = loader.state_dict()["fingerprint"]
-    return {"epoch": state["epoch"], "batch": state["batch"], "fingerprint": own}
+    return {
+        "epoch": state["epoch"],
+        "batch": state["batch"],
+        "fingerprint": own,
+        "world_size": world_size,
+        "elastic": [],
+    }
 
 
 class LightningBatches(TorchBatches):

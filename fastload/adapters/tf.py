@@ -112,6 +112,12 @@ def element_spec(loader: Loader, selection: Selection) -> Any:
     return selection.build(spec_of)
 
 
+def _resumed(loader: Loader) -> bool:
+    """Whether the loader's next iteration is the rest of an epoch (not a whole one)."""
+    state = loader.state_dict()
+    return state["batch"] != 0 or bool(state.get("elastic"))
+
+
 def to_tf(
     loader: Loader,
     *,
@@ -140,8 +146,8 @@ def to_tf(
         memory out of the training step.
     cardinality : bool
         Declare ``len(loader)`` elements per iteration (Keras then knows the
-        epoch length).  Not declared for a loader resumed mid-epoch, whose
-        first iteration is shorter.
+        epoch length).  Not declared for a loader resumed mid-epoch (also
+        elastically, under another world size), whose first iteration is shorter.
     repeat : bool
         Run epoch after epoch in one endless iteration.  The prefetch thread
         then starts the next loader epoch while the model still trains on the
@@ -169,10 +175,10 @@ def to_tf(
     selection = select(loader.output_specs, x, y, sample_weight, where=repr(loader))
     signature = element_spec(loader, selection)
     n_batches = len(loader)
-    declare = bool(cardinality) and loader.state_dict()["batch"] == 0
+    declare = bool(cardinality) and not _resumed(loader)
 
     def generate() -> Iterator[Any]:
-        if declare and loader.state_dict()["batch"] != 0:
+        if declare and _resumed(loader):
             raise ConfigError(
                 "the loader was resumed mid-epoch after loader.tf() declared the epoch length; "
                 "call loader.tf(cardinality=False), or load the state before loader.tf()"
