@@ -15,6 +15,11 @@ adapter therefore gives TF a private copy of each selected field: one
 second copy and that lives exactly as long as the tensor.  With ``prefetch`` the copy runs in tf.data's background thread,
 not in the training step.  Fields the element does not use are not copied.
 
+A ragged field delivered as values + offsets (``fl.Loader(...,
+ragged={"hits": "offsets"})``) becomes a ``tf.RaggedTensor``
+(``tf.RaggedTensor.from_row_splits`` of copies of its values and offsets), with
+a ``tf.RaggedTensorSpec`` in ``element_spec``.
+
 ``tests/test_tf.py`` checks every value of every batch against the epoch plan
 and the store, with prefetching and after the loader has reused its slots.
 """
@@ -80,6 +85,18 @@ def aligned_copy(array: np.ndarray, align: int = TF_ALIGN) -> np.ndarray:
     return out
 
 
+def _tf_value(tf: Any, value: Any) -> Any:
+    """A private copy of one batch field: an aligned array, or a ``tf.RaggedTensor``."""
+    from fastload.store import Ragged
+
+    if isinstance(value, Ragged):
+        values, offsets = value.rebased()
+        return tf.RaggedTensor.from_row_splits(
+            aligned_copy(values), aligned_copy(offsets), validate=False
+        )
+    return aligned_copy(value)
+
+
 def _static_batch_dim(loader: Loader) -> int | None:
     """``batch_size`` when every batch of every epoch is full, else None (unknown)."""
     plan = loader.plan()
@@ -104,6 +121,13 @@ def element_spec(loader: Loader, selection: Selection) -> Any:
                 f"field {name!r} has dtype {fspec.dtype}, which TensorFlow does not support; "
                 "convert it with fastload.transforms.Cast in the loader's transform"
             ) from exc
+        if fspec.ragged:
+            return tf.RaggedTensorSpec(
+                shape=(batch_dim, None, *fspec.shape),
+                dtype=dtype,
+                ragged_rank=1,
+                row_splits_dtype=tf.int64,
+            )
         return tf.TensorSpec(shape=(batch_dim, *fspec.shape), dtype=dtype, name=name)
 
     return selection.build(spec_of)
@@ -180,7 +204,7 @@ def to_tf(
                 # TF may read a yielded buffer long after this generator resumes (its
                 # prefetch, Keras' queue): hand it private copies, and drop the batch
                 # before yielding so its slot can go back to the loader's ring
-                element = selection.build(lambda name, b=batch: aligned_copy(b[name]))
+                element = selection.build(lambda name, b=batch: _tf_value(tf, b[name]))
                 del batch
                 yield element
         finally:
