@@ -16,6 +16,7 @@ Examples
     python -m bench.throughput --quick --out /tmp/q  # smoke run
     python -m bench.throughput --dataset lcd --contenders fastload,torch,in-memory --workers 4
     python -m bench.throughput --list                # contenders and whether they run here
+    python -m bench.throughput --ragged --workers 2  # AHCAL ragged batches vs RAM (bench/_ragged.py)
 """
 
 from __future__ import annotations
@@ -131,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of every shuffle")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--ragged",
+        action="store_true",
+        help="AHCAL only: fastload ragged batches (values + offsets) against an in-memory "
+        "ragged baseline and fastload's padded batches, same consumer; writes ragged.json",
+    )
     p.add_argument(
         "--list",
         action="store_true",
@@ -473,6 +480,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.workers < 0 or (args.events is not None and args.events < 2):
         raise SystemExit("--batch-size must be >= 1, --workers >= 0 and --events >= 2")
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.ragged:
+        from ._ragged import run_ragged
+
+        ragged = run_ragged(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json({"argv": args.argv, **ragged}, args.out / "ragged.json")
+        print(f"wrote {args.out / 'ragged.json'}")
+        return 0
     plots = can_plot()
     if not plots:
         print(f"note: {PLOTS_MISSING}", flush=True)

@@ -34,7 +34,7 @@ import numpy as np
 from fastload import _validate
 from fastload._messages import closest
 from fastload._source import check_buffer, check_chunk
-from fastload.errors import EmptyDatasetError, FieldNotFoundError, SchemaError
+from fastload.errors import ConfigError, EmptyDatasetError, FieldNotFoundError, SchemaError
 
 if TYPE_CHECKING:
     from fastload.store import FieldInfo, Ragged
@@ -234,6 +234,13 @@ class MemorySplit:
     def max_len(self, field: str) -> int:
         """Most rows of any sample of a ragged field (0 for a dense field)."""
         return self._max_len[field] if self._field(field).ragged else 0
+
+    def offsets(self, field: str) -> np.ndarray:
+        """The offsets ``(n + 1,)`` of a ragged field, from 0 (a read-only view)."""
+        column = self._columns[self._field(field).name]
+        if not isinstance(column, tuple):
+            raise ConfigError(f"field {field!r} of {self.url!r} is dense; it has no offsets")
+        return column[1]
 
     def decoder(self, field: str) -> ArrayDecoder | RaggedArrayDecoder:
         """What loader workers decode ``field`` with (it carries the field's arrays)."""

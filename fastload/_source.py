@@ -27,6 +27,10 @@ What each part of fastload reads, and so all a source must provide:
 
 ``url`` (a string naming where the data are) is optional, on a source and on
 its decoders: messages name it when it is there, the source's ``repr`` otherwise.
+``offsets(field)`` (the ``len + 1`` row offsets of a ragged field, from 0) is
+optional too: a loader reads it only for a field delivered as values + offsets
+(``fl.Loader(..., ragged={field: "offsets"})``), whose batch offsets the
+coordinator writes before any worker copies rows.
 
 This module sits at the bottom of the package beside ``_spec.py``: the store, the
 engine, the loader and the mix import it; it imports nothing of theirs.

@@ -14,18 +14,24 @@ class FieldSpec:
 
     Transforms declare their outputs as ``dict[str, FieldSpec]`` so that the
     engine can size shared-memory batch slots before any data is read.
+
+    ``ragged``: the field arrives as a :class:`fastload.Ragged` (a loader's
+    ``ragged={field: "offsets"}``): its samples have a variable number of rows
+    and ``shape`` is the shape of one row.
     """
 
     shape: tuple[int, ...]
     dtype: np.dtype
+    ragged: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", tuple(int(s) for s in self.shape))
         object.__setattr__(self, "dtype", np.dtype(self.dtype))
+        object.__setattr__(self, "ragged", bool(self.ragged))
 
     @property
     def sample_nbytes(self) -> int:
-        """Bytes of one sample of this field."""
+        """Bytes of one sample of this field (of one row, for a ragged field)."""
         return int(np.prod(self.shape, dtype=np.int64)) * self.dtype.itemsize
 
 

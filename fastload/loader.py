@@ -111,15 +111,94 @@ def _select_fields(
 
 
 def _ragged_lengths(
-    splits: tuple[Source, ...], selected: tuple[str, ...], pad: Mapping[str, int] | None
+    splits: tuple[Source, ...],
+    selected: tuple[str, ...],
+    pad: Mapping[str, int] | None,
+    packed: Mapping[str, int] | None = None,
 ) -> dict[str, int]:
     """Padded length of each selected ragged field: ``pad``'s, else the longest sample."""
     lengths: dict[str, int] = {}
     for fname in selected:
-        if splits[0].fields[fname].ragged:
+        if splits[0].fields[fname].ragged and fname not in (packed or {}):
             length = (pad or {}).get(fname) or max(s.max_len(fname) for s in splits)
             lengths[fname] = max(int(length), 1)
     return lengths
+
+
+#: how a ragged field may arrive in a batch (``Loader(ragged=...)``)
+RAGGED_MODES = ("pad", "offsets")
+
+
+def _packed_fields(
+    splits: tuple[Source, ...],
+    selected: tuple[str, ...],
+    ragged: Mapping[str, str] | None,
+    ragged_rows: Mapping[str, int] | None,
+    pad: Mapping[str, int] | None,
+    batch_size: int,
+) -> tuple[dict[str, int], dict[str, tuple[np.ndarray, ...]], frozenset[str]]:
+    """Ragged fields delivered as values + offsets: slot rows, per-source row counts, bounded ones.
+
+    A slot holds, by default, the rows of the ``batch_size`` longest samples of
+    all sources: no batch of any epoch, rank or mix can hold more.
+    """
+    owner = "fl.Loader"
+    modes = dict(ragged or {})
+    rows_given = dict(ragged_rows or {})
+    for fname, mode in modes.items():
+        if fname not in selected or not splits[0].fields[fname].ragged:
+            ragged_names = [f for f in selected if splits[0].fields[f].ragged]
+            raise ConfigError(
+                f"{owner}: ragged= names {fname!r}, which is not a selected ragged field "
+                f"(selected ragged fields: {ragged_names})"
+            )
+        _validate.choice(mode, RAGGED_MODES, name=f"ragged[{fname!r}]", owner=owner)
+    packed_names = [f for f in selected if modes.get(f) == "offsets"]
+    for fname, rows in rows_given.items():
+        if fname not in packed_names:
+            raise ConfigError(
+                f"{owner}: ragged_rows= names {fname!r}, which is not delivered as values + "
+                f'offsets; add ragged={{{fname!r}: "offsets"}} (fields with offsets: {packed_names})'
+            )
+        _validate.integer(rows, name=f"ragged_rows[{fname!r}]", minimum=1, owner=owner)
+    for fname in packed_names:
+        if fname in (pad or {}):
+            raise ConfigError(
+                f'{owner}: field {fname!r} has ragged="offsets" and a pad= length; a field '
+                "arrives either padded or as values + offsets: drop one of them"
+            )
+    rows_of: dict[str, int] = {}
+    counts_of: dict[str, tuple[np.ndarray, ...]] = {}
+    for fname in packed_names:
+        counts = tuple(_row_counts(s, fname) for s in splits)
+        every = np.concatenate(counts)
+        k = min(batch_size, every.size)
+        longest = int(np.partition(every, every.size - k)[every.size - k :].sum()) if k else 0
+        rows_of[fname] = int(rows_given.get(fname, longest))
+        counts_of[fname] = counts
+    return rows_of, counts_of, frozenset(rows_given)
+
+
+def _row_counts(split: Source, fname: str) -> np.ndarray:
+    """Rows of every sample of a ragged field, from the source's ``offsets(field)``."""
+    offsets_of = getattr(split, "offsets", None)
+    if not callable(offsets_of):
+        raise ConfigError(
+            f'fl.Loader: ragged={{{fname!r}: "offsets"}} needs every sample\'s row count before '
+            f"reading; {describe(split)} has no offsets(field) method (optional in the Source "
+            "contract): add one, or let the field arrive padded"
+        )
+    offsets = np.asarray(offsets_of(fname), dtype=np.int64)
+    if offsets.shape != (len(split) + 1,):
+        raise ConfigError(
+            f"{describe(split)}.offsets({fname!r}) has shape {offsets.shape}, expected "
+            f"({len(split) + 1},)"
+        )
+    counts = np.diff(offsets)
+    if counts.size and int(counts.min()) < 0:
+        raise ConfigError(f"{describe(split)}.offsets({fname!r}) decreases")
+    counts.flags.writeable = False
+    return counts
 
 
 _warned_unsharded = False
@@ -188,7 +267,7 @@ class Loader:
         window needs to make progress).
     fields : Sequence[str] | None
         Fields to read (default: all).  A ragged field ``f`` arrives padded as
-        ``f`` ``(B, L, ...)`` plus ``f_len`` ``(B,)``.
+        ``f`` ``(B, L, ...)`` plus ``f_len`` ``(B,)``, unless ``ragged`` says otherwise.
     transform : Transform | None
         Per-batch transform run in the workers (see :mod:`fastload.transforms`).
     drop_last : bool
@@ -211,6 +290,18 @@ class Loader:
         Return copies (owned, writable arrays) instead of arrays over shared memory.
     pad : Mapping[str, int] | None
         Padded length per ragged field (default: the longest sample in the split(s)).
+    ragged : Mapping[str, str] | None
+        How each ragged field arrives: ``"pad"`` (the default, above) or
+        ``"offsets"``: ``batch[f]`` is a :class:`~fastload.Ragged` whose
+        ``values`` hold the batch's rows back to back and ``offsets`` its
+        ``B + 1`` row offsets (from 0), read-only views of shared memory like any
+        batch array; no ``f_len``.  Needs the source's ``offsets(field)``
+        (stores and ``fl.from_arrays`` have it); not with a ``transform``.
+    ragged_rows : Mapping[str, int] | None
+        Value rows a batch slot holds per ``"offsets"`` field (default: the rows
+        of the ``batch_size`` longest samples, which no batch can exceed).  A
+        smaller bound saves shared memory; an epoch with a batch above it raises
+        :class:`~fastload.errors.ConfigError` naming the field before its first batch.
     timeout_s : float
         Longest wait for one batch before :class:`~fastload.errors.WorkerError`.
     max_worker_restarts : int
@@ -240,6 +331,8 @@ class Loader:
         backend: str = "process",
         copy: bool = False,
         pad: Mapping[str, int] | None = None,
+        ragged: Mapping[str, str] | None = None,
+        ragged_rows: Mapping[str, int] | None = None,
         timeout_s: float = 300.0,
         max_worker_restarts: int = 3,
         max_kept_bytes: int | None = None,
@@ -274,12 +367,22 @@ class Loader:
                     weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples
                 )
         selected = _select_fields(splits, mix, fields)
+        packed_rows, packed_counts, bounded = _packed_fields(
+            splits, selected, ragged, ragged_rows, pad, self._order.batch_size
+        )
+        if packed_rows and transform is not None:
+            raise ConfigError(
+                f'fl.Loader: ragged="offsets" fields ({list(packed_rows)}) and a transform in '
+                "the workers cannot be combined yet (worker transforms see fixed-shape "
+                "batches); apply the fastload.transforms ragged functions (truncate_rows, "
+                "knn_edges, ...) to each batch, or let the field arrive padded"
+            )
         self._shapes = tuple(SourceShape(n=len(s), chunk_len=s.chunk_len) for s in splits)
         self._spec = EngineSpec(
             sources=splits,
             source_names=names,
             fields=selected,
-            ragged_lengths=_ragged_lengths(splits, selected, pad),
+            ragged_lengths=_ragged_lengths(splits, selected, pad, packed_rows),
             label_field=mix.label_field if mix is not None else None,
             transform=transform,
             batch_size=self._order.batch_size,
@@ -289,6 +392,9 @@ class Loader:
             timeout_s=float(timeout_s),
             max_restarts=int(max_worker_restarts),
             max_kept_bytes=None if max_kept_bytes is None else int(max_kept_bytes),
+            packed_rows=packed_rows,
+            packed_counts=packed_counts,
+            packed_bounded=bounded,
         )
         self._chunk_lens = np.array([s.chunk_len for s in splits], dtype=np.int64)
         self._key_offsets = chunk_key_offsets(splits)

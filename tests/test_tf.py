@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import os
 import weakref
+from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -128,21 +129,7 @@ def test_slot_views_handed_to_tf_stay_correct(split: fl.Split) -> None:
     assert not any(wrong)
 
 
-@pytest.mark.parametrize("writeable", [False, True])
-def test_tensorflow_copies_or_holds_what_a_generator_yields(writeable: bool) -> None:
-    """The property the zero-copy hand-over rests on, for the TF installed here.
-
-    An aligned array like a slot view: the tensor from_generator makes of it
-    either lives in TF's own memory, or wraps the array and keeps it alive
-    until the tensor is gone.  A TF release that wraps without holding fails
-    here (and would break every generator that yields temporaries).
-    """
-    array = aligned_copy(np.arange(256, dtype=np.float32))
-    array.flags.writeable = writeable
-    address, alive = array.ctypes.data, weakref.ref(array)
-    handed = [array]
-    del array
-
+def _through_from_generator(handed: list[np.ndarray]) -> Any:
     def generate():  # keeps no reference of its own once TF has the array
         yield handed.pop()
 
@@ -150,8 +137,31 @@ def test_tensorflow_copies_or_holds_what_a_generator_yields(writeable: bool) -> 
         generate, output_signature=tf.TensorSpec((256,), tf.float32)
     )
     iterator = iter(dataset)
-    tensor = next(iterator)
-    del iterator, dataset
+    return next(iterator)
+
+
+def _through_ragged_tensor(handed: list[np.ndarray]) -> Any:
+    # what the adapter does for a ragged="offsets" field, in the generator
+    ragged = tf.RaggedTensor.from_row_splits(handed.pop(), np.array([0, 100, 256]))
+    return ragged.flat_values
+
+
+@pytest.mark.parametrize("writeable", [False, True])
+@pytest.mark.parametrize("hand_over", [_through_from_generator, _through_ragged_tensor])
+def test_tensorflow_copies_or_holds_what_it_is_handed(writeable: bool, hand_over: Any) -> None:
+    """The property the zero-copy hand-over rests on, for the TF installed here.
+
+    An aligned array like a slot view: the tensor TF makes of it either
+    lives in TF's own memory, or wraps the array and keeps it alive until
+    the tensor is gone.  A TF release that wraps without holding fails here
+    (and would break every generator that yields temporaries).
+    """
+    array = aligned_copy(np.arange(256, dtype=np.float32))
+    array.flags.writeable = writeable
+    address, alive = array.ctypes.data, weakref.ref(array)
+    handed = [array]
+    del array
+    tensor = hand_over(handed)
     gc.collect()
     if tensor.numpy().ctypes.data == address:  # wrapped: must be held, then freed with the tensor
         assert alive() is not None

@@ -7,7 +7,7 @@ import math
 import os
 import weakref
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -20,6 +20,8 @@ from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
 from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source
 from fastload._spec import FieldSpec
+from fastload.errors import ConfigError
+from fastload.store import Ragged
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,12 @@ class EngineSpec:
     timeout_s: float
     max_restarts: int
     max_kept_bytes: int | None = None  # None: max(DEFAULT_MAX_KEPT_BYTES, 4 x the ring)
+    #: ragged fields delivered as values + offsets (``fl.Ragged``): value rows of a batch slot
+    packed_rows: dict[str, int] = field(default_factory=dict)
+    #: rows of every sample of each packed field, one array per source
+    packed_counts: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
+    #: True when ``packed_rows`` was set by the user (the error then names the option)
+    packed_bounded: frozenset[str] = frozenset()
 
 
 #: default bound on the shared memory batches kept by the consumer may pin
@@ -54,7 +62,9 @@ def input_specs(spec: EngineSpec) -> dict[str, FieldSpec]:
     out: dict[str, FieldSpec] = {}
     for fname in spec.fields:
         info = first.fields[fname]
-        if info.ragged:
+        if fname in spec.packed_rows:
+            out[fname] = FieldSpec(info.shape, info.dtype, ragged=True)
+        elif info.ragged:
             out[fname] = FieldSpec((spec.ragged_lengths[fname], *info.shape), info.dtype)
             out[f"{fname}_len"] = FieldSpec((), np.int64)
         else:
@@ -107,10 +117,22 @@ class Engine:
             else dict(self.input_specs)
         )
         use_shm = spec.backend == "process" and spec.workers > 0
+        self.packed = {
+            name: (_aligned_rows(max(rows, 1), fspec), _aligned_rows(spec.batch_size + 1, _OFFSET))
+            for name, fspec in self.input_specs.items()
+            if fspec.ragged
+            for rows in (spec.packed_rows[name],)
+        }
+        if self.packed and spec.transform is not None:
+            raise ConfigError("ragged offsets fields and a worker transform cannot be combined")
         self.slot_nbytes = sum(
             _aligned_rows(spec.batch_size, fspec) * fspec.sample_nbytes
             for specs in self._families()
             for fspec in specs.values()
+            if not fspec.ragged
+        ) + sum(
+            rows * self.input_specs[name].sample_nbytes + n_offsets * 8
+            for name, (rows, n_offsets) in self.packed.items()
         )
         keep_slots = _keep_slots(spec.max_kept_bytes, batch_slots, self.slot_nbytes, use_shm)
         self.max_kept_bytes = keep_slots * self.slot_nbytes
@@ -119,6 +141,12 @@ class Engine:
         layout.add("plan_rows", (max(plan_capacity, 1),), np.int64)
         for prefix, specs in zip(("batch", "stage"), self._families(), strict=False):
             for name, fspec in specs.items():
+                if fspec.ragged:
+                    rows, n_offsets = self.packed[name]
+                    shape = (self.slots.size, rows, *fspec.shape)
+                    layout.add(f"{prefix}/{name}/values", shape, fspec.dtype)
+                    layout.add(f"{prefix}/{name}/offsets", (self.slots.size, n_offsets), np.int64)
+                    continue
                 rows = _aligned_rows(spec.batch_size, fspec)
                 layout.add(f"{prefix}/{name}", (self.slots.size, rows, *fspec.shape), fspec.dtype)
         self.layout = layout
@@ -135,6 +163,7 @@ class Engine:
             source_names=list(spec.source_names),
             fields=spec.fields,
             ragged_lengths=dict(spec.ragged_lengths),
+            packed=tuple(self.packed),
             input_specs=self.input_specs,
             output_specs=self.output_specs,
             batch_size=spec.batch_size,
@@ -176,22 +205,68 @@ class Engine:
         (``_slots.py``).  Copies are made with ``copy=True`` and while kept
         batches pin ``max_kept_bytes`` (``copied_for_kept`` tells the loader).
         """
-        for slot, n in self.scheduler.run(plan, table, start_batch):
+        on_slot = self._packed_offsets(plan) if self.packed else None
+        for slot, n in self.scheduler.run(plan, table, start_batch, on_slot=on_slot):
             if not copy and self.slots.can_keep():
                 yield self._lend(slot, n)
                 continue
             if not copy:
                 self.copied_for_kept = True
-            batch = {
-                name: self.arena[f"batch/{name}"][slot, :n].copy() for name in self.output_specs
-            }
+            batch: dict[str, Any] = {}
+            for name in self.output_specs:
+                if name in self.packed:
+                    offsets = self.arena[f"batch/{name}/offsets"][slot, : n + 1].copy()
+                    values = self.arena[f"batch/{name}/values"][slot, : int(offsets[n])].copy()
+                    batch[name] = Ragged(values, offsets)
+                else:
+                    batch[name] = self.arena[f"batch/{name}"][slot, :n].copy()
             self.slots.release(slot)
             yield batch
             del batch  # copies pin no slot, but need not outlive the consumer's reference
 
-    def _lend(self, slot: int, n: int) -> dict[str, np.ndarray]:
-        batch, roots = {}, []
+    def _packed_offsets(self, plan: EpochPlan) -> Any:
+        """The batch offsets of every packed field in this epoch, and the callback writing them.
+
+        The coordinator knows every sample's row count, so it writes a batch's
+        ``B + 1`` offsets into the slot before the slot's first chunk task is sent;
+        workers then copy each sample's rows to where the offsets say (and check
+        that the rows they decode agree).
+        """
+        spec, bounds = self.spec, plan.batch_bounds
+        cums: dict[str, np.ndarray] = {}
+        for name in self.packed:
+            counts = np.zeros(plan.n_samples, dtype=np.int64)
+            for s, per_sample in enumerate(spec.packed_counts[name]):
+                mine = plan.source == s
+                counts[mine] = per_sample[plan.index[mine]]
+            cum = np.zeros(plan.n_samples + 1, dtype=np.int64)
+            np.cumsum(counts, out=cum[1:])
+            rows = cum[bounds[1:]] - cum[bounds[:-1]]
+            cap = spec.packed_rows[name]
+            if rows.size and int(rows.max()) > cap:
+                b = int(np.argmax(rows))
+                raise ConfigError(_overflow_message(name, b, int(rows[b]), cap, spec))
+            cums[name] = cum
+        arena = self.arena
+
+        def write(b: int, slot: int) -> None:
+            lo, hi = int(bounds[b]), int(bounds[b + 1])
+            for name, cum in cums.items():
+                out = arena[f"batch/{name}/offsets"][slot, : hi - lo + 1]
+                np.subtract(cum[lo : hi + 1], cum[lo], out=out)
+
+        return write
+
+    def _lend(self, slot: int, n: int) -> dict[str, Any]:
+        batch: dict[str, Any] = {}
+        roots = []
         for name in self.output_specs:
+            if name in self.packed:
+                offsets = self.arena.slot_array(f"batch/{name}/offsets", slot, n + 1)
+                values = self.arena.slot_array(f"batch/{name}/values", slot, int(offsets[n]))
+                roots += [weakref.ref(values), weakref.ref(offsets)]
+                batch[name] = Ragged(values.view(), offsets.view())
+                continue
             root = self.arena.slot_array(f"batch/{name}", slot, n)
             roots.append(weakref.ref(root))
             batch[name] = root.view()  # the consumer gets views: ``root`` is what they keep alive
@@ -204,6 +279,25 @@ class Engine:
 
     def close(self) -> None:
         self._finalizer()
+
+
+#: the spec of one offsets entry (for slot alignment)
+_OFFSET = FieldSpec((), np.int64)
+
+
+def _overflow_message(name: str, batch: int, rows: int, cap: int, spec: EngineSpec) -> str:
+    if name in spec.packed_bounded:
+        return (
+            f"batch {batch} of this epoch holds {rows} rows of ragged field {name!r}, more than the "
+            f"{cap} a batch slot holds (ragged_rows={{{name!r}: {cap}}}); raise "
+            f"ragged_rows[{name!r}] to at least {rows}, or leave it unset (slots then hold the "
+            f"{spec.batch_size} longest samples)"
+        )
+    return (
+        f"batch {batch} holds {rows} rows of ragged field {name!r}, more than the {cap} rows of "
+        f"the {spec.batch_size} longest samples: the source's row counts changed under the "
+        "loader; rebuild it"
+    )
 
 
 def _aligned_rows(batch_size: int, spec: FieldSpec) -> int:

@@ -29,7 +29,7 @@ import bisect
 import logging
 import time
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -194,11 +194,20 @@ class Scheduler:
         self._pending: dict[int, Task] = {}  # task id -> task, until done
 
     def run(
-        self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0
+        self,
+        plan: EpochPlan,
+        table: ChunkTable,
+        start_batch: int = 0,
+        *,
+        on_slot: Callable[[int, int], None] | None = None,
     ) -> Iterator[tuple[int, int]]:
-        """Deliver batches ``start_batch..`` of ``plan`` as ``(slot, n_samples)``."""
+        """Deliver batches ``start_batch..`` of ``plan`` as ``(slot, n_samples)``.
+
+        ``on_slot(batch, slot)`` runs when a batch gets its slot, before any task
+        feeding it is sent (the engine writes ragged batches' offsets there).
+        """
         self.arena["plan_rows"][: table.n_entries] = table.rows
-        epoch = _EpochRun(self, plan, table)
+        epoch = _EpochRun(self, plan, table, on_slot)
         try:
             for b in range(start_batch, plan.n_batches):
                 yield epoch.next_batch(b)
@@ -323,8 +332,15 @@ class _EpochRun:
     batch the consumer waits for always has all its tasks issued eventually.
     """
 
-    def __init__(self, scheduler: Scheduler, plan: EpochPlan, table: ChunkTable) -> None:
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        plan: EpochPlan,
+        table: ChunkTable,
+        on_slot: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.scheduler = scheduler
+        self.on_slot = on_slot
         self.slots = scheduler.slots
         self.table = table
         self.bounds = plan.batch_bounds
@@ -386,7 +402,9 @@ class _EpochRun:
                 return
             self.waiting = None
             for b in new:
-                slot_of[b] = self.slots.take()
+                slot = slot_of[b] = self.slots.take()
+                if self.on_slot is not None:
+                    self.on_slot(b, slot)
             key = int(table.keys[self.next_task])
             source = bisect.bisect_right(scheduler.key_offset_list, key) - 1
             runs = tuple(

@@ -39,7 +39,7 @@ from fastload._engine._protocol import (
 )
 from fastload._source import DenseChunkDecoder, RaggedChunkDecoder
 from fastload._spec import FieldSpec
-from fastload.errors import WorkerError
+from fastload.errors import StoreChangedError, WorkerError
 
 
 @dataclass
@@ -57,6 +57,7 @@ class WorkerConfig:
     source_names: list[str]
     fields: tuple[str, ...]
     ragged_lengths: dict[str, int]  # padded length L of each ragged field
+    packed: tuple[str, ...]  # ragged fields delivered as values + offsets (fl.Ragged)
     input_specs: dict[str, FieldSpec]  # what gathering produces (before the transform)
     output_specs: dict[str, FieldSpec]  # what lands in the batch slot
     batch_size: int
@@ -87,7 +88,28 @@ class Executor:
             reader = cfg.sources[source][fname]
             # raggedness from the configuration (the field's spec), not from the decoder:
             # the contract asks nothing more of a decoder than decoding
-            if fname in cfg.ragged_lengths:
+            if fname in cfg.packed:
+                ragged = cast(RaggedChunkDecoder, reader)
+                values, offsets = self._ragged_scratch(fname, ragged)
+                ragged.decode_into(chunk, values, offsets)
+                slots_values = self.arena[f"{prefix}/{fname}/values"]
+                slots_offsets = self.arena[f"{prefix}/{fname}/offsets"]
+                for slot, lo, hi, dest in runs:
+                    counts = _copy_packed(
+                        values,
+                        offsets,
+                        plan_rows[lo:hi],
+                        slots_offsets[slot, dest : dest + hi - lo + 1],
+                        slots_values[slot],
+                    )
+                    if counts is not None:
+                        raise StoreChangedError(
+                            f"ragged field {fname!r} of source {cfg.source_names[source]!r}: "
+                            f"chunk {chunk} decodes samples of {counts} rows where the loader, "
+                            "when built, read other row counts; the data changed under the "
+                            "loader: rebuild it"
+                        )
+            elif fname in cfg.ragged_lengths:
                 ragged = cast(RaggedChunkDecoder, reader)
                 values, offsets = self._ragged_scratch(fname, ragged)
                 ragged.decode_into(chunk, values, offsets)
@@ -219,6 +241,44 @@ def _copy_ragged(
     within = np.arange(total, dtype=np.int64) - np.repeat(first, counts)
     sample = np.repeat(np.arange(n, dtype=np.int64), counts)
     out_flat[sample * length + within] = values[np.repeat(start, counts) + within]
+
+
+def _copy_packed(
+    values: np.ndarray,
+    offsets: np.ndarray,
+    rows: np.ndarray,
+    slot_offsets: np.ndarray,
+    out: np.ndarray,
+) -> list[int] | None:
+    """Copy samples ``rows`` of a decoded ragged chunk back to back into ``out``.
+
+    ``slot_offsets`` (``len(rows) + 1`` entries, written by the coordinator from
+    the source's row counts) say where: sample ``i`` goes to
+    ``out[slot_offsets[i]:slot_offsets[i + 1]]``.  Returns None, or, without
+    writing anything, the decoded counts when they disagree with the offsets
+    (the rows of other samples would be overwritten).
+    """
+    start = offsets[rows]
+    counts = offsets[rows + 1] - start
+    if not np.array_equal(counts, np.diff(slot_offsets)):
+        return counts.tolist()[:8]
+    base, total = int(slot_offsets[0]), int(slot_offsets[-1] - slot_offsets[0])
+    if total == 0:
+        return None
+    n = rows.size
+    target = out[base : base + total]
+    first = int(start[0])
+    if n == 1 or bool(np.all(start[1:] == start[:-1] + counts[:-1])):
+        target[...] = values[first : first + total]  # consecutive samples: one copy
+        return None
+    if total >= _SLICE_COPY_MIN_ROWS * n:
+        dest = slot_offsets.tolist()
+        for i, (a, c) in enumerate(zip(start.tolist(), counts.tolist(), strict=True)):
+            out[dest[i] : dest[i] + c] = values[a : a + c]
+        return None
+    within = np.arange(total, dtype=np.int64) - np.repeat(slot_offsets[:-1] - base, counts)
+    np.take(values, np.repeat(start, counts) + within, axis=0, out=target, mode="clip")
+    return None
 
 
 def serve(executor: Executor, conn: Any, *, in_process: bool) -> None:

@@ -42,6 +42,7 @@ from fastload.adapters._batches import LoaderBatches
 from fastload.adapters._select import Selection, select
 from fastload.adapters.tf import aligned_copy  # framework-free; imports no TensorFlow
 from fastload.errors import ConfigError
+from fastload.store import Ragged
 
 try:
     import jax
@@ -108,15 +109,40 @@ def _place(
     device: Any,
     own: Callable[[np.ndarray], np.ndarray] | None,
 ) -> dict[str, Any]:
-    """``{field: jax.Array}`` of one batch (a function: no local outlives the call)."""
-    arrays = [batch[name] if own is None else own(batch[name]) for name in fields]
+    """``{field: jax.Array}`` of one batch (a function: no local outlives the call).
+
+    A ragged field (:class:`fastload.Ragged`) becomes ``(values, offsets)``;
+    its offsets are int32 unless 64-bit types are enabled.
+    """
+    arrays = [_host_value(batch[name], own) for name in fields]
     # one call for the whole element: a pytree costs one dispatch, not one per field
     placed = dict(zip(fields, jax.device_put(arrays, device), strict=True))
     for name, array in zip(fields, arrays, strict=True):
-        if placed[name].dtype != array.dtype:  # never hand over silently converted values
-            _check_dtype(name, array.dtype)
-            raise ConfigError(f"field {name!r}: JAX made {placed[name].dtype} of {array.dtype}")
+        pairs = (
+            zip(placed[name], array, strict=True)
+            if isinstance(array, tuple)
+            else [(placed[name], array)]
+        )
+        for got, host in pairs:
+            if got.dtype != host.dtype:  # never hand over silently converted values
+                _check_dtype(name, host.dtype)
+                raise ConfigError(f"field {name!r}: JAX made {got.dtype} of {host.dtype}")
     return placed
+
+
+def _host_value(
+    value: Any, own: Callable[[np.ndarray], np.ndarray] | None
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """The array (or ragged values + offsets pair) handed to ``jax.device_put``."""
+    if isinstance(value, Ragged):
+        values, offsets = value.rebased()
+        canonical = np.dtype(jax.dtypes.canonicalize_dtype(offsets.dtype))
+        if canonical != offsets.dtype:  # no x64: offsets fit int32 (a batch slot does)
+            offsets = aligned_copy(offsets.astype(canonical))
+        elif own is not None:
+            offsets = own(offsets)
+        return (values if own is None else own(values)), offsets
+    return value if own is None else own(value)
 
 
 class JaxBatches(LoaderBatches):

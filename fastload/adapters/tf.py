@@ -16,6 +16,11 @@ TF's own copy, into buffers its allocator reuses, runs in tf.data's prefetch
 thread and costs about a third of copying into a fresh numpy buffer first
 (which the adapter did before; a fresh buffer page-faults on every batch).
 
+A ragged field delivered as values + offsets (``fl.Loader(...,
+ragged={"hits": "offsets"})``) becomes a ``tf.RaggedTensor``
+(``tf.RaggedTensor.from_row_splits`` of its values and offsets), with
+a ``tf.RaggedTensorSpec`` in ``element_spec``.
+
 ``tests/test_tf.py`` checks every value of every batch against the epoch plan
 and the store, with prefetching, with every element held while the loader
 reuses its slots, and that the installed TF copies or holds what a
@@ -83,6 +88,20 @@ def aligned_copy(array: np.ndarray, align: int = TF_ALIGN) -> np.ndarray:
     return out
 
 
+def _tf_value(tf: Any, value: Any) -> Any:
+    """What TF gets for one batch field: the array itself, or a ``tf.RaggedTensor`` over it.
+
+    ``RaggedTensor.from_row_splits`` converts its numpy inputs as any eager
+    tensor conversion does: a copy, or a wrap that holds the array.
+    """
+    from fastload.store import Ragged
+
+    if isinstance(value, Ragged):
+        values, offsets = value.rebased()
+        return tf.RaggedTensor.from_row_splits(values, offsets, validate=False)
+    return value
+
+
 def _static_batch_dim(loader: Loader) -> int | None:
     """``batch_size`` when every batch of every epoch is full, else None (unknown)."""
     plan = loader.plan()
@@ -107,6 +126,13 @@ def element_spec(loader: Loader, selection: Selection) -> Any:
                 f"field {name!r} has dtype {fspec.dtype}, which TensorFlow does not support; "
                 "convert it with fastload.transforms.Cast in the loader's transform"
             ) from exc
+        if fspec.ragged:
+            return tf.RaggedTensorSpec(
+                shape=(batch_dim, None, *fspec.shape),
+                dtype=dtype,
+                ragged_rank=1,
+                row_splits_dtype=tf.int64,
+            )
         return tf.TensorSpec(shape=(batch_dim, *fspec.shape), dtype=dtype, name=name)
 
     return selection.build(spec_of)
@@ -189,7 +215,7 @@ def to_tf(
                 # TF may read a yielded array after this generator resumes (its prefetch,
                 # Keras' queue): it copies or holds the array (module docstring).  Drop
                 # the batch before yielding: the suspended generator must not pin its slot.
-                element = selection.build(batch.__getitem__)
+                element = selection.build(lambda name, b=batch: _tf_value(tf, b[name]))
                 del batch
                 yield element
         finally:

@@ -17,6 +17,12 @@ CUDA (``device="cuda"``, ``"cuda:1"``, ...)
 
 Other devices (``"mps"``, ...) get a plain synchronous ``.to(device)``.
 
+A ragged field the loader delivers as values + offsets (``fl.Loader(...,
+ragged={"hits": "offsets"})``, a :class:`fastload.Ragged`) becomes a nested
+jagged tensor, ``torch.nested.nested_tensor_from_jagged(values, offsets)``
+(sharing the loader's memory on the CPU); :func:`pyg_batch` gives a
+PyTorch Geometric-style view of such a batch (``x``, ``batch``, ``ptr``).
+
 ``x=``/``y=``/``sample_weight=`` choose the element's structure as in the
 tf.data and Keras adapters (``for x, y in loader.torch(x="X", y="y")``).
 
@@ -43,7 +49,8 @@ import numpy as np
 from fastload import _validate
 from fastload.adapters._batches import LoaderBatches
 from fastload.adapters._select import Selection, select
-from fastload.errors import ConfigError
+from fastload.errors import ConfigError, FieldNotFoundError
+from fastload.store import Ragged
 
 try:
     import torch
@@ -61,9 +68,12 @@ if TYPE_CHECKING:
 
 __all__ = [
     "FastloadIterableDataset",
+    "GraphBatch",
     "TorchBatches",
     "distributed_loader",
     "distributed_rank",
+    "nested",
+    "pyg_batch",
     "to_torch",
 ]
 
@@ -96,6 +106,25 @@ def _owned_tensor(array: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.array(array, copy=True, order="C"))
 
 
+def nested(values: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+    """The jagged nested tensor of ``values`` (rows back to back) and ``offsets`` (``B + 1``, from 0)."""
+    return torch.nested.nested_tensor_from_jagged(values, offsets)
+
+
+def _ragged_converter(
+    convert: Callable[[np.ndarray], torch.Tensor],
+) -> Callable[[Any], torch.Tensor]:
+    """``convert`` for arrays; a :class:`~fastload.Ragged` becomes a nested jagged tensor."""
+
+    def convert_any(value: Any) -> torch.Tensor:
+        if isinstance(value, Ragged):
+            values, offsets = value.rebased()
+            return nested(convert(values), convert(offsets))
+        return convert(value)
+
+    return convert_any
+
+
 def _resolve_device(device: Any) -> torch.device:
     try:
         return torch.device("cpu" if device is None else device)
@@ -124,6 +153,7 @@ class _PinnedStager:
                     (batch_size, *spec.shape), dtype=torch_dtype(spec.dtype), pin_memory=True
                 )
                 for name, spec in specs.items()
+                if not spec.ragged
             }
             for _ in range(n_buffers)
         ]
@@ -137,9 +167,18 @@ class _PinnedStager:
         if previous is not None:
             previous.synchronize()  # the copy that last read this buffer has finished
         host = self.buffers[slot]
-        out: TensorBatch = {}
+        out: dict[str, Any] = {}
         with torch.cuda.device(self.device), torch.cuda.stream(self.stream):
             for name, array in batch.items():
+                if isinstance(array, Ragged):
+                    # rows vary per batch: a pinned copy of this batch's (the host
+                    # allocator keeps it until the copy that reads it has run)
+                    parts = array.rebased()
+                    out[name] = tuple(
+                        _view_tensor(part).pin_memory().to(self.device, non_blocking=True)
+                        for part in parts
+                    )
+                    continue
                 pinned = host[name][: array.shape[0]]
                 pinned.copy_(_view_tensor(array))  # the one CPU copy, out of shared memory
                 out[name] = pinned.to(self.device, non_blocking=True)
@@ -152,11 +191,15 @@ class _PinnedStager:
         """Make the caller's current stream wait for the copies, then give the tensors to it."""
         consumer = torch.cuda.current_stream(self.device)
         consumer.wait_event(event)
-        for tensor in tensors.values():
+        out: TensorBatch = {}
+        for name, tensor in tensors.items():
             # allocated on the side stream: without this the caching allocator could
             # reuse their memory for the next copy while the consumer still reads it
-            tensor.record_stream(consumer)
-        return tensors
+            parts = tensor if isinstance(tensor, tuple) else (tensor,)
+            for part in parts:
+                part.record_stream(consumer)
+            out[name] = nested(*parts) if isinstance(tensor, tuple) else tensor
+        return out
 
 
 class TorchBatches(LoaderBatches):
@@ -238,9 +281,9 @@ class TorchBatches(LoaderBatches):
         if self.device.type == "cuda" and self.pin_memory:
             return self._iter_cuda()
         if self.device.type == "cpu":
-            return self._converted(self._converter())
+            return self._converted(_ragged_converter(self._converter()))
         device = self.device
-        return self._converted(lambda array: _view_tensor(array).to(device))
+        return self._converted(_ragged_converter(lambda array: _view_tensor(array).to(device)))
 
     def _converter(self) -> Callable[[np.ndarray], torch.Tensor]:
         if self.pin_memory:
@@ -250,7 +293,7 @@ class TorchBatches(LoaderBatches):
     def _element(self, batch: Mapping[str, Any]) -> Any:
         return self.selection.build(batch.__getitem__)
 
-    def _converted(self, convert: Callable[[np.ndarray], torch.Tensor]) -> Iterator[Any]:
+    def _converted(self, convert: Callable[[Any], torch.Tensor]) -> Iterator[Any]:
         fields = self.selection.fields
         return self._stream(lambda batch: self._element({f: convert(batch[f]) for f in fields}))
 
@@ -343,6 +386,151 @@ def to_torch(
         y=y,
         sample_weight=sample_weight,
     )
+
+
+class GraphBatch:
+    """A PyTorch Geometric-style batch of graphs, for when PyG is not installed.
+
+    ``x`` holds every node of the batch back to back (one row per node),
+    ``batch`` the graph of each node, ``ptr`` the ``B + 1`` node offsets (graph
+    ``i`` is ``x[ptr[i]:ptr[i + 1]]``), ``edge_index`` the ``(2, E)`` edges in
+    batch-wide node numbers (or None).  Every other field is an attribute too
+    (``g.y``): per graph (leading axis ``B``) for a dense field, per node for a
+    ragged field with the same offsets.  The names and meanings are PyG's
+    (``torch_geometric.data.Batch``), so ``model(g.x, g.edge_index, g.batch)``
+    runs unchanged with either.
+    """
+
+    def __init__(self, **attributes: Any) -> None:
+        self.__dict__.update(attributes)
+
+    @property
+    def num_graphs(self) -> int:
+        """Graphs in the batch (``B``)."""
+        return int(self.ptr.numel() - 1)
+
+    @property
+    def num_nodes(self) -> int:
+        """Nodes in the batch (rows of ``x``)."""
+        return int(self.x.shape[0])
+
+    def keys(self) -> list[str]:
+        """Attribute names (as PyG's ``Batch.keys()``)."""
+        return list(self.__dict__)
+
+    def __getitem__(self, key: str) -> Any:
+        return self.__dict__[key]
+
+    def to(self, device: Any, non_blocking: bool = False) -> GraphBatch:
+        """A copy with every tensor on ``device``."""
+        return GraphBatch(
+            **{
+                k: v.to(device, non_blocking=non_blocking) if isinstance(v, torch.Tensor) else v
+                for k, v in self.__dict__.items()
+            }
+        )
+
+    def __repr__(self) -> str:
+        parts = ", ".join(
+            f"{k}={list(v.shape)}" if isinstance(v, torch.Tensor) else f"{k}={v!r}"
+            for k, v in self.__dict__.items()
+        )
+        return f"GraphBatch({parts})"
+
+
+def _values_offsets(value: Any, name: str) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """(values, offsets from 0) of a ragged batch field (``Ragged`` or nested tensor), else None."""
+    if isinstance(value, Ragged):
+        values, offsets = value.rebased()
+        return _view_tensor(values), _view_tensor(offsets)
+    if isinstance(value, torch.Tensor) and value.is_nested:
+        offsets = value.offsets()
+        return value.values(), offsets - offsets[0]
+    return None
+
+
+def _as_tensor(value: Any) -> Any:
+    if isinstance(value, np.ndarray):
+        return _view_tensor(value)
+    return value
+
+
+def pyg_batch(
+    batch: Mapping[str, Any],
+    x: str,
+    *,
+    edge_index: Any = None,
+    use_pyg: bool | None = None,
+) -> Any:
+    """A PyTorch Geometric-style view of one ragged batch: nodes ``x``, ``batch``, ``ptr``.
+
+    Parameters
+    ----------
+    batch : Mapping[str, Any]
+        A loader batch (numpy, with ``x`` a :class:`fastload.Ragged`, from
+        ``fl.Loader(..., ragged={x: "offsets"})``) or a ``loader.torch()`` batch
+        (``x`` a nested jagged tensor).
+    x : str
+        The ragged field whose rows are the nodes.
+    edge_index : array or tensor (2, E), optional
+        Edges in batch-wide node numbers, e.g. from
+        :func:`fastload.transforms.knn_edges`.
+    use_pyg : bool | None
+        ``None``: a ``torch_geometric.data.Batch`` when PyG is installed, else a
+        :class:`GraphBatch`; ``False``: always a :class:`GraphBatch`; ``True``:
+        PyG or ``ModuleNotFoundError``.
+
+    Returns
+    -------
+    torch_geometric.data.Batch | GraphBatch
+        ``x`` (nodes, features) sharing the batch's memory on the CPU, ``batch``
+        (nodes,) int64, ``ptr`` (B + 1,) int64, ``edge_index`` when given, and
+        every other field of ``batch`` under its own name.
+
+    Raises
+    ------
+    FieldNotFoundError
+        ``x`` is not a field of ``batch``.
+    ConfigError
+        ``x`` is not ragged (values + offsets), or ``edge_index`` is not ``(2, E)``.
+    """
+    if x not in batch:
+        raise FieldNotFoundError(f"pyg_batch: field {x!r} not in the batch (fields: {list(batch)})")
+    parts = _values_offsets(batch[x], x)
+    if parts is None:
+        raise ConfigError(
+            f'pyg_batch: field {x!r} is not ragged; build the loader with ragged={{{x!r}: "offsets"}}'
+        )
+    values, ptr = parts
+    counts = ptr[1:] - ptr[:-1]
+    attributes: dict[str, Any] = {
+        "x": values,
+        "batch": torch.repeat_interleave(
+            torch.arange(counts.numel(), dtype=torch.int64, device=ptr.device), counts
+        ),
+        "ptr": ptr.to(torch.int64),
+    }
+    if edge_index is not None:
+        edges = torch.as_tensor(_as_tensor(edge_index))
+        if edges.ndim != 2 or edges.shape[0] != 2:
+            raise ConfigError(f"pyg_batch: edge_index must be (2, E), got {tuple(edges.shape)}")
+        attributes["edge_index"] = edges.to(torch.int64)
+    for name, value in batch.items():
+        if name in (x, *attributes):
+            continue
+        other = _values_offsets(value, name)
+        attributes[name] = other[0] if other is not None else _as_tensor(value)
+    if use_pyg is False:
+        return GraphBatch(**attributes)
+    try:
+        from torch_geometric.data import Batch as PygBatch
+    except ModuleNotFoundError:
+        if use_pyg:
+            raise ModuleNotFoundError(
+                "pyg_batch(use_pyg=True) needs PyTorch Geometric: `pip install torch_geometric`"
+            ) from None
+        return GraphBatch(**attributes)
+    return PygBatch(**attributes)
 
 
 #: what to tell a user whose DataLoader would re-batch or copy fastload's batches

@@ -1,5 +1,9 @@
 """Per-batch transforms that run inside prefetch workers.
 
+Besides them, functions on ragged batches (``fl.Loader(..., ragged={"hits":
+"offsets"})`` gives ``fl.Ragged`` fields) run in the consumer: ``truncate_rows``,
+``knn_edges``, ``map_rows``, ``event_sum``, ``row_event``.
+
 Every transform maps a batch ``dict[str, np.ndarray]`` (leading batch axis)
 to another and declares its output fields' per-sample shapes and dtypes up
 front with ``output_spec(inputs)``, so shared-memory slots can be sized before
@@ -13,6 +17,8 @@ Layout::
     _particles.py  PadTruncate, FourVectorFeatures (jet-constituent features)
     _graphs.py     KNNAdjacency, GridAdjacency, MotherDaughterAdjacency, grid_adjacency
     _hits.py       Voxelize (ragged calorimeter hits -> dense grid)
+    _ragged.py     functions on ragged batches (fl.Ragged): truncate_rows, knn_edges,
+                   map_rows, event_sum, row_event
     _labels.py     OneHot, OneHotLabels, RemapPDG (+ pdg_codes_by_frequency)
     _pd4ml.py      AirshowerPreprocess and pd4ml one-call pipelines
 """
@@ -53,6 +59,7 @@ from fastload.transforms._pd4ml import (
     pd4ml_image_graph,
     pd4ml_top_tagging,
 )
+from fastload.transforms._ragged import event_sum, knn_edges, map_rows, row_event, truncate_rows
 from fastload.transforms._scale import (
     Log10p,
     Scale,
@@ -89,9 +96,12 @@ __all__ = [
     "Transform",
     "Voxelize",
     "check_transform",
+    "event_sum",
     "fit_airshower_time_std",
     "fit_standardize",
     "grid_adjacency",
+    "knn_edges",
+    "map_rows",
     "normalise_adjacency",
     "pd4ml_airshower",
     "pd4ml_belle",
@@ -99,5 +109,7 @@ __all__ = [
     "pd4ml_top_tagging",
     "pdg_codes_by_frequency",
     "remap_codes",
+    "row_event",
+    "truncate_rows",
     "wrap_angle",
 ]
