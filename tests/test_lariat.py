@@ -226,3 +226,191 @@ def test_one_liner_converts_once(originals, tmp_path):
     assert isinstance(X[1], fl.Ragged)
     assert len(y) == len(X[0])
     assert (root / "LArIAT.zarr").is_dir()
+
+
+# ----------------------------------------------------------------- transforms
+def _reference_preprocess(event: np.ndarray, factor: int, window: int) -> np.ndarray:
+    """LArTPCDNN's steps for one (2, W, T) event, as plain loops."""
+    planes, wires, ticks = event.shape
+    down = np.zeros((planes, wires, ticks // factor))
+    for p in range(planes):
+        for w in range(wires):
+            for t in range(ticks // factor):
+                down[p, w, t] = event[p, w, t * factor : (t + 1) * factor].astype(np.float64).sum()
+    best, best_charge = 0, -np.inf
+    for s in range(ticks // factor - window + 1):
+        charge = down[:, :, s : s + window].sum()
+        if charge > best_charge:
+            best, best_charge = s, charge
+    crop = down[:, :, best : best + window]
+    return np.tanh(np.sign(crop) * np.log(np.abs(crop) + 1) / 2)
+
+
+def test_preprocessing_matches_a_loop_reference(originals):
+    from fastload.transforms import check_transform, lariat_preprocess
+
+    events = np.concatenate(
+        [_read_2d(originals / f"{c}_0.2d.h5")["features"] for c in ("muon", "photon", "proton")]
+    )
+    events[1, :, :5, :] = 0  # an event with some dead wires
+    transform = lariat_preprocess(window=24)
+    out = check_transform(transform, {"features": events, "y": np.arange(6)})
+    assert sorted(out) == ["collection", "induction", "y"]
+    for i, event in enumerate(events):
+        want = _reference_preprocess(event, 8, 24)
+        np.testing.assert_allclose(out["induction"][i], want[0], rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(out["collection"][i], want[1], rtol=1e-5, atol=1e-6)
+    assert out["induction"].shape == (6, 240, 24)
+    assert out["induction"].dtype == np.float32
+
+
+def test_crop_chooses_the_window_with_most_charge():
+    from fastload.transforms import MaxChargeCrop
+
+    x = np.zeros((2, 2, 3, 20), dtype=np.float32)
+    x[0, 1, 2, 12:15] = 5.0
+    x[0, 0, 0, 2] = 4.0  # less charge elsewhere
+    x[1, 0, 1, 0] = 1.0
+    out = MaxChargeCrop(window=4, start_out="start")({"features": x})
+    assert list(out["start"]) == [11, 0]  # earliest of the equal windows covering 12..14
+    np.testing.assert_array_equal(out["features"][0], x[0, :, :, 11:15])
+
+
+def test_voxelize_deposits_against_a_loop(originals, tmp_path):
+    from fastload.transforms import Voxelize
+
+    cs, vs = _read_3d(originals / "electron_0.3d.h5")
+    length = max(len(c) for c in cs)
+    hits = np.zeros((len(cs), length, 4), dtype=np.float32)
+    for i, (c, v) in enumerate(zip(cs, vs, strict=True)):
+        hits[i, : len(c), :3], hits[i, : len(c), 3] = c, v
+    grid, origin, pitch = (12, 10, 18), (0.0, -20.0, 0.0), (4.0, 4.0, 5.0)
+    vox = Voxelize(
+        "deposits",
+        "deposits_len",
+        grid=grid,
+        origin_mm=origin,
+        pitch_mm=pitch,
+        coord_columns=(0, 1, 2),
+        energy_column=3,
+    )
+    out = vox({"deposits": hits, "deposits_len": np.array([len(c) for c in cs])})["voxels"]
+    for i, (c, v) in enumerate(zip(cs, vs, strict=True)):
+        want = np.zeros(grid)
+        for (x, y, z), q in zip(c.astype(np.float64), v, strict=True):
+            cell = [
+                int(np.floor((a - o) / p)) for a, o, p in zip((x, y, z), origin, pitch, strict=True)
+            ]
+            if all(0 <= k < g for k, g in zip(cell, grid, strict=True)):
+                want[tuple(cell)] += q
+        np.testing.assert_allclose(out[i], want, rtol=1e-5)
+        assert want.sum() > 0
+
+
+# ----------------------------------------------------------- filtered views
+@pytest.fixture(scope="module")
+def premixed(originals, tmp_path_factory) -> fl.Store:
+    dst = tmp_path_factory.mktemp("premixed") / "LArIAT.zarr"
+    convert("lariat", originals, dst, split=ONE_SPLIT, **QUIET)
+    return fl.open_store(dst)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_energy_cut_view_delivers_each_selected_event_once(premixed, workers):
+    split = premixed["train"]
+    energy = split.read("energy")
+    view = split.select(energy > 0.61)
+    keep = np.flatnonzero(energy > 0.61)
+    assert len(view) == keep.size
+    assert 0 < keep.size < len(split)
+    origin = split.read("origin")
+    for epoch in range(2):
+        seen, sizes = [], []
+        with fl.Loader(
+            view,
+            4,
+            workers=workers,
+            seed=epoch,
+            fields=("origin", "energy", "features", "deposits"),
+        ) as loader:
+            loader.set_epoch(epoch)
+            for batch in loader:
+                sizes.append(len(batch["origin"]))
+                assert (np.asarray(batch["energy"]) > 0.61).all()
+                seen += [tuple(o) for o in np.asarray(batch["origin"])]
+        assert sorted(seen) == sorted(tuple(o) for o in origin[keep])  # exactly once
+        assert sizes[:-1] == [4] * (len(sizes) - 1)  # batches full: nothing dropped inside one
+    # the view decodes what the split holds
+    np.testing.assert_array_equal(view.read("features"), split.read("features")[keep])
+    dep = view.read("deposits")
+    full = split.read("deposits")
+    for j, i in enumerate(keep):
+        np.testing.assert_array_equal(
+            dep.values[dep.offsets[j] : dep.offsets[j + 1]],
+            full.values[full.offsets[i] : full.offsets[i + 1]],
+        )
+
+
+def test_select_refuses_bad_rows(premixed):
+    from fastload.errors import ConfigError
+
+    split = premixed["train"]
+    with pytest.raises(ConfigError, match="shape"):
+        split.select(np.ones(3, dtype=bool))
+    with pytest.raises(ConfigError, match="distinct"):
+        split.select([1, 1])
+    with pytest.raises(ConfigError, match=r"\[0, 24\)"):
+        split.select([30])
+
+
+from fastload.testing import SourceTests  # noqa: E402
+
+
+class TestSelectionConformance(SourceTests):
+    """A selection of a memory split holding the suite's arrays between junk rows."""
+
+    def make_source(self, arrays, chunk_len):
+        n = len(next(iter(arrays.values())))
+        full = {}
+        for name, value in arrays.items():
+            if isinstance(value, fl.Ragged):
+                rows = [value.values[value.offsets[i] : value.offsets[i + 1]] for i in range(n)]
+                junk = np.full((1, *value.values.shape[1:]), -7, value.values.dtype)
+                full[name] = fl.Ragged.from_list([r for row in rows for r in (junk, row)])
+            else:
+                junk = np.full_like(value, -7)
+                full[name] = np.stack([junk, value], axis=1).reshape(2 * n, *value.shape[1:])
+        return fl.from_arrays(full, chunk_len=chunk_len).select(np.arange(1, 2 * n, 2))
+
+
+# ---------------------------------------------------------------- the mix
+def test_twelve_class_mix_is_exact_per_batch(originals, tmp_path):
+    from fastload._order import mix_counts
+
+    convert("lariat", originals, tmp_path / "pc", per_class=True, split=ONE_SPLIT, **QUIET)
+    sources = {c: fl.open_store(tmp_path / "pc" / f"{c}.zarr")["train"] for c in CONVERTER_CLASSES}
+    mix = fl.Mix(sources, {c: 1 for c in CONVERTER_CLASSES}, label_field="label")
+    batch_size = 14  # 14 // 12 = 1 each, 2 left over
+    want = mix_counts(batch_size, [1.0] * 12)
+    assert sorted(want) == [1] * 10 + [2] * 2
+    with fl.Loader(mix, batch_size, workers=0, fields=("y", "pdg")) as loader:
+        batches = list(loader)
+    assert batches
+    for batch in batches:
+        label = np.asarray(batch["label"])
+        np.testing.assert_array_equal(np.bincount(label, minlength=12), want)
+        np.testing.assert_array_equal(label, np.asarray(batch["y"]))  # label == file-name class
+        pdg = {c: lar.PDG[c] for c in CONVERTER_CLASSES}
+        assert [pdg[CONVERTER_CLASSES[k]] for k in label] == list(np.asarray(batch["pdg"]))
+    # premixed from the same per-class stores: one store with every event once
+    from fastload.converters.premix import premix
+
+    out = premix(
+        tmp_path / "mixed.zarr",
+        {c: fl.open_store(tmp_path / "pc" / f"{c}.zarr") for c in CONVERTER_CLASSES},
+        progress=False,
+    )
+    mixed = fl.open_store(out)["train"]
+    assert len(mixed) == 24
+    np.testing.assert_array_equal(mixed.read("label"), mixed.read("y"))
+    assert mixed.chunk_len >= 1

@@ -15,6 +15,7 @@ Layout::
     _hits.py       Voxelize (ragged calorimeter hits -> dense grid)
     _labels.py     OneHot, OneHotLabels, RemapPDG (+ pdg_codes_by_frequency)
     _pd4ml.py      AirshowerPreprocess and pd4ml one-call pipelines
+    _tpc.py        TickDownsample, MaxChargeCrop, SplitPlanes, lariat_preprocess (LArIAT)
 """
 
 from __future__ import annotations
@@ -60,6 +61,12 @@ from fastload.transforms._scale import (
     Standardize,
     fit_standardize,
 )
+from fastload.transforms._tpc import (
+    MaxChargeCrop,
+    SplitPlanes,
+    TickDownsample,
+    lariat_preprocess,
+)
 
 __all__ = [
     "FOUR_VECTOR_FEATURES",
@@ -76,6 +83,7 @@ __all__ = [
     "GridAdjacency",
     "KNNAdjacency",
     "Log10p",
+    "MaxChargeCrop",
     "MotherDaughterAdjacency",
     "OneHot",
     "OneHotLabels",
@@ -85,13 +93,16 @@ __all__ = [
     "Scale",
     "SelectColumns",
     "SignedLogTanh",
+    "SplitPlanes",
     "Standardize",
+    "TickDownsample",
     "Transform",
     "Voxelize",
     "check_transform",
     "fit_airshower_time_std",
     "fit_standardize",
     "grid_adjacency",
+    "lariat_preprocess",
     "normalise_adjacency",
     "pd4ml_airshower",
     "pd4ml_belle",
