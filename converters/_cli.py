@@ -58,7 +58,8 @@ class Command:
 
     help: str
     src_help: str
-    run: Callable[[argparse.Namespace, ConvertOptions], ConversionReport]
+    #: returns the report (a ``{store: report}`` mapping when it writes several stores)
+    run: Callable[[argparse.Namespace, ConvertOptions], Any]
     add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     #: the Python API: ``convert(src, dst, **options)``
     convert: Callable[..., Any] | None = None
@@ -110,6 +111,48 @@ def _convert_lcd(src: PathLike, dst: PathLike, /, **options: Any) -> ConversionR
     from .lcd import convert_lcd
 
     return convert_lcd(src, dst, **options)
+
+
+def _convert_lariat(src: PathLike, dst: PathLike, /, **options: Any) -> Any:
+    from .lariat import convert_lariat
+
+    return convert_lariat(src, dst, **options)
+
+
+def _lariat_arguments(parser: argparse.ArgumentParser) -> None:
+    _split_arguments(parser)
+    parser.add_argument(
+        "--per-class",
+        action="store_true",
+        help="write DST/<class>.zarr, one store per class (default: one premixed store DST)",
+    )
+    parser.add_argument(
+        "--no-3d", action="store_true", help="leave out the .3d.h5 deposits (field 'deposits')"
+    )
+    parser.add_argument(
+        "--workers",
+        type=_workers,
+        default="auto",
+        help="reader processes decoding the gzip HDF5 (default auto: min(4, cores) from 256 MiB "
+        "of sources on; 0 reads in this process)",
+    )
+
+
+def _workers(text: str) -> int | str:
+    return "auto" if text == "auto" else _positive_int(text) if text != "0" else 0
+
+
+def _run_lariat(args: argparse.Namespace, options: ConvertOptions) -> Any:
+    return _convert_lariat(
+        args.src,
+        args.dst,
+        per_class=args.per_class,
+        with_3d=False if args.no_3d else "auto",
+        workers=args.workers,
+        split=args.split,
+        split_seed=args.split_seed,
+        options=options,
+    )
 
 
 def _convert_photons(src: PathLike, dst: PathLike, /, **options: Any) -> ConversionReport:
@@ -215,6 +258,14 @@ def commands() -> dict[str, Command]:
             _run_lcd,
             _split_arguments,
             _convert_lcd,
+        ),
+        "lariat": Command(
+            "LArIAT: directory of <class>_<i>.2d.h5 (+ .3d.h5) files, one premixed store or one "
+            "per class (seeded split)",
+            "directory searched recursively for <class>_<i>.2d.h5",
+            _run_lariat,
+            _lariat_arguments,
+            _convert_lariat,
         ),
         "photons": Command(
             "PhotonShowers: HDF5 file(s) with group 30x30/{energy,layers} (seeded split)",
@@ -433,5 +484,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return EXIT_INTERRUPTED
     if not args.quiet:
-        print(report.summary())
+        for one in report.values() if isinstance(report, dict) else [report]:
+            print(one.summary())
     return EXIT_OK

@@ -377,6 +377,7 @@ def interleaved_split_stream(
     block_events: int,
     *,
     shuffle_seed: int | None,
+    read_many: Callable[[Sequence[tuple[RowSource, int, int]]], Iterator[Block]] | None = None,
 ) -> Iterator[tuple[str, Block]]:
     """Stream groups of files in rounds, each round taking a proportional slice of every group.
 
@@ -388,6 +389,10 @@ def interleaved_split_stream(
     chunk.  With ``shuffle_seed`` the events of a round are shuffled (seeded)
     before they are routed to their splits.  Each block gets an ``origin``
     field: (index of the file in the flattened ``groups``, row in that file).
+
+    ``read_many(pieces)``, given every ``(source, start, stop)`` read of the stream
+    in order, yields their blocks in that order (e.g. decoded by a pool of processes
+    ahead of the writer); default: ``source.read(start, stop)`` one after the other.
     """
     files = [src for group in groups for src in group]
     total = sum(s.n for s in files)
@@ -400,8 +405,9 @@ def interleaved_split_stream(
         else None
     )
     first_file = np.cumsum([0, *(len(g) for g in groups)])
+    plan: list[list[tuple[int, RowSource, int, int]]] = []  # per round: (file, source, start, stop)
     for r in range(rounds):
-        parts: list[Block] = []
+        pieces: list[tuple[int, RowSource, int, int]] = []
         for g, group in enumerate(groups):
             n_group = sum(s.n for s in group)
             lo, hi = n_group * r // rounds, n_group * (r + 1) // rounds
@@ -409,22 +415,40 @@ def interleaved_split_stream(
             for j, src in enumerate(group):
                 start, stop = max(lo - row0, 0), min(hi - row0, src.n)
                 row0 += src.n
-                if stop <= start:
-                    continue
-                block = src.read(start, stop)
-                index = np.full(stop - start, first_file[g] + j, dtype=np.int64)
-                block["origin"] = np.stack([index, np.arange(start, stop, dtype=np.int64)], axis=1)
+                if stop > start:
+                    pieces.append((int(first_file[g] + j), src, start, stop))
+        plan.append(pieces)
+    flat = [(src, start, stop) for pieces in plan for _, src, start, stop in pieces]
+    blocks = read_many(flat) if read_many is not None else (src.read(a, b) for src, a, b in flat)
+    try:
+        for pieces in plan:
+            parts: list[Block] = []
+            for index, _, start, stop in pieces:
+                block = next(blocks)
+                block["origin"] = np.stack(
+                    [
+                        np.full(stop - start, index, dtype=np.int64),
+                        np.arange(start, stop, dtype=np.int64),
+                    ],
+                    axis=1,
+                )
                 parts.append(block)
-        if not parts:
-            continue
-        merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        global_row = file_offsets[merged["origin"][:, 0]] + merged["origin"][:, 1]
-        order = rng.permutation(len(global_row)) if rng is not None else np.arange(len(global_row))
-        sid = split_of[global_row[order]]
-        for s, name in enumerate(names):
-            take = order[sid == s]
-            if take.size:
-                yield name, {k: v[take] for k, v in merged.items()}
+            if not parts:
+                continue
+            merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            global_row = file_offsets[merged["origin"][:, 0]] + merged["origin"][:, 1]
+            order = (
+                rng.permutation(len(global_row)) if rng is not None else np.arange(len(global_row))
+            )
+            sid = split_of[global_row[order]]
+            for s, name in enumerate(names):
+                take = order[sid == s]
+                if take.size:
+                    yield name, {k: v[take] for k, v in merged.items()}
+    finally:
+        close = getattr(blocks, "close", None)
+        if close is not None:
+            close()
 
 
 # ------------------------------------------------------------------- writing

@@ -27,6 +27,7 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 if TYPE_CHECKING:
     from fastload import adapters, datasets, errors, store, synthetic, transforms
     from fastload._memory import MemorySplit, from_arrays
+    from fastload._selection import Selection
     from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source
     from fastload._spec import FieldSpec
     from fastload.loader import Loader
@@ -50,6 +51,7 @@ _LAZY = {
     "FieldSpec": "fastload._spec",
     "MemorySplit": "fastload._memory",
     "RaggedChunkDecoder": "fastload._source",
+    "Selection": "fastload._selection",
     "Source": "fastload._source",
     "from_arrays": "fastload._memory",
     "Loader": "fastload.loader",
@@ -74,6 +76,7 @@ __all__ = [
     "Mix",
     "Ragged",
     "RaggedChunkDecoder",
+    "Selection",
     "Source",
     "Split",
     "Store",

@@ -271,6 +271,15 @@ class MemorySplit:
         """Every sample of the selected fields (default: all)."""
         return {f: self.read(f) for f in (fields or tuple(self._fields))}
 
+    def select(self, rows: Any, *, name: str | None = None) -> Any:
+        """A filtered view: the samples ``rows`` (a boolean mask or indices), itself a Source.
+
+        E.g. ``split.select(split.read("energy") > 0.61)``; see :class:`fastload.Selection`.
+        """
+        from fastload._selection import Selection
+
+        return Selection(self, rows, name=name)
+
 
 def from_arrays(
     arrays: Mapping[str, np.ndarray | Ragged],

@@ -1,4 +1,4 @@
-"""The eight datasets: what ``load`` returns and where their originals may sit.
+"""The nine datasets: what ``load`` returns and where their originals may sit.
 
 Each class only declares data (see :class:`fastload.datasets._base.Dataset`);
 the converters behind ``originals`` are imported when a conversion runs.
@@ -47,6 +47,16 @@ def _convert_lcd(src: Path, dst: Path) -> Any:
     from fastload.converters.lcd import convert_lcd
 
     return convert_lcd(src, dst)
+
+
+def _has_lariat(folder: str | os.PathLike[str]) -> bool:
+    return Path(folder).is_dir() and any(Path(folder).rglob("*_*.2d.h5"))
+
+
+def _convert_lariat(src: Path, dst: Path) -> Any:
+    from fastload.converters.lariat import convert_lariat
+
+    return convert_lariat(src, dst)  # serially in this process (workers=0)
 
 
 def _has_hdf5(path: str | os.PathLike[str]) -> bool:
@@ -230,3 +240,35 @@ class AHCAL(Dataset):
         "into <path>/AHCAL/"
     )
     synthetic = "AHCAL"
+
+
+class LArIAT(Dataset):
+    """LArIAT liquid-argon TPC single particles: two wire planes x 240 wires x 4096 ticks.
+
+    ``X = [features, deposits]``: ``features`` (n, 2, 240, 4096) float16 raw ADC
+    (induction, collection plane) and, when the ``.3d.h5`` files were there,
+    ``deposits`` as :class:`fastload.Ragged` rows (x, y, z, electrons);
+    ``y`` (n,) int64, the class index into the twelve classes of
+    ``converters.lariat.CLASSES`` (from the file names).  ``energy``,
+    ``track_length``, ``pdg``, the neutrino truth and ``origin`` are available
+    through :meth:`load_fields`.  One premixed store with a seeded 80/10/10
+    split into ``train``, ``val``, ``test``; one event per chunk.  An event is
+    3.9 MB: load a split into memory only for small sets, else read it with
+    ``fl.Loader`` and the transforms of :mod:`fastload.transforms` (docs/datasets.md).
+    """
+
+    name = "LArIAT"
+    inputs = ()
+    originals = (
+        Original(
+            "per-class <class>_<i>.2d.h5 (+ .3d.h5) files",
+            ("{name}",),
+            _convert_lariat,
+            _has_lariat,
+        ),
+    )
+    obtain = (
+        "the LArIAT simulation files of LArTPCDNN (<class>_<i>.2d.h5 and .3d.h5, not public) "
+        "into <path>/LArIAT/"
+    )
+    synthetic = "LArIAT"

@@ -156,6 +156,15 @@ class Split:
         """Number of samples."""
         return self.info.n
 
+    def select(self, rows: Any, *, name: str | None = None) -> Any:
+        """A filtered view: the samples ``rows`` (a boolean mask or indices), itself a Source.
+
+        E.g. ``split.select(split.read("energy") > 0.61)``; see :class:`fastload.Selection`.
+        """
+        from fastload._selection import Selection
+
+        return Selection(self, rows, name=name)
+
     @property
     def url(self) -> str:
         """The store's location (``store.path``), as messages name it."""

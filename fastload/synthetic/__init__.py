@@ -19,6 +19,7 @@ Belle                  ``6_belle_selective_400k.npz`` (pd4ml)        make_belle
 LCD                    ``<P>Escan_<a>_<b>.h5`` per particle           make_lcd
 PhotonShowers          ``photon_showers.h5`` (group ``30x30``)       make_photon_showers
 AHCAL                  ``ahcal_<run>.root`` + ``ahcal_<run>.npz``    make_ahcal
+LArIAT                 ``<class>_<i>.2d.h5`` + ``<class>_<i>.3d.h5``  make_lariat
 =====================  ============================================  =====================
 
 Every generator is deterministic in its seed and event counts (the ``.npz``
@@ -28,7 +29,8 @@ its events in blocks so files larger than memory can be written (the
 one run's hits when it writes the ``.npz``), and writes each file under a
 temporary name that is renamed only when the file is complete.
 
-Command line: ``python -m fastload.synthetic NAME OUT_DIR [--events N] [--seed S]``.
+Command line: ``python -m fastload.synthetic NAME OUT_DIR [--events N] [--seed S]`` (NAME
+case-insensitive; ``--set KEY=VALUE`` passes a generator keyword such as ``ticks=512``).
 """
 
 from __future__ import annotations
@@ -48,17 +50,20 @@ from ._belle import PID_INDEX as BELLE_PID_INDEX  # PDG code -> Belle PID featur
 from ._belle import make_belle
 from ._heavyion import make_eosl, make_spinodal
 from ._jets import make_toptagging_landscape, make_toptagging_pd4ml
+from ._lariat import make_lariat
 from ._lcd import make_lcd
 from ._photons import make_photon_showers
 
 __all__ = [
     "BELLE_PID_INDEX",
     "GENERATORS",
+    "canonical_name",
     "generate",
     "make_ahcal",
     "make_airshower",
     "make_belle",
     "make_eosl",
+    "make_lariat",
     "make_lcd",
     "make_photon_showers",
     "make_spinodal",
@@ -76,6 +81,7 @@ GENERATORS: dict[str, Callable[..., Path | list[Path]]] = {
     "LCD": make_lcd,
     "PhotonShowers": make_photon_showers,
     "AHCAL": make_ahcal,
+    "LArIAT": make_lariat,
 }
 """Generators keyed by dataset name; each takes ``out_dir`` first and ``seed=``."""
 
@@ -100,6 +106,19 @@ def _lcd_params(n: int, kw: dict[str, Any]) -> dict[str, int]:
     }
 
 
+def _lariat_params(n: int, kw: dict[str, Any]) -> dict[str, int]:
+    from ._lariat import CLASSES
+
+    classes = kw.get("classes", CLASSES)
+    classes = (classes,) if isinstance(classes, str) else tuple(classes)
+    per_class = math.ceil(n / max(len(classes), 1))
+    events_per_file = kw.get("events_per_file", min(500, per_class))
+    return {
+        "events_per_file": events_per_file,
+        "files_per_class": math.ceil(per_class / max(int(events_per_file), 1)),
+    }
+
+
 # How ``n`` events are shared out, following each original's proportions.
 _PARAMS_OF_N: dict[str, Callable[[int, dict[str, Any]], dict[str, int]]] = {
     "TopTagging": lambda n, kw: _split(n, {"train": 0.8, "test": 0.2}),
@@ -111,6 +130,7 @@ _PARAMS_OF_N: dict[str, Callable[[int, dict[str, Any]], dict[str, int]]] = {
     "LCD": _lcd_params,
     "PhotonShowers": lambda n, kw: {"n": n},
     "AHCAL": lambda n, kw: {"n_events": n},
+    "LArIAT": _lariat_params,
 }
 
 
@@ -135,7 +155,8 @@ def generate(
         Total number of events, shared out in the original's proportions
         (train/test 70/30 for the pd4ml image and graph sets, 80/20 for pd4ml
         TopTagging, 60/20/20 for the landscape files; LCD divides ``n`` over
-        its particle types in files of at most 1000 events).  ``None`` uses
+        its particle types in files of at most 1000 events, LArIAT over its classes in
+        files of at most 500).  ``None`` uses
         the generator's default sizes.
     seed
         Seed of the generator.
@@ -150,11 +171,7 @@ def generate(
     list of Path
         The files written.
     """
-    if name not in GENERATORS:
-        raise ConfigError(
-            f"unknown synthetic dataset {name!r}; known: {sorted(GENERATORS)}"
-            f"{closest(name, list(GENERATORS))}"
-        )
+    name = canonical_name(name)
     params: dict[str, Any] = {}
     if n is not None:
         n = _validate.integer(n, name="n", minimum=1, owner="fl.synthetic.generate")
@@ -162,3 +179,14 @@ def generate(
     params.update(kw)
     result = GENERATORS[name](out_dir, seed=seed, progress=progress, **params)
     return list(result) if isinstance(result, list) else [result]
+
+
+def canonical_name(name: str) -> str:
+    """The key of :data:`GENERATORS` that ``name`` names, case-insensitively; ConfigError if none."""
+    for key in GENERATORS:
+        if key.lower() == str(name).lower():
+            return key
+    raise ConfigError(
+        f"unknown synthetic dataset {name!r}; known: {sorted(GENERATORS)}"
+        f"{closest(name, list(GENERATORS))}"
+    )

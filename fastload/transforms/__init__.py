@@ -21,6 +21,7 @@ Layout::
                    map_rows, event_sum, row_event
     _labels.py     OneHot, OneHotLabels, RemapPDG (+ pdg_codes_by_frequency)
     _pd4ml.py      AirshowerPreprocess and pd4ml one-call pipelines
+    _tpc.py        TickDownsample, MaxChargeCrop, SplitPlanes, lariat_preprocess (LArIAT)
 """
 
 from __future__ import annotations
@@ -67,6 +68,12 @@ from fastload.transforms._scale import (
     Standardize,
     fit_standardize,
 )
+from fastload.transforms._tpc import (
+    MaxChargeCrop,
+    SplitPlanes,
+    TickDownsample,
+    lariat_preprocess,
+)
 
 __all__ = [
     "FOUR_VECTOR_FEATURES",
@@ -83,6 +90,7 @@ __all__ = [
     "GridAdjacency",
     "KNNAdjacency",
     "Log10p",
+    "MaxChargeCrop",
     "MotherDaughterAdjacency",
     "OneHot",
     "OneHotLabels",
@@ -92,7 +100,9 @@ __all__ = [
     "Scale",
     "SelectColumns",
     "SignedLogTanh",
+    "SplitPlanes",
     "Standardize",
+    "TickDownsample",
     "Transform",
     "Voxelize",
     "check_transform",
@@ -101,6 +111,7 @@ __all__ = [
     "fit_standardize",
     "grid_adjacency",
     "knn_edges",
+    "lariat_preprocess",
     "map_rows",
     "normalise_adjacency",
     "pd4ml_airshower",
