@@ -39,6 +39,8 @@ class EngineSpec:
     timeout_s: float
     max_restarts: int
     max_kept_bytes: int | None = None  # None: max(DEFAULT_MAX_KEPT_BYTES, 4 x the ring)
+    #: a shared-memory arena whatever the backend (a feed's consumers map it)
+    shared: bool = False
 
 
 #: default bound on the shared memory batches kept by the consumer may pin
@@ -106,7 +108,7 @@ class Engine:
             if spec.transform is not None
             else dict(self.input_specs)
         )
-        use_shm = spec.backend == "process" and spec.workers > 0
+        use_shm = spec.shared or (spec.backend == "process" and spec.workers > 0)
         self.slot_nbytes = sum(
             _aligned_rows(spec.batch_size, fspec) * fspec.sample_nbytes
             for specs in self._families()
