@@ -84,6 +84,11 @@ def _connect(name: str, timeout_s: float) -> socket.socket:
             f"fl.Feed(source, ..., name={name!r}) or `python -m fastload serve STORE SPLIT "
             f"--name {name}`"
         ) from None
+    except PermissionError as exc:
+        raise FeedAccessError(
+            f"cannot reach feed {name!r} in {path.parent} ({exc.strerror}): feeds are private to "
+            "the user who started them; start your own feed"
+        ) from None
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout_s)
     try:
@@ -120,9 +125,18 @@ class _Channel:
         self.inbox: queue.Queue[Any] = queue.Queue()
         self._send_lock = threading.Lock()
         self._buffer = _wire.LineBuffer()
-        self.sweep: Any = None  # a WeakMethod the consumer sets: frees dropped batches while idle
         self.closed = False
+        self.leaving = False
         self._thread: threading.Thread | None = None
+        # batches lent to the training: (id, weak refs to the root arrays); kept here, not in
+        # the consumer, so that a consumer closed or collected while the training still holds
+        # batches keeps them pinned until they are garbage (or the process exits)
+        self.lent: deque[tuple[int, tuple[weakref.ref, ...]]] = deque()
+        self.lock = threading.Lock()
+        self.released: list[int] = []
+        self.taken = 0
+        self.at: list[Any] = [None, 0]
+        self._reported = -1
 
     def recv_now(self, timeout_s: float) -> _wire.Message:
         """One message, read synchronously (during the handshake, before the thread starts)."""
@@ -167,13 +181,54 @@ class _Channel:
                 if data:
                     for message in self._buffer.feed(data):
                         self.inbox.put(message)
-                sweep = self.sweep() if self.sweep is not None else None
-                if sweep is not None:
-                    sweep()
+                # between messages: free what the training dropped while it is not asking for
+                # batches (validation, checkpointing)
+                self.report()
+                if self.leaving and not self.lent:
+                    break
         except Exception as exc:  # a malformed message: end the stream with it
             self.inbox.put(exc)
         finally:
             self.inbox.put(_EOF)
+            if self.leaving:
+                self.close()
+
+    def sweep(self) -> None:
+        """Move the ids of lent batches whose arrays are all dead to ``released``."""
+        with self.lock:
+            lent = self.lent
+            for _ in range(len(lent)):
+                lid, roots = lent[0]
+                if any(root() is not None for root in roots):
+                    lent.rotate(-1)
+                else:
+                    lent.popleft()
+                    self.released.append(lid)
+
+    def report(self) -> None:
+        """Tell the feed which batches were released and how many were taken."""
+        self.sweep()
+        with self.lock:
+            released, self.released = self.released, []
+            taken = self.taken
+            changed = released or taken != self._reported
+            self._reported = taken
+        if changed:
+            self.send({"op": "r", "i": released, "t": taken, "at": list(self.at)})
+
+    def leave(self) -> None:
+        """Detach; batches the training still holds stay pinned until they are garbage."""
+        self.sweep()
+        if not self.lent or self._thread is None:
+            self.close()
+            return
+        self.report()
+        with self.lock:
+            still = [lid for lid, _ in self.lent]
+        self.send({"op": "leave", "keep": still})
+        self.leaving = True  # the reader thread closes the socket once nothing is lent
+        if not self._thread.is_alive():  # the feed went away already: nothing to wait for
+            self.close()
 
     def send(self, message: _wire.Message) -> None:
         with self._send_lock:
@@ -259,12 +314,8 @@ class FeedConsumer:
         self._keep_limit: int = int(info["keep"])
         self._channel = channel
         self._arenas: dict[int, Arena] = {}
-        self._lent: deque[tuple[int, tuple[weakref.ref, ...]]] = deque()
-        self._lent_lock = threading.Lock()
-        self._released: list[int] = []
-        self._taken = 0
         self._pending: deque[Any] = deque()  # messages looked at before iterating
-        self.epoch: int | None = None  # known once the feed starts this consumer's first epoch
+        self.epoch: int = int(joined["epoch"])  # the first epoch the feed gives this consumer
         self._started: int | None = None
         self._delivered = 0
         self._target: tuple[int, int] | None = None
@@ -272,9 +323,8 @@ class FeedConsumer:
         self._closed = False
         self._failure: BaseException | None = None
         self._warned_kept = False
-        channel.sweep = weakref.WeakMethod(self._sweep_idle)
         channel.start()
-        self._finalizer = weakref.finalize(self, channel.close)
+        self._finalizer = weakref.finalize(self, channel.leave)
 
     # ------------------------------------------------------------------ info
     @property
@@ -312,14 +362,7 @@ class FeedConsumer:
 
     # ------------------------------------------------------------------ state
     def _first_epoch(self) -> int:
-        """The epoch this consumer receives next (waits for the feed to start it)."""
-        if self.epoch is None:
-            deadline = time.monotonic() + self.timeout_s
-            while self.epoch is None:
-                message = self._receive(deadline)
-                self._pending.append(message)
-                if isinstance(message, dict) and message.get("op") == "epoch":
-                    self.epoch = int(message["e"])
+        """The epoch this consumer receives next."""
         return self.epoch
 
     def set_epoch(self, epoch: int) -> None:
@@ -418,35 +461,19 @@ class FeedConsumer:
         )
         gen = int(message["g"])
         self._arenas = {g: a for g, a in self._arenas.items() if g >= gen - 1}
-        self._arenas[gen] = _map_readonly(message["shm"], max(layout.size, 4096), layout)
-
-    def _sweep(self) -> None:
-        """Collect the ids of lent batches whose arrays are all dead."""
-        with self._lent_lock:
-            lent = self._lent
-            for _ in range(len(lent)):
-                lid, roots = lent[0]
-                if any(root() is not None for root in roots):
-                    lent.rotate(-1)
-                else:
-                    lent.popleft()
-                    self._released.append(lid)
+        try:
+            self._arenas[gen] = _map_readonly(message["shm"], max(layout.size, 4096), layout)
+        except FileNotFoundError:
+            self._failure = FeedClosedError(
+                f"feed {self.name!r} went away: its shared memory is gone (it closed or died); "
+                "restart the feed and attach again"
+            )
+            raise self._failure from None
 
     def _send_releases(self) -> None:
-        self._sweep()
-        with self._lent_lock:
-            released, self._released = self._released, []
-        if released or self._taken != getattr(self, "_reported", -1):
-            self._reported = self._taken
-            self._channel.send(
-                {"op": "r", "i": released, "t": self._taken, "at": [self.epoch, self._delivered]}
-            )
-
-    def _sweep_idle(self) -> None:
-        # the reader thread, between messages: free what the training dropped while it is
-        # not asking for batches (validation, checkpointing)
-        with contextlib.suppress(Exception):
-            self._send_releases()
+        channel = self._channel
+        channel.at = [self.epoch, self._delivered]
+        channel.report()
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[Batch]:
@@ -459,9 +486,10 @@ class FeedConsumer:
         return self._iterate()
 
     def _skip(self, message: _wire.Message) -> None:
-        with self._lent_lock:
-            self._released.append(int(message["i"]))
-        self._taken += 1
+        channel = self._channel
+        with channel.lock:
+            channel.released.append(int(message["i"]))
+            channel.taken += 1
 
     def _iterate(self) -> Iterator[Batch]:
         self._in_epoch = True
@@ -508,34 +536,36 @@ class FeedConsumer:
                 deadline = time.monotonic() + self.timeout_s
         finally:
             self._in_epoch = False
-            if started and self.epoch is not None:
+            if started:
                 self.epoch += 1
             self._delivered = 0
 
     def _batch(self, message: _wire.Message) -> Batch:
-        self._taken += 1
+        channel = self._channel
+        with channel.lock:
+            channel.taken += 1
         lid, slot, n = int(message["i"]), int(message["s"]), int(message["n"])
         arena = self._arenas[int(message["g"])]
         keep = not self.copy
-        if keep and len(self._lent) >= self._keep_limit:
-            self._sweep()
-            if len(self._lent) >= self._keep_limit:
+        if keep and len(channel.lent) >= self._keep_limit:
+            channel.sweep()
+            if len(channel.lent) >= self._keep_limit:
                 keep = False
                 self._warn_kept()
         batch: Batch = {}
         if not keep:
             for name in self._specs:
                 batch[name] = arena.slot_array(f"batch/{name}", slot, n).copy()
-            with self._lent_lock:
-                self._released.append(lid)
+            with channel.lock:
+                channel.released.append(lid)
             return batch
         roots = []
         for name in self._specs:
             root = arena.slot_array(f"batch/{name}", slot, n)
             roots.append(weakref.ref(root))
             batch[name] = root.view()
-        with self._lent_lock:
-            self._lent.append((lid, tuple(roots)))
+        with channel.lock:
+            channel.lent.append((lid, tuple(roots)))
         return batch
 
     def _warn_kept(self) -> None:

@@ -79,6 +79,7 @@ class _Conn:
     epoch: int | None = None  # epoch it is in (member) or last took from
     batch: int = 0  # batches of that epoch it took
     joined: float = 0.0
+    events: int = 0  # what the control thread's selector watches for it (0: not registered)
 
     def send(self, message: _wire.Message) -> None:
         self.outbox += _wire.encode(message)
@@ -206,10 +207,13 @@ class Feed:
         self._epoch = self._first_epoch  # the epoch being produced (or next)
         self._produced = 0  # batches of it announced
         self._started_any = False
+        self._producing = False  # inside an epoch: a consumer joining now gets the next one
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._sel: selectors.BaseSelector | None = None
         self._path: Path | None = None
         try:
             self._prepare_engine()
@@ -380,7 +384,9 @@ class Feed:
                     break
                 self._run_epoch(epoch, members)
                 epoch += 1
-                self._epoch = epoch
+                with self._cond:
+                    self._epoch = epoch
+                    self._producing = False
         except BaseException as exc:  # reported to the consumers, re-raised by close()
             if not self._stop.is_set():
                 self._error = exc
@@ -402,6 +408,7 @@ class Feed:
                     for c in ready:
                         c.state = "member"
                     self._started_any = True
+                    self._producing = True
                     return ready
                 self._cond.wait(0.5)
         return None
@@ -485,11 +492,10 @@ class Feed:
             self._wake_w.send(b"\0")
 
     def _control(self) -> None:
-        sel = selectors.DefaultSelector()
+        sel = self._sel = selectors.DefaultSelector()
         assert self._listener is not None
         sel.register(self._listener, selectors.EVENT_READ, "listen")
         sel.register(self._wake_r, selectors.EVENT_READ, "wake")
-        registered: dict[int, int] = {}  # conn id -> events it is registered for
         last_check = time.monotonic()
         try:
             while True:
@@ -512,15 +518,15 @@ class Feed:
                     conns = list(self._conns.values())
                 for conn in conns:
                     self._flush(conn)
+                    if conn.state == "gone":
+                        continue
                     events = selectors.EVENT_READ | (selectors.EVENT_WRITE if conn.outbox else 0)
-                    if registered.get(conn.id) != events:
-                        if conn.id in registered:
+                    if conn.events != events:
+                        if conn.events:
                             sel.modify(conn.sock, events, conn)
                         else:
                             sel.register(conn.sock, events, conn)
-                        registered[conn.id] = events
-                for cid in [cid for cid in registered if cid not in self._conns]:
-                    del registered[cid]
+                        conn.events = events
                 if stopping:
                     break
                 if time.monotonic() - last_check > _LIVENESS_S:
@@ -606,6 +612,15 @@ class Feed:
             self._join(conn, message)
         elif op == "status":
             conn.send({"op": "status", "status": self.status()})
+        elif op == "leave":  # detached, but holds batches: they stay pinned until released
+            with self._cond:
+                if conn.state in ("waiting", "member"):
+                    conn.state = "left"
+                keep = {lid for lid in message.get("keep", ()) if isinstance(lid, int)}
+                for lid in conn.held - keep:  # announced but never taken: free them now
+                    self._unpin(lid, conn.id)
+                conn.held &= keep
+                self._cond.notify_all()
         elif op == "bye":
             self._drop(conn, "it detached")
 
@@ -660,11 +675,13 @@ class Feed:
             conn.state = "waiting"
             conn.label = str(message.get("label", ""))[:64]
             conn.joined = time.monotonic()
+            first = self._epoch + (1 if self._producing else 0)
             conn.send(
                 {
                     "op": "joined",
                     "id": conn.id,
                     "lane": lane,
+                    "epoch": first,
                     "fingerprint": self._lanes[lane]._fingerprint,
                 }
             )
@@ -697,7 +714,7 @@ class Feed:
         with self._cond:
             if conn.state == "gone":
                 return
-            if conn.state in ("waiting", "member"):
+            if conn.state in ("waiting", "member", "left"):
                 _log.info(
                     "fastload feed %r: consumer %d (pid %d) left: %s",
                     self.name,
@@ -706,11 +723,17 @@ class Feed:
                     why,
                 )
             conn.state = "gone"
-            for lid in conn.held:
+            # while the feed stops, the engine may still write into freed slots: pins stay
+            # until the engine is closed (a batch held after close stays as it was)
+            for lid in () if self._stop.is_set() else conn.held:
                 self._unpin(lid, conn.id)
             conn.held.clear()
             self._conns.pop(conn.id, None)
             self._cond.notify_all()
+        if conn.events and self._sel is not None:
+            with contextlib.suppress(KeyError, ValueError, OSError):
+                self._sel.unregister(conn.sock)
+            conn.events = 0
         with contextlib.suppress(OSError):
             conn.sock.close()
 
@@ -760,10 +783,10 @@ class Feed:
             with contextlib.suppress(FileNotFoundError):
                 self._path.unlink()
         self._listener = None
-        self._pinned.clear()
         for lane in self._lanes:
             lane.close()
         self._engine = None
+        self._pinned.clear()  # only now: the engine wrote its last batch
         for s in (self._wake_r, self._wake_w):
             s.close()
 
