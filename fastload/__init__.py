@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from fastload._selection import Selection
     from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source
     from fastload._spec import FieldSpec
+    from fastload.feed import Feed, attach
     from fastload.loader import Loader
     from fastload.mix import Mix
     from fastload.store import (
@@ -48,11 +49,13 @@ _LAZY = {
     "DenseChunkDecoder": "fastload._source",
     "FORMAT_VERSION": "fastload.store",
     "FieldInfo": "fastload.store",
+    "Feed": "fastload.feed",
     "FieldSpec": "fastload._spec",
     "MemorySplit": "fastload._memory",
     "RaggedChunkDecoder": "fastload._source",
     "Selection": "fastload._selection",
     "Source": "fastload._source",
+    "attach": "fastload.feed",
     "from_arrays": "fastload._memory",
     "Loader": "fastload.loader",
     "Mix": "fastload.mix",
@@ -64,11 +67,12 @@ _LAZY = {
     "open_store": "fastload.store",
     "write_arrays": "fastload.store",
 }
-_SUBMODULES = ("adapters", "datasets", "errors", "store", "synthetic", "transforms")
+_SUBMODULES = ("adapters", "datasets", "errors", "feed", "store", "synthetic", "transforms")
 
 __all__ = [
     "FORMAT_VERSION",
     "DenseChunkDecoder",
+    "Feed",
     "FieldInfo",
     "FieldSpec",
     "Loader",
@@ -83,9 +87,11 @@ __all__ = [
     "StoreWriter",
     "__version__",
     "adapters",
+    "attach",
     "create_store",
     "datasets",
     "errors",
+    "feed",
     "from_arrays",
     "open_store",
     "store",

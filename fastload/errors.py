@@ -12,6 +12,11 @@ __all__ = [
     "DatasetNotFoundError",
     "EmptyDatasetError",
     "FastloadError",
+    "FeedAccessError",
+    "FeedClosedError",
+    "FeedConfigError",
+    "FeedError",
+    "FeedNotFoundError",
     "FieldNotFoundError",
     "IncompleteStoreError",
     "NonFiniteError",
@@ -125,3 +130,24 @@ class WorkerError(FastloadError, RuntimeError):
 
 class DatasetNotFoundError(FastloadError, FileNotFoundError):
     """Neither a converted store nor the original files were found for a dataset."""
+
+
+# --- feeds (one decode, several consumers) ----------------------------------
+class FeedError(FastloadError):
+    """A feed cannot be started, attached to or read from."""
+
+
+class FeedNotFoundError(FeedError, FileNotFoundError):
+    """No feed of that name is running for this user."""
+
+
+class FeedConfigError(FeedError, ConfigError):
+    """A consumer asked a feed for a configuration that differs from the feed's."""
+
+
+class FeedAccessError(FeedError, PermissionError):
+    """The feed belongs to another user: feeds are private to the user that started them."""
+
+
+class FeedClosedError(FeedError, RuntimeError):
+    """The feed closed or died while a consumer was attached."""

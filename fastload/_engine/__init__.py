@@ -10,11 +10,15 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from fastload._engine._arena import Arena, Layout, Region
     from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets, input_specs
     from fastload._engine._pool import BACKENDS
     from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
 
 _EXPORTS = {
+    "Arena": "fastload._engine._arena",
+    "Layout": "fastload._engine._arena",
+    "Region": "fastload._engine._arena",
     "BACKENDS": "fastload._engine._pool",
     "ChunkTable": "fastload._engine._scheduler",
     "Engine": "fastload._engine._engine",
@@ -27,9 +31,12 @@ _EXPORTS = {
 
 __all__ = [
     "BACKENDS",
+    "Arena",
     "ChunkTable",
     "Engine",
     "EngineSpec",
+    "Layout",
+    "Region",
     "chunk_key_offsets",
     "chunk_table",
     "input_specs",

@@ -47,6 +47,8 @@ class EngineSpec:
     packed_counts: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     #: True when ``packed_rows`` was set by the user (the error then names the option)
     packed_bounded: frozenset[str] = frozenset()
+    #: a shared-memory arena whatever the backend (a feed's consumers map it)
+    shared: bool = False
 
 
 #: default bound on the shared memory batches kept by the consumer may pin
@@ -116,7 +118,7 @@ class Engine:
             if spec.transform is not None
             else dict(self.input_specs)
         )
-        use_shm = spec.backend == "process" and spec.workers > 0
+        use_shm = spec.shared or (spec.backend == "process" and spec.workers > 0)
         self.packed = {
             name: (_aligned_rows(max(rows, 1), fspec), _aligned_rows(spec.batch_size + 1, _OFFSET))
             for name, fspec in self.input_specs.items()

@@ -1,0 +1,666 @@
+"""``fl.attach(name)``: a consumer of a running feed, iterated exactly as a ``fl.Loader``.
+
+Each batch is a dict of read-only numpy arrays over a slot of the feed's
+shared-memory arena, mapped read-only here.  The consumer keeps a weak
+reference to the root array of every field it lent (the idea of the engine's
+``SlotRing``): once all of a batch's arrays and views are garbage, the consumer
+tells the feed, which recycles the slot when every consumer did.  Past its
+share of kept batches the consumer delivers copies (and warns once), so a
+training that keeps every batch cannot stall the feed.
+
+A reader thread receives the feed's messages; end of file on the socket (the
+feed closed, or its process died, even by SIGKILL) ends the iteration with
+:class:`~fastload.errors.FeedClosedError` at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import mmap
+import os
+import queue
+import re
+import socket
+import stat
+import threading
+import time
+import warnings
+import weakref
+from collections import deque
+from collections.abc import Iterator, Mapping
+from types import TracebackType
+from typing import Any
+
+import numpy as np
+
+from fastload._engine import Arena, Layout, Region
+from fastload._spec import FieldSpec
+from fastload.errors import (
+    ConfigError,
+    FeedAccessError,
+    FeedClosedError,
+    FeedConfigError,
+    FeedError,
+    FeedNotFoundError,
+)
+from fastload.feed import _paths, _wire
+from fastload.feed._describe import COMPARED as _COMPARED
+from fastload.feed._describe import check_request, read_specs
+
+__all__ = ["FeedConsumer", "attach"]
+
+_log = logging.getLogger("fastload")
+_SHM_NAME = re.compile(r"fastload-\d+-[0-9a-f]+")
+#: how often the reader thread returns released slots while the consumer is not iterating
+_SWEEP_S = 0.05
+_EOF = object()
+
+Batch = dict[str, np.ndarray]
+
+
+def _map_readonly(name: str, size: int, layout: Layout) -> Arena:
+    """Map a feed's arena read-only, after checking it is this user's segment."""
+    if not _SHM_NAME.fullmatch(name):
+        raise FeedError(f"feed announced an arena with an unexpected name {name!r}")
+    fd = os.open(f"/dev/shm/{name}", os.O_RDONLY | os.O_NOFOLLOW)
+    try:
+        st = os.fstat(fd)
+        if st.st_uid != os.getuid() or not stat.S_ISREG(st.st_mode) or st.st_size < size:
+            raise FeedAccessError(f"shared memory /dev/shm/{name} is not this user's feed arena")
+        mm = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)
+    return Arena(layout, mm, mm)
+
+
+def _connect(name: str, timeout_s: float) -> socket.socket:
+    path = _paths.socket_path(name)
+    try:
+        _paths.check_dir(path.parent)
+    except FileNotFoundError:
+        raise FeedNotFoundError(
+            f"no feed named {name!r}: {path.parent} does not exist. Start one with "
+            f"fl.Feed(source, ..., name={name!r}) or `python -m fastload serve STORE SPLIT "
+            f"--name {name}`"
+        ) from None
+    except PermissionError as exc:
+        raise FeedAccessError(
+            f"cannot reach feed {name!r} in {path.parent} ({exc.strerror}): feeds are private to "
+            "the user who started them; start your own feed"
+        ) from None
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout_s)
+    try:
+        sock.connect(str(path))
+    except FileNotFoundError:
+        sock.close()
+        running = ", ".join(_paths.listed()) or "none"
+        raise FeedNotFoundError(
+            f"no feed named {name!r} is running for this user (running: {running}); start it "
+            f"with fl.Feed(source, ..., name={name!r}) or `python -m fastload serve ... --name "
+            f"{name}`"
+        ) from None
+    except ConnectionRefusedError:
+        sock.close()
+        raise FeedNotFoundError(
+            f"feed {name!r} is not running: {path} is left from a feed that died; start the "
+            "feed again (that replaces the stale socket)"
+        ) from None
+    except PermissionError as exc:
+        sock.close()
+        raise FeedAccessError(
+            f"cannot connect to feed {name!r} at {path} ({exc.strerror}): feeds are private "
+            "to the user who started them"
+        ) from None
+    return sock
+
+
+class _Channel:
+    """The consumer's end of the control socket: a reader thread and a locked sender."""
+
+    def __init__(self, sock: socket.socket, name: str) -> None:
+        self.sock = sock
+        self.name = name
+        self.inbox: queue.Queue[Any] = queue.Queue()
+        self._send_lock = threading.Lock()
+        self._buffer = _wire.LineBuffer()
+        self.closed = False
+        self.leaving = False
+        self._thread: threading.Thread | None = None
+        # batches lent to the training: (id, weak refs to the root arrays); kept here, not in
+        # the consumer, so that a consumer closed or collected while the training still holds
+        # batches keeps them pinned until they are garbage (or the process exits)
+        self.lent: deque[tuple[int, tuple[weakref.ref, ...]]] = deque()
+        self.lock = threading.Lock()
+        self.released: list[int] = []
+        self.taken = 0
+        self.at: list[Any] = [None, 0]
+        self._reported = -1
+
+    def recv_now(self, timeout_s: float) -> _wire.Message:
+        """One message, read synchronously (during the handshake, before the thread starts)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            pending = getattr(self, "_pending", None)
+            if pending:
+                return pending.popleft()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FeedError(f"feed {self.name!r} did not answer within {timeout_s:.0f}s")
+            self.sock.settimeout(remaining)
+            try:
+                data = self.sock.recv(65536)
+            except TimeoutError:
+                continue
+            if not data:
+                raise FeedClosedError(f"feed {self.name!r} closed the connection")
+            self._pending = deque(self._buffer.feed(data))
+
+    def start(self) -> None:
+        for message in getattr(self, "_pending", ()):
+            self.inbox.put(message)
+        self._pending = deque()
+        self.sock.settimeout(_SWEEP_S)
+        self._thread = threading.Thread(
+            target=self._read, name=f"fastload-feed-reader-{self.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _read(self) -> None:
+        try:
+            while not self.closed:
+                try:
+                    data = self.sock.recv(1 << 16)
+                except TimeoutError:
+                    data = None
+                except OSError:
+                    data = b""
+                if data == b"":
+                    break
+                if data:
+                    for message in self._buffer.feed(data):
+                        self.inbox.put(message)
+                # between messages: free what the training dropped while it is not asking for
+                # batches (validation, checkpointing)
+                self.report()
+                if self.leaving and not self.lent:
+                    break
+        except Exception as exc:  # a malformed message: end the stream with it
+            self.inbox.put(exc)
+        finally:
+            self.inbox.put(_EOF)
+            if self.leaving:
+                self.close()
+
+    def sweep(self) -> None:
+        """Move the ids of lent batches whose arrays are all dead to ``released``."""
+        with self.lock:
+            lent = self.lent
+            for _ in range(len(lent)):
+                lid, roots = lent[0]
+                if any(root() is not None for root in roots):
+                    lent.rotate(-1)
+                else:
+                    lent.popleft()
+                    self.released.append(lid)
+
+    def report(self) -> None:
+        """Tell the feed which batches were released and how many were taken."""
+        self.sweep()
+        with self.lock:
+            released, self.released = self.released, []
+            taken = self.taken
+            changed = released or taken != self._reported
+            self._reported = taken
+        if changed:
+            self.send({"op": "r", "i": released, "t": taken, "at": list(self.at)})
+
+    def leave(self) -> None:
+        """Detach; batches the training still holds stay pinned until they are garbage."""
+        self.sweep()
+        if not self.lent or self._thread is None:
+            self.close()
+            return
+        self.report()
+        with self.lock:
+            still = [lid for lid, _ in self.lent]
+        self.send({"op": "leave", "keep": still})
+        self.leaving = True  # the reader thread closes the socket once nothing is lent
+        if not self._thread.is_alive():  # the feed went away already: nothing to wait for
+            self.close()
+
+    def send(self, message: _wire.Message) -> None:
+        with self._send_lock:
+            if self.closed:
+                return
+            with contextlib.suppress(OSError):  # the feed is gone: the reader reports it
+                self.sock.sendall(_wire.encode(message))
+
+    def close(self) -> None:
+        with self._send_lock:
+            if self.closed:
+                return
+            with contextlib.suppress(OSError):
+                self.sock.sendall(_wire.encode({"op": "bye"}))
+            self.closed = True
+            with contextlib.suppress(OSError):
+                self.sock.shutdown(socket.SHUT_RDWR)
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
+        self.sock.close()
+
+
+class FeedConsumer:
+    """One training's view of a feed: iterate it exactly like a :class:`~fastload.Loader`.
+
+    Made by :func:`attach`.  ``len()``, ``epoch``, ``set_epoch()``,
+    ``state_dict()``, ``load_state_dict()``, ``output_specs``, ``batch_size``
+    and ``.torch()`` behave as the loader's.  The state is a loader state: it
+    resumes a plain ``fl.Loader`` of the same configuration (same rank and
+    world size for a split feed's consumer) at the same batch.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        rank: int | None = None,
+        copy: bool = False,
+        timeout_s: float = 300.0,
+        label: str = "",
+        **expected: Any,
+    ) -> None:
+        _paths.check_name(name)
+        unknown = sorted(set(expected) - set(_COMPARED))
+        if unknown:
+            raise ConfigError(
+                f"fl.attach: unknown setting(s) {unknown}; the settings a feed checks are "
+                f"{sorted(_COMPARED)}"
+            )
+        self.name = name
+        self.copy = bool(copy)
+        self.timeout_s = float(timeout_s)
+        sock = _connect(name, min(self.timeout_s, 30.0))
+        channel = _Channel(sock, name)
+        try:
+            info = channel.recv_now(30.0)
+            _refused(name, info)
+            if info.get("op") != "info" or info.get("protocol") != _wire.PROTOCOL:
+                raise FeedError(
+                    f"feed {name!r} speaks protocol {info.get('protocol')!r}, this fastload "
+                    f"{_wire.PROTOCOL}; use the same fastload version for the feed and its consumers"
+                )
+            check_request(name, info, expected)
+            if rank is not None and info["mode"] != "split":
+                raise FeedConfigError(
+                    f"feed {name!r} broadcasts every batch to every consumer; rank= applies to "
+                    "a split feed (mode='split')"
+                )
+            channel.send({"op": "join", "rank": rank, "label": label})
+            joined = channel.recv_now(30.0)
+            _refused(name, joined)
+        except BaseException:
+            channel.close()
+            raise
+        self._info = info
+        self.mode: str = info["mode"]
+        self.rank: int | None = joined["lane"] if self.mode == "split" else None
+        self.id: int = joined["id"]
+        self._fingerprint: str = joined["fingerprint"]
+        self._position: dict[str, Any] = dict(joined.get("position", {}))
+        self._n_batches: int = info["n_batches"]
+        self._specs = read_specs(info["specs"])
+        self._keep_limit: int = int(info["keep"])
+        self._channel = channel
+        self._arenas: dict[int, Arena] = {}
+        self._pending: deque[Any] = deque()  # messages looked at before iterating
+        self.epoch: int = int(joined["epoch"])  # the first epoch the feed gives this consumer
+        self._started: int | None = None
+        self._delivered = 0
+        self._target: tuple[int, int] | None = None
+        self._in_epoch = False
+        self._closed = False
+        self._failure: BaseException | None = None
+        self._warned_kept = False
+        channel.start()
+        self._finalizer = weakref.finalize(self, channel.leave)
+
+    # ------------------------------------------------------------------ info
+    @property
+    def batch_size(self) -> int:
+        return int(self._info["config"]["batch_size"])
+
+    @property
+    def drop_last(self) -> bool:
+        return bool(self._info["config"]["drop_last"])
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return tuple(self._info["config"]["fields"])
+
+    @property
+    def output_specs(self) -> dict[str, FieldSpec]:
+        """Per-sample shape and dtype of every field of a batch."""
+        return dict(self._specs)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The feed's configuration, as compared by :func:`attach`."""
+        return dict(self._info["config"])
+
+    def __len__(self) -> int:
+        """Batches per epoch of this consumer."""
+        return self._n_batches
+
+    def __repr__(self) -> str:
+        rank = f" rank={self.rank}" if self.rank is not None else ""
+        return (
+            f"<fastload.FeedConsumer of {self.name!r} mode={self.mode!r}{rank} "
+            f"batch_size={self.batch_size} epoch={self.epoch}>"
+        )
+
+    # ------------------------------------------------------------------ state
+    def _first_epoch(self) -> int:
+        """The epoch this consumer receives next."""
+        return self.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        """Run ``epoch`` next: the consumer skips the feed's epochs before it (never back)."""
+        if self._in_epoch:
+            raise ConfigError(
+                "set_epoch() called during an iteration; finish or break out of the loop first"
+            )
+        self.load_state_dict({"epoch": int(epoch), "batch": 0, "fingerprint": self._fingerprint})
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where this consumer stands: a loader state (epoch, next unseen batch, fingerprint)."""
+        if self._target is not None:
+            epoch, batch = self._target
+        elif self._in_epoch:
+            epoch, batch = self._first_epoch(), self._delivered
+        else:
+            epoch, batch = self._first_epoch(), 0
+        return {
+            "epoch": epoch,
+            "batch": batch,
+            "fingerprint": self._fingerprint,
+            **self._position,
+            "elastic": [],
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Resume at ``state``: batches of the feed before it are skipped (not delivered).
+
+        The feed does not go back: a state before the feed's position is a
+        :class:`~fastload.errors.FeedConfigError` (resume it in a plain
+        ``fl.Loader``, or start a feed at that epoch with ``fl.Feed(..., epoch=E)``).
+        """
+        if self._in_epoch:
+            raise ConfigError("load_state_dict() called during an iteration")
+        if state.get("fingerprint") != self._fingerprint:
+            raise ConfigError(
+                "the saved loader state was made with a different configuration (sources, batch "
+                "size, seed, shuffle, window, ranks or mix); it would not resume the same batches"
+            )
+        epoch, batch = int(state["epoch"]), int(state["batch"])
+        if not 0 <= batch <= self._n_batches:
+            raise ConfigError(
+                f"saved batch {batch} out of range for epoch {epoch} ({self._n_batches} batches)"
+            )
+        if batch == self._n_batches:
+            epoch, batch = epoch + 1, 0
+        current = self._first_epoch()
+        if epoch < current:
+            raise FeedConfigError(
+                f"feed {self.name!r} delivers epoch {current} next; it cannot go back to epoch "
+                f"{epoch}. Resume that state in a plain fl.Loader, or start a feed with "
+                f"fl.Feed(..., epoch={epoch})"
+            )
+        self._target = (epoch, batch) if (epoch, batch) != (current, 0) else None
+        if epoch > current or batch:
+            self.epoch = epoch
+
+    # -------------------------------------------------------------- messages
+    def _receive(self, deadline: float) -> Any:
+        if self._pending:
+            return self._pending.popleft()
+        if self._failure is not None:
+            raise self._failure
+        while True:
+            self._send_releases()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise FeedError(
+                    f"no batch from feed {self.name!r} for {self.timeout_s:.0f}s (timeout_s); "
+                    "`python -m fastload status` shows its consumers and their lag"
+                )
+            try:
+                message = self._channel.inbox.get(timeout=min(remaining, 0.25))
+            except queue.Empty:
+                continue
+            if message is _EOF or isinstance(message, Exception):
+                detail = f" ({message})" if isinstance(message, Exception) else ""
+                self._failure = FeedClosedError(
+                    f"feed {self.name!r} went away{detail}: it was closed or its process died. "
+                    f"Batches already received stay valid; restart the feed and attach again"
+                )
+                raise self._failure
+            op = message.get("op")
+            if op in ("closed", "failed"):
+                self._failure = FeedClosedError(
+                    f"{message.get('message', 'the feed closed')}; attach again once it runs"
+                )
+                raise self._failure
+            if op == "arena":
+                self._map_arena(message)
+                continue
+            return message
+
+    def _map_arena(self, message: _wire.Message) -> None:
+        layout = Layout(
+            regions={
+                name: Region(int(offset), tuple(shape), dtype)
+                for name, (offset, shape, dtype) in message["regions"].items()
+            },
+            size=int(message["size"]),
+        )
+        gen = int(message["g"])
+        self._arenas = {g: a for g, a in self._arenas.items() if g >= gen - 1}
+        try:
+            self._arenas[gen] = _map_readonly(message["shm"], max(layout.size, 4096), layout)
+        except FileNotFoundError:
+            self._failure = FeedClosedError(
+                f"feed {self.name!r} went away: its shared memory is gone (it closed or died); "
+                "restart the feed and attach again"
+            )
+            raise self._failure from None
+
+    def _send_releases(self) -> None:
+        channel = self._channel
+        channel.at = [self.epoch, self._delivered]
+        channel.report()
+
+    # -------------------------------------------------------------- iteration
+    def __iter__(self) -> Iterator[Batch]:
+        if self._closed:
+            raise ConfigError("this FeedConsumer is closed")
+        if self._in_epoch:
+            raise ConfigError(
+                "a FeedConsumer supports one iteration at a time; finish or break the previous loop"
+            )
+        return self._iterate()
+
+    def _skip(self, message: _wire.Message) -> None:
+        channel = self._channel
+        with channel.lock:
+            channel.released.append(int(message["i"]))
+            channel.taken += 1
+
+    def _iterate(self) -> Iterator[Batch]:
+        self._in_epoch = True
+        self._delivered = 0
+        started = False
+        try:
+            deadline = time.monotonic() + self.timeout_s
+            while True:  # to the start of the epoch to deliver
+                message = self._receive(deadline)
+                op = message["op"]
+                if op == "b":  # the rest of an abandoned epoch
+                    self._skip(message)
+                elif op == "epoch":
+                    epoch = int(message["e"])
+                    target = self._target
+                    if target is not None and epoch < target[0]:
+                        continue  # its batches are skipped as leftovers
+                    if target is not None and epoch > target[0]:
+                        raise FeedConfigError(
+                            f"feed {self.name!r} is at epoch {epoch}, past the requested epoch "
+                            f"{target[0]}"
+                        )
+                    start = target[1] if target is not None else 0
+                    self._target = None
+                    self.epoch = epoch
+                    started = True
+                    break
+            self._delivered = start
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                message = self._receive(deadline)
+                op = message["op"]
+                if op == "end":
+                    break
+                if op != "b":
+                    continue
+                if int(message["k"]) < start:
+                    self._skip(message)
+                    continue
+                batch = self._batch(message)
+                self._delivered += 1
+                yield batch
+                del batch  # this frame must not pin the slot while the next is awaited
+                deadline = time.monotonic() + self.timeout_s
+        finally:
+            self._in_epoch = False
+            if started:
+                self.epoch += 1
+            self._delivered = 0
+
+    def _batch(self, message: _wire.Message) -> Batch:
+        channel = self._channel
+        with channel.lock:
+            channel.taken += 1
+        lid, slot, n = int(message["i"]), int(message["s"]), int(message["n"])
+        arena = self._arenas[int(message["g"])]
+        keep = not self.copy
+        if keep and len(channel.lent) >= self._keep_limit:
+            channel.sweep()
+            if len(channel.lent) >= self._keep_limit:
+                keep = False
+                self._warn_kept()
+        batch: Batch = {}
+        if not keep:
+            for name in self._specs:
+                batch[name] = arena.slot_array(f"batch/{name}", slot, n).copy()
+            with channel.lock:
+                channel.released.append(lid)
+            return batch
+        roots = []
+        for name in self._specs:
+            root = arena.slot_array(f"batch/{name}", slot, n)
+            roots.append(weakref.ref(root))
+            batch[name] = root.view()
+        with channel.lock:
+            channel.lent.append((lid, tuple(roots)))
+        return batch
+
+    def _warn_kept(self) -> None:
+        if self._warned_kept:
+            return
+        self._warned_kept = True
+        message = (
+            f"this consumer keeps {self._keep_limit} batches of feed {self.name!r} (its share of "
+            "the feed's max_kept_bytes): until some are released it receives copies, which is "
+            "slower. Copy what you keep, or start the feed with a larger max_kept_bytes or a "
+            "smaller max_consumers"
+        )
+        _log.warning(message)
+        warnings.warn(message, UserWarning, stacklevel=4)
+
+    # --------------------------------------------------------------- adapters
+    def torch(self, device: Any = None, pin_memory: bool | None = None, **options: Any) -> Any:
+        """Batches as dicts of torch tensors; see :func:`fastload.adapters.torch.to_torch`."""
+        from fastload.adapters.torch import to_torch
+
+        return to_torch(self, device=device, pin_memory=pin_memory, **options)
+
+    # -------------------------------------------------------------- lifecycle
+    def close(self) -> None:
+        """Detach: the feed releases this consumer's slots (batches held stay readable)."""
+        self._closed = True
+        self._finalizer()
+
+    def __enter__(self) -> FeedConsumer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+def _refused(name: str, message: _wire.Message) -> None:
+    if message.get("op") != "refused":
+        return
+    text = str(message.get("message", "refused"))
+    kind = message.get("error")
+    if kind == "access":
+        raise FeedAccessError(text)
+    if kind == "config":
+        raise FeedConfigError(text)
+    raise FeedError(text)
+
+
+def attach(
+    name: str,
+    *,
+    rank: int | None = None,
+    copy: bool = False,
+    timeout_s: float = 300.0,
+    label: str = "",
+    **expected: Any,
+) -> FeedConsumer:
+    """Attach to the running feed ``name`` of this user; iterate the result like a Loader.
+
+    Parameters
+    ----------
+    name : str
+        The feed's name (``fl.Feed(..., name=...)`` or ``python -m fastload serve --name``).
+    rank : int | None
+        Split feeds: this consumer's rank among the feed's ``consumers`` (default:
+        the lowest free one).
+    copy : bool
+        Deliver copies instead of read-only arrays over the feed's shared memory.
+    timeout_s : float
+        Longest wait for one batch (a feed that dies is reported at once, not after this).
+    label : str
+        A name for this consumer in ``python -m fastload status``.
+    **expected
+        Settings the training relies on (``source``, ``batch_size``, ``shuffle``,
+        ``seed``, ``window_chunks``, ``drop_last``, ``fields``, ``transform``,
+        ``pad``, ``mode``): each is compared with the feed's.
+
+    Raises
+    ------
+    FeedNotFoundError
+        No feed of that name runs for this user.
+    FeedConfigError
+        A setting differs from the feed's (the message names it).
+    FeedAccessError
+        The feed belongs to another user.
+    """
+    return FeedConsumer(name, rank=rank, copy=copy, timeout_s=timeout_s, label=label, **expected)

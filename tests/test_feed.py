@@ -1,0 +1,547 @@
+"""fl.Feed / fl.attach: exact epochs for every consumer, disjoint splits, and no leak on any exit.
+
+Consumers run as threads of the test process where only the batches matter (fast), and
+as separate processes where a process must die (SIGKILL of a consumer, of the feed).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from leaks import shm_segments, wait_until
+
+import fastload as fl
+from fastload.errors import (
+    ConfigError,
+    FeedAccessError,
+    FeedClosedError,
+    FeedConfigError,
+    FeedError,
+    FeedNotFoundError,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def feed_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's feeds in a private directory (inherited by subprocesses through the env)."""
+    path = tmp_path_factory.mktemp("feeds") / "d"
+    monkeypatch.setenv("FASTLOAD_FEED_DIR", str(path))
+    return path
+
+
+def numbered(n: int, chunk_len: int) -> fl.MemorySplit:
+    """Sample ``i`` has ``y = i`` and ``X = [i, -i]``: every batch says which samples it holds."""
+    i = np.arange(n)
+    return fl.from_arrays(
+        {"X": np.stack([i, -i], axis=1).astype(np.float32), "y": i.astype(np.int64)},
+        chunk_len=chunk_len,
+    )
+
+
+def loader_epochs(source, batch_size, epochs, **options) -> list[list[np.ndarray]]:
+    with fl.Loader(source, batch_size, workers=0, **options) as loader:
+        return [[b["y"].copy() for b in loader] for _ in range(epochs)]
+
+
+def consume(name: str, epochs: int, out: dict, key: object, **attach) -> None:
+    """Attach and record ``epochs`` epochs of ``y`` (checking X agrees), then detach."""
+    try:
+        with fl.attach(name, **attach) as consumer:
+            got = []
+            for _ in range(epochs):
+                epoch = []
+                for batch in consumer:
+                    assert not batch["y"].flags.writeable
+                    np.testing.assert_array_equal(batch["X"][:, 0], batch["y"])
+                    epoch.append(batch["y"].copy())
+                got.append(epoch)
+            out[key] = (got, consumer.state_dict(), len(consumer))
+    except BaseException as exc:  # reported by the test thread
+        out[key] = exc
+
+
+def run_threads(targets: list) -> None:
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a consumer hung"
+
+
+def assert_same_epochs(got: list[list[np.ndarray]], want: list[list[np.ndarray]]) -> None:
+    assert len(got) == len(want)
+    for e, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert len(g) == len(w), f"epoch {e}: {len(g)} batches, want {len(w)}"
+        for k, (a, b) in enumerate(zip(g, w, strict=True)):
+            np.testing.assert_array_equal(a, b, err_msg=f"epoch {e} batch {k}")
+
+
+# --------------------------------------------------------------------------- broadcast
+@settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    n=st.integers(1, 120),
+    chunk_len=st.integers(1, 17),
+    batch_size=st.integers(1, 40),
+    n_consumers=st.integers(1, 3),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_broadcast_every_consumer_gets_every_epoch_exactly(
+    n, chunk_len, batch_size, n_consumers, shuffle, drop_last, seed
+):
+    if drop_last and n < batch_size:
+        drop_last = False
+    source = numbered(n, chunk_len)
+    options = {"shuffle": shuffle, "seed": seed, "drop_last": drop_last}
+    want = loader_epochs(source, batch_size, 2, **options)
+    out: dict = {}
+    with fl.Feed(
+        source, batch_size, name="scan", workers=0, min_consumers=n_consumers, **options
+    ) as feed:
+        run_threads(
+            [
+                lambda i=i: consume("scan", 2, out, i, batch_size=batch_size, seed=seed)
+                for i in range(n_consumers)
+            ]
+        )
+        assert len(feed) == len(want[0])
+    for i in range(n_consumers):
+        assert not isinstance(out[i], BaseException), out[i]
+        got, state, length = out[i]
+        assert_same_epochs(got, want)
+        assert length == len(want[0])
+        assert state["epoch"] == 2
+        assert state["batch"] == 0
+
+
+def test_broadcast_with_process_workers_and_a_store(split_a, no_leaks):
+    want = loader_epochs(split_a, 8, 2, fields=["X", "y"], seed=5)
+    out: dict = {}
+    with fl.Feed(split_a, 8, name="store", workers=2, fields=["X", "y"], seed=5, min_consumers=2):
+        run_threads(
+            [lambda i=i: consume_store("store", 2, out, i) for i in range(2)],
+        )
+    for i in range(2):
+        assert not isinstance(out[i], BaseException), out[i]
+        assert_same_epochs(out[i], want)
+
+
+def consume_store(name: str, epochs: int, out: dict, key: object) -> None:
+    try:
+        with fl.attach(name, fields=["X", "y"]) as consumer:
+            out[key] = [[b["y"].copy() for b in consumer] for _ in range(epochs)]
+    except BaseException as exc:
+        out[key] = exc
+
+
+def test_kept_batches_stay_correct_and_copies_past_the_share(recwarn):
+    """A consumer that keeps every batch neither stalls the feed nor sees overwritten data."""
+    source = numbered(400, 10)
+    want = loader_epochs(source, 4, 1, seed=1)[0]
+    with (
+        fl.Feed(
+            source, 4, name="keep", workers=0, seed=1, max_kept_bytes=1024, max_consumers=1, ahead=2
+        ),
+        fl.attach("keep") as consumer,
+    ):
+        kept = list(consumer)  # 100 batches; the ring keeps far fewer
+    assert len(kept) == len(want)
+    for a, b in zip(kept, want, strict=True):
+        np.testing.assert_array_equal(a["y"], b)
+    assert any("receives copies" in str(w.message) for w in recwarn.list)
+
+
+def test_join_mid_epoch_starts_at_the_next_epoch():
+    source = numbered(200, 5)
+    want = loader_epochs(source, 10, 3, seed=2)
+    with fl.Feed(source, 10, name="join", workers=0, seed=2, ahead=2) as feed:
+        first = fl.attach("join")
+        it = iter(first)
+        got0 = [next(it)["y"].copy() for _ in range(3)]  # epoch 0 under way
+        late = fl.attach("join")
+        assert late.state_dict()["epoch"] == 1  # joined during epoch 0: starts with epoch 1
+        got0 += [b["y"].copy() for b in it]
+        assert_same_epochs([got0], want[:1])
+        start = late.state_dict()["epoch"]
+        out: dict = {}
+
+        def one_epoch_then_detach() -> None:
+            # an attached consumer that stops iterating holds everyone back: detach
+            out["late"] = [[b["y"].copy() for b in late]]
+            late.close()
+
+        run_threads(
+            [
+                one_epoch_then_detach,
+                lambda: out.setdefault("first", [[b["y"].copy() for b in first] for _ in range(2)]),
+            ]
+        )
+        assert_same_epochs(out["late"], [want[start]])
+        assert_same_epochs(out["first"], want[1:3])
+        assert feed.epoch >= 2
+        first.close()
+        late.close()
+
+
+# --------------------------------------------------------------------------- split
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    n=st.integers(6, 150),
+    chunk_len=st.integers(1, 13),
+    batch_size=st.integers(1, 12),
+    n_consumers=st.integers(1, 3),
+    seed=st.integers(0, 1000),
+)
+def test_split_consumers_are_disjoint_cover_and_equal(n, chunk_len, batch_size, n_consumers, seed):
+    source = numbered(n, chunk_len)
+    if (n // n_consumers) // batch_size == 0:
+        batch_size = max(1, n // n_consumers)
+    out: dict = {}
+    with fl.Feed(
+        source,
+        batch_size,
+        name="ddp",
+        mode="split",
+        consumers=n_consumers,
+        workers=0,
+        seed=seed,
+        drop_last=True,
+    ):
+        run_threads(
+            [
+                lambda r=r: consume("ddp", 1, out, r, rank=r, drop_last=True)
+                for r in range(n_consumers)
+            ]
+        )
+    seen = []
+    counts = set()
+    for r in range(n_consumers):
+        assert not isinstance(out[r], BaseException), out[r]
+        got, _, _ = out[r]
+        want = loader_epochs(
+            source, batch_size, 1, seed=seed, rank=r, world_size=n_consumers, drop_last=True
+        )
+        assert_same_epochs(got, want)
+        counts.add(len(got[0]))
+        seen.extend(np.concatenate(got[0]).tolist())
+    assert len(counts) == 1  # DDP: the same number of batches on every rank
+    assert len(seen) == len(set(seen))  # disjoint
+    expected = n_consumers * ((n // n_consumers) // batch_size) * batch_size
+    assert len(seen) == expected
+
+
+def test_split_without_drop_last_covers_the_epoch_exactly():
+    source = numbered(48, 5)
+    out: dict = {}
+    with fl.Feed(source, 4, name="cover", mode="split", consumers=3, workers=0):
+        run_threads([lambda r=r: consume("cover", 2, out, r) for r in range(3)])
+    for e in range(2):
+        seen = sorted(int(v) for r in range(3) for batch in out[r][0][e] for v in batch)
+        assert seen == list(range(48))
+
+
+def test_split_with_unequal_shards_asks_for_drop_last():
+    with pytest.raises(ConfigError, match="drop_last=True"):
+        fl.Feed(numbered(50, 5), 4, name="uneq", mode="split", consumers=3, workers=0)
+
+
+# --------------------------------------------------------------------------- errors
+def test_attach_to_a_missing_feed():
+    with pytest.raises(FeedNotFoundError, match="no feed named 'nope'"):
+        fl.attach("nope")
+
+
+@pytest.mark.parametrize(
+    ("setting", "value"),
+    [("batch_size", 16), ("seed", 1), ("shuffle", False), ("fields", ["y"]), ("mode", "split")],
+)
+def test_attach_with_another_configuration_names_the_setting(setting, value):
+    with fl.Feed(numbered(60, 6), 8, name="cfg", workers=0, seed=0):
+        with pytest.raises(FeedConfigError, match=f"has {setting}="):
+            fl.attach("cfg", **{setting: value})
+        with fl.attach("cfg", batch_size=8, seed=0, shuffle=True, fields=["X", "y"]) as c:
+            assert len(c) == 8
+
+
+def test_a_second_feed_of_the_same_name_is_refused():
+    source = numbered(20, 5)
+    with (
+        fl.Feed(source, 4, name="twice", workers=0),
+        pytest.raises(FeedError, match="already running"),
+    ):
+        fl.Feed(source, 4, name="twice", workers=0)
+
+
+def test_resume_a_consumer_state_in_a_plain_loader():
+    source = numbered(300, 7)
+    with fl.Feed(source, 16, name="resume", workers=0, seed=9), fl.attach("resume") as c:
+        it = iter(c)
+        for _ in range(5):
+            next(it)
+        state = c.state_dict()
+        rest_feed = [b["y"].copy() for b in it]
+    assert state["epoch"] == 0
+    assert state["batch"] == 5
+    with fl.Loader(source, 16, workers=0, seed=9) as loader:
+        loader.load_state_dict(state)
+        rest = [b["y"].copy() for b in loader]
+    assert_same_epochs([rest], [rest_feed])
+
+
+def test_consumer_skips_to_a_later_state():
+    source = numbered(100, 5)
+    want = loader_epochs(source, 10, 3, seed=4)
+    with fl.Feed(source, 10, name="skip", workers=0, seed=4), fl.attach("skip") as c:
+        c.load_state_dict({"epoch": 1, "batch": 3, "fingerprint": c.state_dict()["fingerprint"]})
+        assert_same_epochs([[b["y"].copy() for b in c]], [want[1][3:]])
+        c.set_epoch(2)
+        assert_same_epochs([[b["y"].copy() for b in c]], [want[2]])
+        with pytest.raises(FeedConfigError, match="cannot go back"):
+            c.set_epoch(0)
+
+
+# --------------------------------------------------------------------------- processes
+CONSUMER = textwrap.dedent(
+    """
+    import sys, time
+    import fastload as fl
+    c = fl.attach(sys.argv[1])
+    held = []
+    for i, batch in enumerate(c):
+        held.append(batch)          # pins its slots until the process dies
+        print(i, flush=True)
+        time.sleep(0.01)
+    time.sleep(600)
+    """
+)
+
+FEED = textwrap.dedent(
+    """
+    import sys
+    import numpy as np
+    import fastload as fl
+    i = np.arange(4000)
+    src = fl.from_arrays({"X": np.stack([i, -i], 1).astype(np.float32), "y": i}, chunk_len=50)
+    with fl.Feed(src, 20, name=sys.argv[1], workers=int(sys.argv[2]), seed=3) as feed:
+        print("ready", flush=True)
+        try:
+            feed.wait()
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+    """
+)
+
+
+def spawn(script: str, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-c", script, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def test_sigkill_of_a_consumer_releases_its_slots(no_leaks):
+    source = numbered(3000, 30)
+    want = loader_epochs(source, 10, 2, seed=6)
+    with fl.Feed(source, 10, name="kill", workers=1, seed=6, ahead=4, min_consumers=2) as feed:
+        victim = spawn(CONSUMER, "kill")
+        out: dict = {}
+        survivor = threading.Thread(target=consume, args=("kill", 2, out, "s"))
+        survivor.start()
+        try:
+            assert victim.stdout is not None
+            for _ in range(5):  # the victim is inside epoch 0, holding batches
+                assert victim.stdout.readline(), victim.stderr.read() if victim.stderr else ""
+            victim.kill()
+            victim.wait()
+            assert wait_until(lambda: len(feed.consumers()) <= 1, 5.0), feed.consumers()
+            survivor.join(120)
+            assert not survivor.is_alive()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                victim.kill()
+            victim.wait()
+            if victim.stdout:
+                victim.stdout.close()
+            if victim.stderr:
+                victim.stderr.close()
+    assert not isinstance(out["s"], BaseException), out["s"]
+    assert_same_epochs(out["s"][0], want)
+
+
+def test_sigkill_of_the_feed_is_reported_within_seconds(feed_dir):
+    feed = spawn(FEED, "doomed", "1")
+    try:
+        assert feed.stdout is not None
+        assert feed.stdout.readline().strip() == "ready", feed.stderr.read() if feed.stderr else ""
+        status = {s["name"]: s for s in fl.feed.feed_status()}["doomed"]
+        workers = status["workers"]
+        assert workers
+        with fl.attach("doomed") as consumer:
+            it = iter(consumer)
+            next(it)
+            feed.kill()
+            feed.wait()
+            start = time.monotonic()
+            with pytest.raises(FeedClosedError, match="went away"):
+                for _ in it:
+                    pass
+            assert time.monotonic() - start < 5.0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            feed.kill()
+        feed.wait()
+        for stream in (feed.stdout, feed.stderr):
+            if stream:
+                stream.close()
+    # the resource tracker unlinks the arena, the workers follow their parent
+    assert wait_until(lambda: not shm_segments(feed.pid), 10.0), shm_segments(feed.pid)
+    assert wait_until(lambda: not any(_alive(p) for p in workers), 10.0)
+    with pytest.raises(FeedNotFoundError, match="left from a feed that died"):
+        fl.attach("doomed")
+    assert fl.feed.feed_status() == []  # status removes the stale socket
+    assert not list(feed_dir.iterdir())
+
+
+def test_ctrl_c_in_the_feed_process_leaves_nothing(feed_dir):
+    feed = spawn(FEED, "intr", "1")
+    try:
+        assert feed.stdout is not None
+        assert feed.stdout.readline().strip() == "ready"
+        workers = {s["name"]: s for s in fl.feed.feed_status()}["intr"]["workers"]
+        consumer = fl.attach("intr")
+        next(iter(consumer))
+        feed.send_signal(signal.SIGINT)
+        assert feed.wait(30) == 0, feed.stderr.read() if feed.stderr else ""
+        with pytest.raises(FeedClosedError):
+            list(consumer)
+        consumer.close()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            feed.kill()
+        feed.wait()
+        for stream in (feed.stdout, feed.stderr):
+            if stream:
+                stream.close()
+    assert not shm_segments(feed.pid)
+    assert not any(_alive(p) for p in workers)
+    assert not list(feed_dir.iterdir())
+
+
+def test_close_with_attached_consumers_leaves_nothing(no_leaks):
+    source = numbered(500, 10)
+    feed = fl.Feed(source, 10, name="closing", workers=2)
+    consumers = [fl.attach("closing") for _ in range(2)]
+    batch = next(iter(consumers[0]))
+    feed.close()
+    with pytest.raises(FeedClosedError):
+        list(consumers[1])
+    assert batch["y"].shape == (10,)  # a held batch stays readable after the feed closed
+    for c in consumers:
+        c.close()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    with contextlib.suppress(OSError, ChildProcessError):
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split()[2] != "Z"
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- isolation
+def _as_nobody(action) -> tuple[int, str]:
+    """Run ``action()`` in a forked child under uid 65534; return its exit code and message."""
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            os.close(read)
+            os.setgid(65534)
+            os.setuid(65534)
+            message = action()
+            code = 0
+        except BaseException as exc:
+            message = f"{type(exc).__name__}: {exc}"
+        finally:
+            os.write(write, message.encode()[:4000])
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read) as f:
+        message = f.read()
+    _, status = os.waitpid(pid, 0)
+    return os.waitstatus_to_exitcode(status), message
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch to another uid")
+def test_another_user_cannot_attach():
+    with fl.Feed(numbered(40, 5), 4, name="mine", workers=0):
+
+        def attach() -> str:
+            fl.attach("mine", timeout_s=5)
+            return "attached"
+
+        code, message = _as_nobody(attach)
+    assert code == 1
+    assert message.startswith(FeedAccessError.__name__), message
+
+
+@pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch to another uid")
+def test_feed_refuses_another_uid_even_through_an_open_socket(monkeypatch):
+    """Should the directory be opened to others, the feed still checks the peer's uid."""
+    directory = Path(tempfile.mkdtemp(prefix="fastload-feedtest-"))
+    monkeypatch.setenv("FASTLOAD_FEED_DIR", str(directory / "feeds"))
+    try:
+        with fl.Feed(numbered(40, 5), 4, name="open", workers=0) as feed:
+            directory.chmod(0o755)
+            (directory / "feeds").chmod(0o711)
+            feed.path.chmod(0o777)
+
+            def connect() -> str:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.settimeout(5)
+                sock.connect(str(feed.path))
+                return sock.recv(65536).decode()
+
+            code, message = _as_nobody(connect)
+            assert code == 0, message
+            assert '"op":"refused"' in message
+            assert "uid 65534 may not attach" in message
+            assert feed.consumers() == []
+    finally:
+        import shutil
+
+        shutil.rmtree(directory, ignore_errors=True)
