@@ -52,7 +52,7 @@ from .models.recipes import DATASETS, Recipe, recipe
 
 PD4ML_DATASETS = ("TopTagging", "Spinodal", "EOSL", "Airshower", "Belle")
 FRAMEWORKS = ("torch", "tf")
-MODELS = ("fcn", "gcn", "ref")
+MODELS = ("fcn", "gcn", "ref", "gcn-ragged")
 
 
 @dataclass
@@ -522,6 +522,8 @@ def _train_phase(
 def run(cfg: TrainConfig) -> dict[str, Any]:
     """Run one benchmark; returns the result dict (also written as JSON under ``cfg.out``)."""
     store_path = prepare_store(cfg.dataset, cfg.events, cfg.seed, cfg.data_dir)
+    if cfg.model == "gcn-ragged":
+        return _run_ragged(cfg, store_path)
     store = fl.open_store(store_path)
     train, test = store["train"], store["test"]
     rcp = recipe(cfg.dataset, cfg.model, train)
@@ -575,6 +577,48 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     return result
 
 
+def _run_ragged(cfg: TrainConfig, padded: Path) -> dict[str, Any]:
+    """``--model gcn-ragged``: the GCN of ``bench/_train_ragged.py`` over ragged batches."""
+    from . import _train_ragged as R
+
+    if cfg.dataset != "TopTagging":
+        raise ConfigError(f"--model gcn-ragged runs on TopTagging, got --dataset {cfg.dataset}")
+    store_path = R.ragged_store(padded)
+    store = fl.open_store(store_path)
+    train, test = store["train"], store["test"]
+    runner = R.runner(cfg.framework, cfg.seed, cfg.lr, compute_threads(cfg))
+    options = {"ragged": {"particles": "offsets"}, "workers": cfg.workers}
+    result: dict[str, Any] = {
+        "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
+        "host": {**_host(), **runner.versions(), "compute_threads": runner.threads},
+        "data": {"store": str(store_path), "train": len(train), "test": len(test), "kind": "gcn"},
+    }
+    model, step = runner.new_model()
+    with fl.Loader(
+        train, cfg.batch_size, shuffle=True, seed=cfg.seed, drop_last=True, **options
+    ) as loader:
+        batches = R.batches(loader, repeat=True)
+        try:
+            result["fastload"] = _train_phase(batches, step, cfg, cfg.device.startswith("cuda"))
+        finally:
+            batches.close()
+        result["fastload"]["epochs"] = round(cfg.steps / max(len(loader), 1), 2)
+    if cfg.evaluate:
+        scores, labels = [], []
+        with fl.Loader(test, cfg.batch_size, shuffle=False, **options) as loader:
+            for g, y in R.batches(loader, repeat=False):
+                scores.append(runner.scores(model, g))
+                labels.append(y)
+        result["fastload"]["test"] = evaluate_scores(
+            "binary", np.concatenate(labels), np.concatenate(scores)
+        )
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    path = cfg.out / f"train_{cfg.framework}_{cfg.model}_{cfg.dataset}.json"
+    path.write_text(json.dumps(_plain(result), indent=2, allow_nan=False))
+    result["path"] = str(path)
+    return result
+
+
 def _plain(value: Any) -> Any:
     """JSON-ready copy: numpy scalars as Python numbers, NaN/inf as None."""
     if isinstance(value, dict):
@@ -614,7 +658,8 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         "--model",
         choices=MODELS,
         required=True,
-        help="fcn, gcn or ref (the dataset's reference model)",
+        help="fcn, gcn, ref (the dataset's reference model) or gcn-ragged (TopTagging: a GCN "
+        "over ragged batches, bench/_train_ragged.py; no in-memory baseline)",
     )
     p.add_argument("--dataset", choices=DATASETS, required=True)
     p.add_argument("--steps", type=int, default=200, help="training steps per phase (default 200)")

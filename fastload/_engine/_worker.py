@@ -92,23 +92,21 @@ class Executor:
                 ragged = cast(RaggedChunkDecoder, reader)
                 values, offsets = self._ragged_scratch(fname, ragged)
                 ragged.decode_into(chunk, values, offsets)
-                slots_values = self.arena[f"{prefix}/{fname}/values"]
-                slots_offsets = self.arena[f"{prefix}/{fname}/offsets"]
-                for slot, lo, hi, dest in runs:
-                    counts = _copy_packed(
-                        values,
-                        offsets,
-                        plan_rows[lo:hi],
-                        slots_offsets[slot, dest : dest + hi - lo + 1],
-                        slots_values[slot],
+                counts = _copy_packed(
+                    values,
+                    offsets,
+                    plan_rows,
+                    runs,
+                    self.arena[f"{prefix}/{fname}/offsets"],
+                    self.arena[f"{prefix}/{fname}/values"],
+                )
+                if counts is not None:
+                    raise StoreChangedError(
+                        f"ragged field {fname!r} of source {cfg.source_names[source]!r}: "
+                        f"chunk {chunk} decodes samples of {counts} rows where the loader, "
+                        "when built, read other row counts; the data changed under the "
+                        "loader: rebuild it"
                     )
-                    if counts is not None:
-                        raise StoreChangedError(
-                            f"ragged field {fname!r} of source {cfg.source_names[source]!r}: "
-                            f"chunk {chunk} decodes samples of {counts} rows where the loader, "
-                            "when built, read other row counts; the data changed under the "
-                            "loader: rebuild it"
-                        )
             elif fname in cfg.ragged_lengths:
                 ragged = cast(RaggedChunkDecoder, reader)
                 values, offsets = self._ragged_scratch(fname, ragged)
@@ -246,38 +244,75 @@ def _copy_ragged(
 def _copy_packed(
     values: np.ndarray,
     offsets: np.ndarray,
-    rows: np.ndarray,
-    slot_offsets: np.ndarray,
-    out: np.ndarray,
+    plan_rows: np.ndarray,
+    runs: tuple[tuple[int, int, int, int], ...],
+    slots_offsets: np.ndarray,
+    slots_values: np.ndarray,
 ) -> list[int] | None:
-    """Copy samples ``rows`` of a decoded ragged chunk back to back into ``out``.
+    """Copy the samples of a chunk task's ``runs`` back to back into their batch slots.
 
-    ``slot_offsets`` (``len(rows) + 1`` entries, written by the coordinator from
-    the source's row counts) say where: sample ``i`` goes to
-    ``out[slot_offsets[i]:slot_offsets[i + 1]]``.  Returns None, or, without
-    writing anything, the decoded counts when they disagree with the offsets
-    (the rows of other samples would be overwritten).
+    Run ``(slot, lo, hi, dest)`` holds the samples ``plan_rows[lo:hi]`` of the
+    decoded chunk (``values``, ``offsets``); its sample ``i`` goes to
+    ``slots_values[slot, o[i]:o[i + 1]]`` with ``o = slots_offsets[slot, dest:]``
+    (written by the coordinator from the source's row counts).  Returns None, or,
+    without writing anything, the decoded counts when they disagree with the
+    offsets (the rows of other samples would be overwritten).
+
+    The whole task is checked and cut into segments at once: samples that follow
+    each other in the chunk (common without shuffling, or with batches large
+    against the chunk) are one slice, and each run's slices go into its slot with
+    one ``np.concatenate`` (short samples, as particle lists: one ``np.take``).
     """
+    lo, hi = runs[0][1], runs[-1][2]
+    if any(runs[i][2] != runs[i + 1][1] for i in range(len(runs) - 1)):
+        raise WorkerError(f"chunk task runs {runs!r} do not cover consecutive plan entries")
+    rows = plan_rows[lo:hi]
     start = offsets[rows]
-    counts = offsets[rows + 1] - start
-    if not np.array_equal(counts, np.diff(slot_offsets)):
+    stop = offsets[rows + 1]
+    counts = stop - start
+    expected = np.empty_like(counts)
+    bounds = []  # per run: its entries in the task, and its slot's offsets
+    for slot, r_lo, r_hi, dest in runs:
+        slot_offsets = slots_offsets[slot, dest : dest + r_hi - r_lo + 1]
+        np.subtract(slot_offsets[1:], slot_offsets[:-1], out=expected[r_lo - lo : r_hi - lo])
+        bounds.append((slot, r_lo - lo, r_hi - lo, slot_offsets))
+    if not np.array_equal(counts, expected):
         return counts.tolist()[:8]
-    base, total = int(slot_offsets[0]), int(slot_offsets[-1] - slot_offsets[0])
-    if total == 0:
-        return None
-    n = rows.size
-    target = out[base : base + total]
-    first = int(start[0])
-    if n == 1 or bool(np.all(start[1:] == start[:-1] + counts[:-1])):
-        target[...] = values[first : first + total]  # consecutive samples: one copy
-        return None
-    if total >= _SLICE_COPY_MIN_ROWS * n:
-        dest = slot_offsets.tolist()
-        for i, (a, c) in enumerate(zip(start.tolist(), counts.tolist(), strict=True)):
-            out[dest[i] : dest[i] + c] = values[a : a + c]
-        return None
-    within = np.arange(total, dtype=np.int64) - np.repeat(slot_offsets[:-1] - base, counts)
-    np.take(values, np.repeat(start, counts) + within, axis=0, out=target, mode="clip")
+    # a segment ends where the next sample does not follow in the chunk, and at a run's end
+    breaks = start[1:] != stop[:-1]
+    for _, _, r_hi, _ in bounds[:-1]:
+        breaks[r_hi - 1] = True
+    cut = np.flatnonzero(breaks) + 1
+    first = np.zeros(cut.size + 1, dtype=np.intp)  # first and last sample of each segment
+    first[1:] = cut
+    last = np.full(cut.size + 1, rows.size - 1, dtype=np.intp)
+    last[:-1] = cut - 1
+    seg_lo, seg_hi = start[first].tolist(), stop[last].tolist()
+    seg_of_run = np.searchsorted(first, [b[1] for b in bounds] + [rows.size]).tolist()
+    for r, (slot, r_lo, r_hi, slot_offsets) in enumerate(bounds):
+        base, total = int(slot_offsets[0]), int(slot_offsets[-1])
+        target = slots_values[slot, base:total]
+        s0, s1 = seg_of_run[r], seg_of_run[r + 1]
+        if total == base:
+            continue
+        if s1 - s0 == 1:
+            target[...] = values[seg_lo[s0] : seg_hi[s0]]
+        elif total - base < _SLICE_COPY_MIN_ROWS * (r_hi - r_lo):
+            # short samples: one gather over a row index beats many small slices
+            n_rows = counts[r_lo:r_hi]
+            within = np.arange(total - base, dtype=np.int64) - np.repeat(
+                slot_offsets[:-1] - base, n_rows
+            )
+            np.take(
+                values,
+                np.repeat(start[r_lo:r_hi], n_rows) + within,
+                axis=0,
+                out=target,
+                mode="clip",
+            )
+        else:
+            pieces = [values[a:b] for a, b in zip(seg_lo[s0:s1], seg_hi[s0:s1], strict=True)]
+            np.concatenate(pieces, axis=0, out=target)
     return None
 
 
