@@ -257,6 +257,58 @@ def test_model_fit_on_loader_tf(split: fl.Split) -> None:
     assert losses[-1] < 0.7 * losses[0]
 
 
+def test_model_fit_trains_on_exactly_the_plans_batches(split: fl.Split) -> None:
+    """Inside model.fit, step k of Keras epoch e gets batch k of loader epoch e, every value.
+
+    The model records what its compiled train step receives (``tf.py_function``
+    inside ``train_step``), so this checks the graph-mode path Keras runs, not
+    an eager iteration of the dataset.
+    """
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+
+    def record(f: Any, idx: Any) -> Any:
+        seen.append((f.numpy().copy(), idx.numpy().copy()))
+        return tf.constant(0.0)
+
+    class Recording(keras.Sequential):
+        def train_step(self, data: Any) -> Any:
+            (x, idx), y = data
+            tf.py_function(record, [x, idx], tf.float32)
+            return super().train_step((x, y))
+
+    model = Recording([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="adam", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    with fl.Loader(split, 32, seed=3, workers=2, drop_last=True) as loader:
+        model.fit(loader.tf(x=("f", "idx"), y="y"), epochs=2, shuffle=False, verbose=0)
+        want = [b for e in range(2) for b in expected_batches(loader, split, e)]
+    assert len(seen) == len(want) == 2 * len(loader)
+    for (f, idx), expect in zip(seen, want, strict=True):
+        np.testing.assert_array_equal(idx, expect["idx"])
+        np.testing.assert_array_equal(f, expect["f"])
+
+
+def test_custom_loop_in_a_tf_function_gets_the_plans_batches(split: fl.Split) -> None:
+    """A custom training loop that iterates the dataset inside ``tf.function`` sees the plan."""
+    with fl.Loader(split, 16, seed=5, workers=1) as loader:  # 203 samples: a short last batch
+        ds = loader.tf(x="X", y="idx")
+
+        @tf.function
+        def collect(dataset: Any) -> Any:
+            ids = tf.TensorArray(tf.int64, size=0, dynamic_size=True, infer_shape=False)
+            sums = tf.TensorArray(tf.float32, size=0, dynamic_size=True)
+            for x, idx in dataset:
+                ids = ids.write(ids.size(), idx)
+                sums = sums.write(sums.size(), tf.reduce_sum(x))
+            return ids.concat(), sums.stack()
+
+        for epoch in range(2):
+            ids, sums = collect(ds)
+            want = expected_batches(loader, split, epoch)
+            np.testing.assert_array_equal(ids.numpy(), np.concatenate([w["idx"] for w in want]))
+            np.testing.assert_allclose(sums.numpy(), [w["X"].sum() for w in want], rtol=1e-5)
+        assert loader.epoch == 2
+
+
 def test_model_fit_with_repeat_and_steps_per_epoch(split: fl.Split) -> None:
     """repeat=True: one endless dataset, Keras epochs of len(loader) steps, loader epochs advance."""
     model = _toy_model()
