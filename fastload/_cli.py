@@ -2,10 +2,12 @@
 
 ``fastload convert NAME SRC DST ...``  the converters (same as ``python -m converters`` in a checkout)
 ``fastload synthetic NAME DIR ...``    originals in the datasets' own layouts (``python -m fastload.synthetic``)
-``fastload bench [throughput|train|convert] ...``  the benchmarks (``python -m bench.throughput`` ...)
+``fastload bench [throughput|train|convert|scan] ...``  the benchmarks (``python -m bench.throughput`` ...)
 ``fastload inspect STORE``             what a store holds: splits, sizes, fields, chunking, checksums
 ``fastload inspect FILE``              what a source file holds and a starter conversion spec
                                      (``python -m converters inspect``: a path that is not a store)
+``fastload serve STORE SPLIT --name N --batch-size B ...``  a feed, in the foreground (docs/feed.md)
+``fastload status``                    this user's feeds, their consumers, positions and lag
 
 Each subcommand hands its remaining arguments to the tool's own parser, so ``--help`` works at
 every level and the options are those documented for the ``python -m`` forms.
@@ -22,13 +24,16 @@ __all__ = ["main"]
 _TOOLS = {
     "convert": ("fastload.converters._cli", "the dataset converters (python -m converters)"),
     "synthetic": ("fastload.synthetic.__main__", "synthetic originals in the datasets' layouts"),
-    "bench": (None, "benchmarks: throughput (default), train, convert"),
+    "bench": (None, "benchmarks: throughput (default), train, convert, scan"),
     "inspect": (None, "print what a store, or a source file to convert, holds"),
+    "serve": (None, "run a feed (fl.attach(NAME) from trainings) until Ctrl-C"),
+    "status": (None, "list this user's feeds, their consumers and lag"),
 }
 _BENCHES = {
     "throughput": "fastload.bench.throughput",
     "train": "fastload.bench.train",
     "convert": "fastload.bench.convert_throughput",
+    "scan": "fastload.bench.scan",
 }
 
 
@@ -102,6 +107,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if command == "inspect":
         return _inspect(rest)
+    if command in ("serve", "status"):
+        from fastload import _feed_cli
+
+        run = _feed_cli.serve_main if command == "serve" else _feed_cli.status_main
+        return run(rest)
     if command == "bench":
         which = rest[0] if rest and rest[0] in _BENCHES else "throughput"
         rest = rest[1:] if rest and rest[0] in _BENCHES else rest

@@ -545,3 +545,195 @@ def test_feed_refuses_another_uid_even_through_an_open_socket(monkeypatch):
         import shutil
 
         shutil.rmtree(directory, ignore_errors=True)
+
+
+# --------------------------------------------------------------------------- consumer transforms
+class AddField(fl.transforms.Transform):
+    """Adds ``new = old * factor + offset`` (module level: feed workers unpickle it)."""
+
+    def __init__(self, old: str, new: str, factor: int, offset: int = 0) -> None:
+        self.old, self.new, self.factor, self.offset = old, new, factor, offset
+
+    def output_spec(self, inputs):
+        return {**inputs, self.new: inputs[self.old]}
+
+    def __call__(self, batch):
+        return {**batch, self.new: batch[self.old] * self.factor + self.offset}
+
+
+def test_consumer_transform_runs_after_the_feed_transform():
+    """The feed's transform runs in its workers, the consumer's in the consumer, in that order;
+    output_specs are the consumer transform's, the batches those of the plain Loader."""
+    source = numbered(300, 20)
+    want = loader_epochs(source, 16, 1, seed=2)
+    feed_t = AddField("y", "y2", 2)
+    with fl.Feed(source, 16, name="ct", workers=0, seed=2, transform=feed_t):
+        with fl.attach("ct", consumer_transform=AddField("y2", "y3", 1, offset=1)) as consumer:
+            assert set(consumer.output_specs) == {"X", "y", "y2", "y3"}
+            got = []
+            for batch in consumer:
+                np.testing.assert_array_equal(batch["y2"], 2 * batch["y"])
+                np.testing.assert_array_equal(batch["y3"], 2 * batch["y"] + 1)
+                got.append(batch["y"].copy())
+        assert_same_epochs([got], want)
+        with fl.attach("ct") as plain:
+            assert set(plain.output_specs) == {"X", "y", "y2"}
+
+
+def test_a_bad_consumer_transform_is_refused_and_detaches(no_leaks):
+    with fl.Feed(numbered(100, 10), 10, name="badct", workers=0) as feed:
+        with pytest.raises(ConfigError, match="not callable"):
+            fl.attach("badct", consumer_transform=object())
+        with pytest.raises(ConfigError, match="no output_spec"):
+            fl.attach("badct", consumer_transform=lambda b: b)
+        assert wait_until(lambda: feed.consumers() == [], 5.0), feed.consumers()
+
+
+# --------------------------------------------------------------------------- start="now"
+def test_start_now_joins_the_running_epoch_and_says_what_it_missed():
+    """A consumer attached with start="now" mid-epoch gets the rest of that epoch (the plan's
+    batches from some k on), its state lists batches 0..k-1 as missed and resumes a plain
+    Loader at the right batch; later epochs are whole.  The default consumer is unaffected."""
+    source = numbered(1000, 20)
+    want = loader_epochs(source, 10, 2, seed=8)
+    with fl.Feed(source, 10, name="now", workers=0, seed=8, ahead=4):
+        first = fl.attach("now")
+        it = iter(first)
+        early = [next(it)["y"].copy() for _ in range(30)]
+        late = fl.attach("now", start="now")
+        assert late.epoch == 0
+        out: dict = {}
+
+        def run_late() -> None:
+            try:
+                got0, state1 = [], None
+                for batch in late:
+                    got0.append(batch["y"].copy())
+                    if state1 is None:
+                        state1 = late.state_dict()
+                got1 = [b["y"].copy() for b in late]
+                out["late"] = (got0, state1, late.state_dict(), got1)
+            except BaseException as exc:
+                out["late"] = exc
+
+        thread = threading.Thread(target=run_late)
+        thread.start()
+        rest = [b["y"].copy() for b in it]
+        second = [b["y"].copy() for b in first]
+        thread.join(60)
+        assert not thread.is_alive()
+        first.close()
+        late.close()
+    assert_same_epochs([early + rest, second], want)
+    assert not isinstance(out["late"], BaseException), out["late"]
+    got0, state1, state_end, got1 = out["late"]
+    k = len(want[0]) - len(got0)
+    assert k >= 30  # it joined after the first consumer took 30 batches
+    assert_same_epochs([got0, got1], [want[0][k:], want[1]])
+    assert state1["epoch"] == 0
+    assert state1["batch"] == k + 1
+    assert state1["missed"] == [[0, 0, k]]
+    assert state_end["missed"] == [[0, 0, k]]
+    assert (state_end["epoch"], state_end["batch"]) == (2, 0)
+    with fl.Loader(source, 10, workers=0, seed=8) as loader:  # resumes after its first batch
+        loader.load_state_dict(state1)
+        assert_same_epochs([[b["y"].copy() for b in loader]], [want[0][k + 1 :]])
+
+
+def test_start_now_between_epochs_and_in_split_mode():
+    source = numbered(200, 20)
+    with (
+        fl.Feed(source, 10, name="nowsplit", mode="split", consumers=2, workers=0),
+        pytest.raises(FeedConfigError, match="start='now' applies to a broadcast"),
+    ):
+        fl.attach("nowsplit", start="now")
+    with pytest.raises(ConfigError, match="start must be"):
+        fl.attach("nowsplit", start="later")
+    want = loader_epochs(source, 10, 1)
+    with (
+        fl.Feed(source, 10, name="idle", workers=0),  # no epoch running: start="now" is whole
+        fl.attach("idle", start="now") as consumer,
+    ):
+        assert_same_epochs([[b["y"].copy() for b in consumer]], want)
+        assert "missed" not in consumer.state_dict()
+
+
+# --------------------------------------------------------------------------- worker faults
+class Slow:
+    """Sleeps ``seconds`` per batch, so the feed's workers die holding tasks."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def output_spec(self, inputs):
+        return dict(inputs)
+
+    def __call__(self, batch):
+        time.sleep(self.seconds)
+        return dict(batch)
+
+
+@pytest.mark.timeout(60)
+def test_sigkill_of_a_feed_worker_is_recovered_and_every_consumer_gets_the_plan(split_a, no_leaks):
+    """A feed worker SIGKILLed mid-epoch is replaced as in a Loader (warned, tasks re-run): both
+    consumers still get exactly the plan's batches, in order, both epochs."""
+    values = split_a.read("X")
+    with fl.Loader(split_a, 3, workers=0, seed=4, fields=["X", "y"]) as loader:
+        plans = [loader.plan(e) for e in (0, 1)]
+    options = {
+        "workers": 2,
+        "prefetch": 2,
+        "seed": 4,
+        "fields": ["X", "y"],
+        "transform": Slow(0.02),
+    }
+    died = r"worker \d \(pid \d+\) died \(exit code -9 \(SIGKILL\)\) while running: .*restarting"
+    with pytest.warns(RuntimeWarning, match=died):
+        out = _two_consumers_killing_a_worker(split_a, options)
+    for key in (0, 1):
+        assert not isinstance(out[key], BaseException), out[key]
+        for epoch, plan in enumerate(plans):
+            got = out[key][epoch]
+            assert len(got) == plan.n_batches
+            for k, x in enumerate(got):
+                np.testing.assert_array_equal(x, values[plan.batch(k)[1]], err_msg=f"{epoch}/{k}")
+
+
+def _two_consumers_killing_a_worker(split: fl.Split, options: dict) -> dict:
+    """Two consumers take two epochs (copies) while worker 0 of the feed is SIGKILLed."""
+    out: dict = {}
+
+    def take(key: int) -> None:
+        try:
+            with fl.attach("wkill", copy=True) as consumer:
+                out[key] = [[b["X"] for b in consumer] for _ in range(2)]
+        except BaseException as exc:
+            out[key] = exc
+
+    with fl.Feed(split, 3, name="wkill", min_consumers=2, ahead=2, **options) as feed:
+        threads = [threading.Thread(target=take, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        assert wait_until(lambda: feed.status()["batch"] >= 2, 20.0)
+        victim = feed.worker_pids()[0]
+        os.kill(victim, signal.SIGKILL)
+        for t in threads:
+            t.join(45)
+            assert not t.is_alive()
+        assert victim not in feed.worker_pids()
+        assert len(feed.worker_pids()) == 2
+    return out
+
+
+def test_closing_mid_epoch_is_an_error_never_a_short_epoch():
+    """A feed closed while its consumer is inside an epoch: the iteration raises, it does not
+    end early as if the epoch were complete."""
+    feed = fl.Feed(numbered(400, 20), 16, name="short", workers=1, seed=3)
+    with fl.attach("short") as consumer:
+        assert len(list(consumer)) == 25
+        assert wait_until(lambda: feed.status()["batch"] >= 4, 10.0)
+        feed.close()
+        got = []
+        with pytest.raises(FeedClosedError):
+            got.extend(consumer)
+        assert len(got) < 25

@@ -270,9 +270,16 @@ class FeedConsumer:
         copy: bool = False,
         timeout_s: float = 300.0,
         label: str = "",
+        consumer_transform: Any = None,
+        start: str = "epoch",
         **expected: Any,
     ) -> None:
         _paths.check_name(name)
+        if start not in ("epoch", "now"):
+            raise ConfigError(
+                f"fl.attach: start must be 'epoch' (the next epoch boundary) or 'now' (the "
+                f"rest of the epoch being produced), got {start!r}"
+            )
         unknown = sorted(set(expected) - set(_COMPARED))
         if unknown:
             raise ConfigError(
@@ -298,7 +305,12 @@ class FeedConsumer:
                     f"feed {name!r} broadcasts every batch to every consumer; rank= applies to "
                     "a split feed (mode='split')"
                 )
-            channel.send({"op": "join", "rank": rank, "label": label})
+            if start == "now" and info["mode"] != "broadcast":
+                raise FeedConfigError(
+                    f"feed {name!r} splits each epoch among its ranks, which all start together; "
+                    "start='now' applies to a broadcast feed"
+                )
+            channel.send({"op": "join", "rank": rank, "label": label, "now": start == "now"})
             joined = channel.recv_now(30.0)
             _refused(name, joined)
         except BaseException:
@@ -311,7 +323,9 @@ class FeedConsumer:
         self._fingerprint: str = joined["fingerprint"]
         self._position: dict[str, Any] = dict(joined.get("position", {}))
         self._n_batches: int = info["n_batches"]
-        self._specs = read_specs(info["specs"])
+        self._feed_specs = read_specs(info["specs"])
+        self._specs = _checked_transform(consumer_transform, self._feed_specs, channel)
+        self._consumer_transform = consumer_transform
         self._keep_limit: int = int(info["keep"])
         self._channel = channel
         self._arenas: dict[int, Arena] = {}
@@ -324,6 +338,9 @@ class FeedConsumer:
         self._closed = False
         self._failure: BaseException | None = None
         self._warned_kept = False
+        #: [epoch, first, end]: batches first..end-1 of epoch that this consumer did not receive
+        #: (it attached with start="now" while the feed was producing that epoch)
+        self._missed: list[list[int]] = []
         channel.start()
         self._finalizer = weakref.finalize(self, channel.leave)
 
@@ -382,13 +399,16 @@ class FeedConsumer:
             epoch, batch = self._first_epoch(), self._delivered
         else:
             epoch, batch = self._first_epoch(), 0
-        return {
+        state = {
             "epoch": epoch,
             "batch": batch,
             "fingerprint": self._fingerprint,
             **self._position,
             "elastic": [],
         }
+        if self._missed:
+            state["missed"] = [list(m) for m in self._missed]
+        return state
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Resume at ``state``: batches of the feed before it are skipped (not delivered).
@@ -523,6 +543,8 @@ class FeedConsumer:
                     self._target = None
                     self.epoch = epoch
                     started = True
+                    # joined with start="now": the first batch it gets may be a later one
+                    expected = None if message.get("now") else start
                     break
             self._delivered = start
             deadline = time.monotonic() + self.timeout_s
@@ -530,14 +552,39 @@ class FeedConsumer:
                 message = self._receive(deadline)
                 op = message["op"]
                 if op == "end":
+                    if expected is None:  # joined "now" after the epoch's last batch
+                        if start < self._n_batches:
+                            self._missed.append([epoch, start, self._n_batches])
+                        self._delivered = self._n_batches
+                    elif expected != self._n_batches:  # never end an epoch short silently
+                        self._failure = FeedError(
+                            f"feed {self.name!r} ended epoch {epoch} after batch {expected - 1} "
+                            f"of {self._n_batches}; this is a bug, please report it"
+                        )
+                        raise self._failure
                     break
                 if op != "b":
                     continue
-                if int(message["k"]) < start:
+                k = int(message["k"])
+                if k < start:
                     self._skip(message)
                     continue
+                if expected is None:
+                    if k > start:
+                        self._missed.append([epoch, start, k])
+                    expected = k
+                if k != expected:  # never deliver a gap silently
+                    self._skip(message)
+                    self._failure = FeedError(
+                        f"feed {self.name!r} sent batch {k} of epoch {epoch} where batch "
+                        f"{expected} was due; this is a bug, please report it"
+                    )
+                    raise self._failure
+                expected = k + 1
                 batch = self._batch(message)
-                self._delivered += 1
+                if self._consumer_transform is not None:
+                    batch = self._consumer_transform(batch)
+                self._delivered = k + 1
                 yield batch
                 del batch  # this frame must not pin the slot while the next is awaited
                 deadline = time.monotonic() + self.timeout_s
@@ -561,13 +608,13 @@ class FeedConsumer:
                 self._warn_kept()
         batch: Batch = {}
         if not keep:
-            for name in self._specs:
+            for name in self._feed_specs:
                 batch[name] = arena.slot_array(f"batch/{name}", slot, n).copy()
             with channel.lock:
                 channel.released.append(lid)
             return batch
         roots = []
-        for name in self._specs:
+        for name in self._feed_specs:
             root = arena.slot_array(f"batch/{name}", slot, n)
             roots.append(weakref.ref(root))
             batch[name] = root.view()
@@ -613,6 +660,31 @@ class FeedConsumer:
         self.close()
 
 
+def _checked_transform(
+    transform: Any, feed_specs: dict[str, FieldSpec], channel: _Channel
+) -> dict[str, FieldSpec]:
+    """The consumer's output specs: the feed's, through ``transform`` when there is one."""
+    if transform is None:
+        return dict(feed_specs)
+    try:
+        if not callable(transform):
+            raise ConfigError(
+                f"fl.attach: consumer_transform={transform!r} is not callable; pass a "
+                "fastload.transforms transform (or any object with __call__ and output_spec)"
+            )
+        try:
+            output_spec = transform.output_spec
+        except AttributeError:
+            raise ConfigError(
+                f"fl.attach: consumer_transform {transform!r} has no output_spec(); see "
+                "fastload.transforms"
+            ) from None
+        return dict(output_spec(feed_specs))
+    except BaseException:
+        channel.close()
+        raise
+
+
 def _refused(name: str, message: _wire.Message) -> None:
     if message.get("op") != "refused":
         return
@@ -632,6 +704,8 @@ def attach(
     copy: bool = False,
     timeout_s: float = 300.0,
     label: str = "",
+    consumer_transform: Any = None,
+    start: str = "epoch",
     **expected: Any,
 ) -> FeedConsumer:
     """Attach to the running feed ``name`` of this user; iterate the result like a Loader.
@@ -649,6 +723,17 @@ def attach(
         Longest wait for one batch (a feed that dies is reported at once, not after this).
     label : str
         A name for this consumer in ``python -m fastload status``.
+    consumer_transform : Transform | None
+        A :mod:`fastload.transforms` transform (anything with ``__call__`` and
+        ``output_spec``) run in *this* process on every batch, after the feed's own
+        ``transform`` ran in its workers; ``output_specs`` are its output's.  Its input
+        arrays are read-only views of the feed's shared memory (transforms never write
+        into their input).  Not compared with the feed (``transform=`` is).
+    start : {"epoch", "now"}
+        ``"epoch"`` (default): begin with the next epoch boundary, so every epoch
+        iterated is whole.  ``"now"`` (broadcast feeds): join the epoch being produced
+        at its next batch; ``state_dict()["missed"]`` then lists
+        ``[epoch, first, end]``: batches ``first..end-1`` it did not receive.
     **expected
         Settings the training relies on (``source``, ``batch_size``, ``shuffle``,
         ``seed``, ``window_chunks``, ``drop_last``, ``fields``, ``transform``,
@@ -663,4 +748,13 @@ def attach(
     FeedAccessError
         The feed belongs to another user.
     """
-    return FeedConsumer(name, rank=rank, copy=copy, timeout_s=timeout_s, label=label, **expected)
+    return FeedConsumer(
+        name,
+        rank=rank,
+        copy=copy,
+        timeout_s=timeout_s,
+        label=label,
+        consumer_transform=consumer_transform,
+        start=start,
+        **expected,
+    )

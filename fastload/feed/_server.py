@@ -208,6 +208,8 @@ class Feed:
         self._produced = 0  # batches of it announced
         self._started_any = False
         self._producing = False  # inside an epoch: a consumer joining now gets the next one
+        self._members: list[_Conn] = []  # the running epoch's members (start="now" joins it)
+        self._epoch_sent = False  # whether they were told the running epoch started
         self._error: BaseException | None = None
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
@@ -409,6 +411,7 @@ class Feed:
                         c.state = "member"
                     self._started_any = True
                     self._producing = True
+                    self._members, self._epoch_sent = ready, False
                     return ready
                 self._cond.wait(0.5)
         return None
@@ -429,13 +432,16 @@ class Feed:
             for lane in lanes:
                 lane._prepare_ahead(epoch + 1)
             self._produced = 0
+            self._members = members
             for c in members:
                 c.epoch, c.batch = epoch, 0
                 c.send({"op": "epoch", "e": epoch, "n": len(self)})
+            self._epoch_sent = True
         self._wake()
         slots = engine.slots
         n_lanes = len(lanes)
         run = engine.scheduler.run(plan, table, 0)
+        complete = False
         try:
             for j, (slot, n) in enumerate(run):
                 lane, k = j % n_lanes, j // n_lanes
@@ -443,6 +449,8 @@ class Feed:
                 if holders is None:  # closing, or every member left: abandon the epoch
                     slots.release(slot)
                     break
+                with self._cond:  # again: a consumer that joined "now" since gets this batch
+                    holders = [c for c in members if c.state == "member" and c.lane == lane]
                 if not holders:  # the consumer of this lane left: nobody reads it
                     slots.release(slot)
                     continue
@@ -460,12 +468,18 @@ class Feed:
                     self._produced += 1
                 del token
                 self._wake()
+            else:
+                complete = True
         finally:
             run.close()  # an abandoned epoch drains its tasks before the slots are reused
         with self._cond:
-            for c in members:
+            # an abandoned epoch (the feed closing) has no end: its consumers get "closed",
+            # never a short epoch that looks whole
+            for c in members if complete else ():
                 if c.state == "member":
                     c.send({"op": "end", "e": epoch})
+            # from here a consumer that joins (even with start="now") gets the next epoch
+            self._epoch, self._producing = epoch + 1, False
         self._wake()
 
     def _wait_for_room(self, slots: Any, members: list[_Conn], lane: int) -> list[_Conn] | None:
@@ -675,7 +689,8 @@ class Feed:
             conn.state = "waiting"
             conn.label = str(message.get("label", ""))[:64]
             conn.joined = time.monotonic()
-            first = self._epoch + (1 if self._producing else 0)
+            now = bool(message.get("now")) and self.mode == "broadcast" and self._producing
+            first = self._epoch + (1 if self._producing and not now else 0)
             conn.send(
                 {
                     "op": "joined",
@@ -689,6 +704,12 @@ class Feed:
                 }
             )
             conn.send(self._arena_message())
+            if now:  # into the running epoch, from its next announced batch
+                conn.state = "member"
+                conn.epoch, conn.batch = self._epoch, 0
+                self._members.append(conn)
+                if self._epoch_sent:  # else the epoch's start reaches it with the others
+                    conn.send({"op": "epoch", "e": self._epoch, "n": len(self), "now": True})
             self._cond.notify_all()
 
     def _unpin(self, lid: int, cid: int) -> None:

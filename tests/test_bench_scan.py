@@ -1,0 +1,59 @@
+"""`python -m bench.scan` keeps working: a tiny run of both setups, exact epochs, nothing leaked."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from leaks import shm_segments
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_scan_runs_both_setups_with_exact_epochs_and_no_leak(tmp_path: Path) -> None:
+    """2 trainings on a tiny store: every training delivers, completed epochs check out, the
+    table and the JSON say so, and no /dev/shm segment of the run's processes is left."""
+    before = shm_segments()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scan",
+            "--consumers",
+            "2",
+            "--events",
+            "1024",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "aggregate feed / loaders" in proc.stdout
+    results = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert [r["setup"] for r in results["setups"]] == ["loaders", "feed"]
+    for setup in results["setups"]:
+        assert len(setup["consumers"]) == 2
+        for c in setup["consumers"]:
+            assert c["samples"] > 0
+            assert c["samples_per_s"] > 0
+            assert 0.0 <= c["data_wait_frac"] <= 1.0
+            # 1024 samples, 4 batches an epoch: every training completes epochs, all exact
+            assert c["epochs_done"] >= 1
+            assert c["epoch_verdicts"]
+            assert set(c["epoch_verdicts"]) == {"ok"}
+        assert setup["decode_cpu_s"] > 0
+        assert setup["pss_total_mb"] > 0
+        assert setup["leaked_shm"] == []
+        assert not setup["killed_lingering"]
+    assert results["feed_vs_loaders"] > 0
+    assert shm_segments() - before == set()

@@ -1,0 +1,137 @@
+"""`fastload serve` / `fastload status`: a feed served from the command line, attached from Python.
+
+The feed runs as `python -m fastload serve ...` in a subprocess; this process attaches with
+`fl.attach`, checks the batches against a plain Loader, asks `python -m fastload status`, and
+stops the feed with SIGINT or SIGTERM: exit 0, consumers told, nothing left behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from leaks import shm_segments, wait_until
+
+import fastload as fl
+from fastload.errors import FeedClosedError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def feed_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path_factory.mktemp("feeds") / "d"
+    monkeypatch.setenv("FASTLOAD_FEED_DIR", str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """400 numbered samples (``y = i``, ``X = [i, -i]``) in chunks of 20."""
+    path = tmp_path_factory.mktemp("cli-store") / "s.zarr"
+    i = np.arange(400)
+    arrays = {"X": np.stack([i, -i], axis=1).astype(np.float32), "y": i.astype(np.int64)}
+    fl.write_arrays(path, {"train": arrays}, chunk_len=20)
+    return path
+
+
+def fastload_cli(*args: str, **popen: object) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "fastload", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        **popen,  # type: ignore[arg-type]
+    )
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    proc = fastload_cli(*args)
+    out, err = proc.communicate(timeout=120)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM])
+def test_serve_attach_status_and_stop(store: Path, feed_dir: Path, stop: signal.Signals) -> None:
+    """A CLI-served feed gives a plain Loader's batches; status lists it and the consumer;
+    Ctrl-C / SIGTERM stops it with exit 0, the consumer gets FeedClosedError, nothing leaks."""
+    serve = fastload_cli(
+        "serve", str(store), "train", "--name", "cli", "--batch-size", "16", "--workers", "1",
+        "--seed", "3",
+    )  # fmt: skip
+    try:
+        assert serve.stdout is not None
+        first = serve.stdout.readline()
+        assert first.startswith("serving feed 'cli' (broadcast, 25 batches"), first + (
+            serve.stderr.read() if serve.stderr else ""
+        )
+        with fl.Loader(fl.open_store(store)["train"], 16, seed=3, workers=0) as loader:
+            want = [b["y"].copy() for b in loader]
+        consumer = fl.attach("cli", batch_size=16, seed=3, shuffle=True, label="trainer")
+        got = [b["y"].copy() for b in consumer]
+        assert len(got) == len(want) == 25
+        for a, b in zip(got, want, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+        status = run_cli("status")
+        assert status.returncode == 0, status.stderr
+        assert "cli  pid" in status.stdout
+        assert "consumer" in status.stdout
+        assert "'trainer'" in status.stdout
+        assert "lag" in status.stdout
+        raw = json.loads(run_cli("status", "--json").stdout)
+        (entry,) = raw
+        assert entry["name"] == "cli"
+        assert entry["pid"] == serve.pid
+        assert [c["label"] for c in entry["consumers"]] == ["trainer"]
+        workers = entry["workers"]
+        assert workers
+        assert all(alive(p) for p in workers)
+
+        serve.send_signal(stop)
+        out, err = serve.communicate(timeout=60)
+        assert serve.returncode == 0, err
+        assert "feed 'cli' stopped" in out
+        assert "Traceback" not in err
+        with pytest.raises(FeedClosedError):
+            list(consumer)
+        consumer.close()
+    finally:
+        if serve.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                serve.kill()
+            serve.communicate()
+    assert not shm_segments(serve.pid)
+    assert wait_until(lambda: not any(alive(p) for p in workers), 10.0)
+    assert not list(feed_dir.iterdir())  # the socket is gone
+    assert "no feeds running" in run_cli("status").stdout
+
+
+def test_serve_split_mode_and_errors(store: Path) -> None:
+    """--mode split needs --consumers (one error line, exit 2); a missing split is one line too."""
+    missing = run_cli("serve", str(store), "nosuch", "--batch-size", "8")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error:")
+    assert "Traceback" not in missing.stderr
+    split = run_cli("serve", str(store), "train", "--batch-size", "8", "--mode", "split")
+    assert split.returncode == 2
+    assert "consumers" in split.stderr
+    assert "Traceback" not in split.stderr
