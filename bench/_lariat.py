@@ -154,13 +154,13 @@ def _file_ranges(offsets: np.ndarray, batch_size: int) -> list[tuple[int, int]]:
 
 
 def _dlkit(originals: Path, cfg: RunConfig) -> tuple[PipeSession, Feed]:
-    convert = converters_module("lariat")
-    files = []
-    for p2, _p3, cls in convert.find_files(originals):
-        import h5py
+    import h5py
 
+    files = []
+    for p2, _p3, cls in converters_module("lariat").find_files(originals):
         with h5py.File(p2, "r") as f:
-            files.append((str(p2), int(f["features"].shape[0]), int(cls)))
+            key = "features" if "features" in f else "images"  # the later files' name
+            files.append((str(p2), int(f[key].shape[0]), int(cls)))
     reader = LariatH5Reader(files)
     ranges = _file_ranges(reader.offsets, cfg.batch_size)
 
