@@ -17,6 +17,7 @@ Examples
     python -m bench.throughput --dataset lcd --contenders fastload,torch,in-memory --workers 4
     python -m bench.throughput --list                # contenders and whether they run here
     python -m bench.throughput --ragged --workers 2  # AHCAL ragged batches vs RAM (bench/_ragged.py)
+    python -m bench.throughput --dataset lariat      # LArIAT reduced in workers vs RAM (bench/_lariat.py)
 """
 
 from __future__ import annotations
@@ -69,9 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--dataset",
         action="append",
-        choices=sorted(DATASETS),
+        choices=[*sorted(DATASETS), "lariat"],
         metavar="NAME",
-        help=f"dataset to run (repeatable; default: all of {', '.join(DATASETS)})",
+        help=f"dataset to run (repeatable; default: all of {', '.join(DATASETS)}); 'lariat' runs "
+        "alone: LArIAT events reduced in the workers against RAM and a DLKit-style loader, "
+        "writes lariat.json (bench/_lariat.py)",
     )
     p.add_argument(
         "--events",
@@ -487,6 +490,14 @@ def main(argv: list[str] | None = None) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         write_json({"argv": args.argv, **ragged}, args.out / "ragged.json")
         print(f"wrote {args.out / 'ragged.json'}")
+        return 0
+    if args.dataset and "lariat" in args.dataset:
+        from ._lariat import run_lariat
+
+        lariat = run_lariat(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json({"argv": args.argv, **lariat}, args.out / "lariat.json")
+        print(f"wrote {args.out / 'lariat.json'}")
         return 0
     plots = can_plot()
     if not plots:

@@ -52,6 +52,8 @@ from .models.recipes import DATASETS, Recipe, recipe
 
 PD4ML_DATASETS = ("TopTagging", "Spinodal", "EOSL", "Airshower", "Belle")
 FRAMEWORKS = ("torch", "tf")
+#: generator options per dataset (LArIAT: no 3D deposit files, the model reads the wire images)
+GENERATE_OPTIONS: dict[str, dict[str, Any]] = {"LArIAT": {"with_3d": False}}
 MODELS = ("fcn", "gcn", "ref", "gcn-ragged")
 
 
@@ -77,6 +79,7 @@ class TrainConfig:
     data_dir: Path | None = None
 
     def __post_init__(self) -> None:
+        self.dataset = dataset_name(self.dataset)
         if self.framework not in FRAMEWORKS:
             raise ConfigError(f"--framework must be one of {FRAMEWORKS}, got {self.framework!r}")
         if self.model not in MODELS:
@@ -98,6 +101,14 @@ class TrainConfig:
         self.data_dir = Path(self.data_dir) if self.data_dir is not None else self.out / "data"
 
 
+def dataset_name(name: str) -> str:
+    """The entry of :data:`DATASETS` that ``name`` names, case-insensitively (``lariat``: ``LArIAT``)."""
+    for known in DATASETS:
+        if known.lower() == str(name).lower():
+            return known
+    return name  # TrainConfig refuses it with the list of names
+
+
 # --------------------------------------------------------------------------- data
 def prepare_store(dataset: str, events: int, seed: int, data_dir: Path) -> Path:
     """A converted store of ``events`` synthetic events; generated and converted on first use."""
@@ -109,13 +120,16 @@ def prepare_store(dataset: str, events: int, seed: int, data_dir: Path) -> Path:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=data_dir, prefix=f".{dataset}-originals-") as src:
-        generate(dataset, src, n=events, seed=seed)
+        generate(dataset, src, n=events, seed=seed, **GENERATE_OPTIONS.get(dataset, {}))
         if dataset in PD4ML_DATASETS:
             convert_pd4ml = converters_module("pd4ml").convert_pd4ml
             convert_pd4ml(dataset, src, path, overwrite=True, quiet=True)
         elif dataset == "LCD":
             convert_lcd = converters_module("lcd").convert_lcd
             convert_lcd(src, path, overwrite=True, quiet=True)
+        elif dataset == "LArIAT":  # the 2D wire images only: the model does not read deposits
+            convert_lariat = converters_module("lariat").convert_lariat
+            convert_lariat(src, path, with_3d=False, overwrite=True, quiet=True)
         else:  # pragma: no cover - DATASETS and the branches above agree
             raise ConfigError(f"no converter for {dataset!r}")
     return path
@@ -191,6 +205,23 @@ def evaluate_scores(task: str, labels: np.ndarray, scores: np.ndarray) -> dict[s
         "r2": float(1.0 - residual / total) if total > 0 else float("nan"),
         "correlation": float(np.corrcoef(labels, s)[0, 1]) if labels.size > 1 else float("nan"),
     }
+
+
+def confusion(labels: np.ndarray, scores: np.ndarray) -> list[list[int]]:
+    """Counts ``[true class][predicted class]`` (argmax of ``scores``) of a multiclass test."""
+    n = scores.shape[1]
+    out = np.zeros((n, n), dtype=np.int64)
+    np.add.at(out, (np.asarray(labels).reshape(-1).astype(np.int64), scores.argmax(axis=1)), 1)
+    return out.tolist()
+
+
+def group_accuracy(labels: np.ndarray, scores: np.ndarray, groups: dict[str, list[int]]) -> float:
+    """Accuracy of the predicted class's group (``{group: [class, ...]}``), e.g. shower vs track."""
+    group_of = np.full(scores.shape[1], -1, dtype=np.int64)
+    for g, members in enumerate(groups.values()):
+        group_of[list(members)] = g
+    truth = group_of[np.asarray(labels).reshape(-1).astype(np.int64)]
+    return float(np.mean(group_of[scores.argmax(axis=1)] == truth))
 
 
 # --------------------------------------------------------------------------- sampling
@@ -525,8 +556,8 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.model == "gcn-ragged":
         return _run_ragged(cfg, store_path)
     store = fl.open_store(store_path)
-    train, test = store["train"], store["test"]
-    rcp = recipe(cfg.dataset, cfg.model, train)
+    rcp = recipe(cfg.dataset, cfg.model, store["train"])
+    train, test = rcp.view(store["train"]), rcp.view(store["test"])  # e.g. LArIAT's energy cut
     gpu = cfg.device.startswith("cuda")
     loader_options = {"fields": rcp.fields, "transform": rcp.transform, "workers": cfg.workers}
     result: dict[str, Any] = {
@@ -562,6 +593,12 @@ def run(cfg: TrainConfig) -> dict[str, Any]:
         with fl.Loader(test, cfg.batch_size, shuffle=False, **loader_options) as loader:
             scores, labels = runner.predict(model, loader)
         result["fastload"]["test"] = evaluate_scores(spec.head.task, labels, scores)
+        if spec.head.task == "multiclass":
+            result["fastload"]["test_confusion"] = confusion(labels, scores)
+        if "groups" in rcp.notes:  # e.g. LArIAT: showers vs tracks
+            result["fastload"]["test"]["group_accuracy"] = group_accuracy(
+                labels, scores, rcp.notes["groups"]
+            )
     del model
     if cfg.baseline:
         arrays = materialise(train, rcp, cfg.batch_size, cfg.workers)
@@ -661,7 +698,13 @@ def parse_args(argv: Sequence[str] | None = None) -> TrainConfig:
         help="fcn, gcn, ref (the dataset's reference model) or gcn-ragged (TopTagging: a GCN "
         "over ragged batches, bench/_train_ragged.py; no in-memory baseline)",
     )
-    p.add_argument("--dataset", choices=DATASETS, required=True)
+    p.add_argument(
+        "--dataset",
+        type=dataset_name,
+        choices=DATASETS,
+        required=True,
+        help="case-insensitive (lariat = LArIAT)",
+    )
     p.add_argument("--steps", type=int, default=200, help="training steps per phase (default 200)")
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--workers", type=int, default=2, help="fastload worker processes")

@@ -315,6 +315,45 @@ def premixed(originals, tmp_path_factory) -> fl.Store:
     return fl.open_store(dst)
 
 
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_one_event_chunks_decode_straight_into_the_slot(premixed, monkeypatch, shuffle):
+    """Bytes written per event = bytes of the event: each decode lands in the batch slot itself.
+
+    ``workers=0`` runs the workers' code in this process, so every decode of a
+    ``features`` chunk is seen: into a view of the shared arena (the slot), never
+    into the worker's own scratch buffer (which a copy into the slot would follow).
+    """
+    from fastload.store._decoder import ChunkDecoder
+
+    log: list[tuple[int, bool]] = []
+    original = ChunkDecoder.decode_into
+
+    def counting(self, chunk, out):
+        rows = original(self, chunk, out)
+        if self.key.rsplit("/", 1)[-1] == "features":
+            log.append((out[: self.chunk_len].nbytes, out.base is not None))
+        return rows
+
+    monkeypatch.setattr(ChunkDecoder, "decode_into", counting)
+    split = premixed["train"]
+    event = int(np.prod(split.fields["features"].shape)) * 2
+    want = split.read("features")
+    got = {}
+    with fl.Loader(
+        split, 5, workers=0, shuffle=shuffle, fields=("features", "origin"), copy=True
+    ) as loader:
+        for batch in loader:
+            for f, o in zip(batch["features"], batch["origin"], strict=True):
+                got[tuple(o)] = f
+    assert len(got) == len(split)
+    origin = split.read("origin")
+    for i, o in enumerate(origin):
+        np.testing.assert_array_equal(got[tuple(o)], want[i])
+    assert len(log) == len(split)
+    assert all(into_slot for _, into_slot in log)
+    assert sum(nbytes for nbytes, _ in log) == len(split) * event
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_energy_cut_view_delivers_each_selected_event_once(premixed, workers):
     split = premixed["train"]

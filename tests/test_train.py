@@ -17,7 +17,7 @@ import pytest
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from fastload.bench.models import Head, ModelSpec, build
-from fastload.bench.train import TrainConfig, main, roc_auc, run
+from fastload.bench.train import TrainConfig, confusion, group_accuracy, main, roc_auc, run
 from fastload.errors import ConfigError
 
 pytestmark = pytest.mark.usefixtures("no_leaks")
@@ -74,6 +74,23 @@ def test_bench_train_tf_learns(tmp_path: Path, data_dir: Path) -> None:
     """Keras FCN from loader.tf(): loss falls, test AUC > 0.6, JSON written with every figure."""
     pytest.importorskip("tensorflow")
     check_result(run(tiny("tf", tmp_path, data_dir)), "tf")
+
+
+def test_dataset_names_are_case_insensitive() -> None:
+    """`--dataset lariat` names LArIAT (as `python -m fastload.synthetic lariat` does)."""
+    cfg = TrainConfig(framework="torch", model="ref", dataset="lariat", out=Path("unused"))
+    assert cfg.dataset == "LArIAT"
+    with pytest.raises(ConfigError, match="--dataset must be one of"):
+        TrainConfig(framework="torch", model="ref", dataset="lariatt", out=Path("unused"))
+
+
+def test_confusion_and_group_accuracy() -> None:
+    """Counts per (true, predicted) class; group accuracy forgives mistakes inside a group."""
+    labels = np.array([0, 1, 2, 2, 3])
+    scores = np.eye(4)[[1, 1, 2, 0, 3]]  # predicted: 1 1 2 0 3
+    assert confusion(labels, scores) == [[0, 1, 0, 0], [0, 1, 0, 0], [1, 0, 1, 0], [0, 0, 0, 1]]
+    groups = {"a": [0, 1], "b": [2, 3]}
+    assert group_accuracy(labels, scores, groups) == pytest.approx(4 / 5)
 
 
 def test_roc_auc_equals_pairwise_definition() -> None:
@@ -154,6 +171,13 @@ SPECS = [
         {"e": (25, 25, 25), "h": (5, 5, 6)},
         {"e": "float32", "h": "float32"},
         Head("multiclass", n_classes=4),
+    ),
+    ModelSpec(
+        "tpc",
+        {"planes": ("u", "v")},
+        {"u": (24, 32), "v": (24, 32)},
+        {"u": "float32", "v": "float32"},
+        Head("multiclass", n_classes=12),
     ),
 ]
 

@@ -14,7 +14,7 @@ import multiprocessing as mp
 import queue
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .._contender import Batch, Contender, RunConfig, Session, epoch_seed
@@ -38,25 +38,33 @@ def _worker(reader: H5Reader, ranges: list[tuple[int, int]], out: Any, stop: Any
         reader.close()
 
 
-class _PipeSession(Session):
-    def __init__(self, data: BenchData, cfg: RunConfig) -> None:
-        self.data, self.cfg = data, cfg
+class PipeSession(Session):
+    """Worker processes that call ``reader.read(start, stop)`` for their share of ``ranges(epoch)``.
+
+    ``reader`` is picklable and opens its files on first use (in the worker);
+    every batch it returns is pickled through one ``multiprocessing.Queue``.
+    ``bench._lariat`` reuses it with a reader of LArIAT's original files.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        reader: Callable[[], Any],
+        ranges: Callable[[int], list[tuple[int, int]]],
+    ) -> None:
+        self.cfg = cfg
+        self._make_reader, self._ranges = reader, ranges
         self.ctx = mp.get_context()  # the platform default, as users get it
         self._procs: list[Any] = []
         self._queue: Any = None
         self._stop: Any = None
 
     def epoch(self, epoch: int) -> Iterator[Batch]:
-        ranges = [
-            (int(a), int(b))
-            for a, b in shuffled_ranges(
-                self.data.n, self.cfg.batch_size, epoch_seed(self.cfg, epoch)
-            )
-        ]
+        ranges = self._ranges(epoch)
         workers = max(1, self.cfg.workers)
         self._queue = self.ctx.Queue(maxsize=max(1, self.cfg.prefetch))
         self._stop = self.ctx.Event()
-        reader = H5Reader(self.data)
+        reader = self._make_reader()
         self._procs = [
             self.ctx.Process(
                 target=_worker,
@@ -119,4 +127,8 @@ class PipeQueue(Contender):
     how = "N processes read HDF5 blocks, pickled batches through a multiprocessing.Queue"
 
     def open(self, data: BenchData, cfg: RunConfig) -> Session:
-        return _PipeSession(data, cfg)
+        def ranges(epoch: int) -> list[tuple[int, int]]:
+            seed = epoch_seed(cfg, epoch)
+            return [(int(a), int(b)) for a, b in shuffled_ranges(data.n, cfg.batch_size, seed)]
+
+        return PipeSession(cfg, lambda: H5Reader(data), ranges)

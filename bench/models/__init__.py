@@ -10,6 +10,8 @@ particlenet    EdgeConv on the given kNN, then on a dynamic kNN graph      Top T
 cnn            3 conv layers + BN, global pool, dense                      Spinodal, EoS
 resnet         conv stem + 2 residual blocks on the 9x9 station grid       air showers
 calo           3D CNN on ECAL + dense on HCAL                              LCD
+tpc            one conv branch per wire plane (3 x conv + max-pool),       LArIAT
+               concatenated, dense head
 =============  ==========================================================  ===============
 
 Layout::

@@ -25,7 +25,7 @@ GCN_DROPOUT = 0.2
 EDGE_CONV_CHANNELS = ((32, 32, 32), (64, 64, 64))
 EDGE_CONV_FC = 128
 
-KINDS = ("fcn", "gcn", "particlenet", "cnn", "resnet", "calo")
+KINDS = ("fcn", "gcn", "particlenet", "cnn", "resnet", "calo", "tpc")
 TASKS = ("binary", "multiclass", "regression")
 
 #: Inputs each model family reads: role -> required?
@@ -36,7 +36,23 @@ ROLES: dict[str, dict[str, bool]] = {
     "cnn": {"image": True},
     "resnet": {"grids": True},
     "calo": {"ecal": True, "hcal": True},
+    "tpc": {"planes": True},
 }
+#: LArIAT two-plane CNN (LArTPCDNN's two-branch design, CPU-sized): a 4x4 stride-4 stem
+#: convolution (wire x tick patches), then blocks of a 2x2 max pool and a 3x3 convolution
+TPC_STEM = 4
+TPC_FILTERS = (8, 16, 32)
+TPC_DENSE = 64
+
+
+def tpc_pool(h: int, w: int) -> tuple[int, int]:
+    """The last max pool of a tpc branch on an ``(h, w)`` plane: onto a 3x4 grid (at least 1x1).
+
+    The map it pools is the plane after the stem (``h // 4``) and the two 2x2 pools:
+    (240, 256) planes give 15x16, pooled by (5, 4).
+    """
+    fh, fw = h // TPC_STEM // 4, w // TPC_STEM // 4
+    return max(1, fh // 3), max(1, fw // 4)
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,11 @@ from ._spec import (
     GCN_BLOCKS,
     GCN_DROPOUT,
     GCN_WIDTH,
+    TPC_DENSE,
+    TPC_FILTERS,
+    TPC_STEM,
     ModelSpec,
+    tpc_pool,
 )
 
 # A distance that keeps padded nodes and the node itself out of every kNN list.
@@ -201,6 +205,23 @@ def _calo(spec: ModelSpec, inputs: dict[str, Any]) -> Any:
     return _head(x, spec)
 
 
+def _tpc(spec: ModelSpec, inputs: dict[str, Any]) -> Any:
+    branches = []
+    stem, *rest = TPC_FILTERS
+    for name in spec.fields_of("planes"):
+        h, w = spec.shapes[name]
+        x = layers.Reshape((h, w, 1))(ops.cast(inputs[name], "float32"))
+        x = layers.Conv2D(stem, TPC_STEM, strides=TPC_STEM, activation="relu")(x)
+        for filters in rest:
+            x = layers.MaxPooling2D(2)(x)
+            x = layers.Conv2D(filters, 3, padding="same", activation="relu")(x)
+        x = layers.MaxPooling2D(tpc_pool(h, w))(x)
+        branches.append(layers.Flatten()(x))
+    x = branches[0] if len(branches) == 1 else layers.Concatenate()(branches)
+    x = layers.Dropout(0.1)(layers.Dense(TPC_DENSE, activation="relu")(x))
+    return _head(x, spec)
+
+
 _BUILDERS = {
     "fcn": _fcn,
     "gcn": _gcn,
@@ -208,6 +229,7 @@ _BUILDERS = {
     "cnn": _cnn,
     "resnet": _resnet,
     "calo": _calo,
+    "tpc": _tpc,
 }
 
 

@@ -12,7 +12,14 @@ Spinodal/EOSL  standardised histogram             8-neighbour pixel grid        
 Airshower      normalised signal + time           8-neighbour 9x9 station grid     resnet
 Belle          one-hot PDG features (100, 190)    mother/daughter tree             gcn
 LCD            scaled ECAL + HCAL                 (none)                           calo
+LArIAT         the two preprocessed wire planes   (none)                           tpc
 =============  =================================  ===============================  ===========
+
+LArIAT runs LArTPCDNN's reference preprocessing in the workers
+(:func:`fastload.transforms.lariat_preprocess`: tick sums of 8, the 256-tick
+window with the most charge, tanh-log, the planes as two (240, 256) inputs)
+on the events of the energy cut (``energy > 0.61`` GeV), a filtered view
+computed once per split (:attr:`Recipe.select`).
 """
 
 from __future__ import annotations
@@ -40,7 +47,10 @@ REFERENCE = {
     "Airshower": "resnet",
     "Belle": "gcn",
     "LCD": "calo",
+    "LArIAT": "tpc",
 }
+#: LArTPCDNN keeps events above this kinetic energy (GeV)
+LARIAT_ENERGY_CUT = 0.61
 DATASETS = tuple(REFERENCE)
 
 
@@ -57,6 +67,12 @@ class Recipe:
     head: Head
     grid: tuple[int, int] | None = None
     notes: dict[str, Any] = field(default_factory=dict)
+    #: the view of a split the model trains and is tested on (a selection), or None for all of it
+    select: Callable[[Split], Any] | None = None
+
+    def view(self, split: Split) -> Any:
+        """``split`` itself, or its filtered view when the recipe selects samples."""
+        return split if self.select is None else self.select(split)
 
 
 def _fit_rows(train: Split, name: str) -> np.ndarray:
@@ -157,6 +173,32 @@ def _lcd(kind: str, train: Split) -> Recipe:
     return Recipe("LCD", kind, fields, T.Compose(scales), roles, "y", head)
 
 
+def _energy_cut(split: Split) -> Any:
+    return split.select(np.asarray(split.read("energy")) > LARIAT_ENERGY_CUT)
+
+
+def _lariat(kind: str, train: Split) -> Recipe:
+    if kind == "gcn":
+        raise ConfigError("LArIAT has no graph model; use --model fcn or --model ref (the tpc CNN)")
+    planes = ("induction", "collection")
+    head = Head("multiclass", n_classes=12)
+    roles = {"inputs": planes} if kind == "fcn" else {"planes": planes}
+    # class ids of converters.lariat.CLASSES: e-, e+, pi0, photon shower; the rest are tracks
+    groups = {"shower": [0, 1, 2, 3], "track": list(range(4, 12))}
+    notes = {"energy_cut_gev": LARIAT_ENERGY_CUT, "groups": groups}
+    return Recipe(
+        "LArIAT",
+        kind,
+        ("features", "y"),
+        T.lariat_preprocess(outs=planes),
+        roles,
+        "y",
+        head,
+        notes=notes,
+        select=_energy_cut,
+    )
+
+
 _RECIPES: dict[str, Callable[[str, Split], Recipe]] = {
     "TopTagging": _top_tagging,
     "Spinodal": _image("Spinodal", (20, 20)),
@@ -164,6 +206,7 @@ _RECIPES: dict[str, Callable[[str, Split], Recipe]] = {
     "Airshower": _airshower,
     "Belle": _belle,
     "LCD": _lcd,
+    "LArIAT": _lariat,
 }
 
 

@@ -23,7 +23,11 @@ from ._spec import (
     GCN_BLOCKS,
     GCN_DROPOUT,
     GCN_WIDTH,
+    TPC_DENSE,
+    TPC_FILTERS,
+    TPC_STEM,
     ModelSpec,
+    tpc_pool,
 )
 
 Batch = dict[str, torch.Tensor]
@@ -298,6 +302,43 @@ class CaloNet(nn.Module):
         return self.head(self.fc(torch.cat([e, h], dim=1)))
 
 
+class TPCNet(nn.Module):
+    """LArIAT wire planes: one conv branch per plane (LArTPCDNN's two-branch CNN, smaller).
+
+    A branch: a 4x4 stride-4 stem convolution, two blocks of a 2x2 max pool and a
+    3x3 convolution, and a max pool onto a 3x4 grid (:func:`tpc_pool`); the
+    flattened branches are concatenated into a dense layer and the head.
+    """
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.planes = spec.fields_of("planes")
+        self.branches = nn.ModuleList()
+        width = 0
+        for name in self.planes:
+            stem, *rest = TPC_FILTERS
+            layers: list[nn.Module] = [nn.Conv2d(1, stem, TPC_STEM, stride=TPC_STEM), nn.ReLU()]
+            c_in = stem
+            for c_out in rest:
+                layers += [nn.MaxPool2d(2), nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU()]
+                c_in = c_out
+            h, w = spec.shapes[name]
+            layers += [nn.MaxPool2d(tpc_pool(h, w)), nn.Flatten()]
+            branch = nn.Sequential(*layers)
+            with torch.no_grad():
+                width += branch(torch.zeros(1, 1, h, w)).shape[1]
+            self.branches.append(branch)
+        self.fc = nn.Sequential(nn.Linear(width, TPC_DENSE), nn.ReLU(), nn.Dropout(0.1))
+        self.head = _Head(TPC_DENSE, spec.head.units, spec.head.task)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        parts = [
+            branch(batch[name].float().unsqueeze(1))
+            for name, branch in zip(self.planes, self.branches, strict=True)
+        ]
+        return self.head(self.fc(torch.cat(parts, dim=1)))
+
+
 _BUILDERS: dict[str, type[nn.Module]] = {
     "fcn": FCN,
     "gcn": GCN,
@@ -305,6 +346,7 @@ _BUILDERS: dict[str, type[nn.Module]] = {
     "cnn": ImageCNN,
     "resnet": ShowerResNet,
     "calo": CaloNet,
+    "tpc": TPCNet,
 }
 
 
