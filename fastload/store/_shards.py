@@ -379,7 +379,10 @@ class ShardReader:
 
         For a reader that fetches byte ranges itself (read-ahead).
         """
-        if files.remote:
+        cached = self._indexes.get(chunk // self.factor)
+        if files.remote and cached is not None:
+            index = cached[1]  # remote: no file versions to compare, the index is fetched once
+        elif files.remote:
             fs, root = files._filesystem()
             path = f"{root}/{self.shard_key(chunk)}"
             size = int(fs.size(path))

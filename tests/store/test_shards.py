@@ -110,6 +110,24 @@ def test_zarr_python_reads_a_sharded_store(tmp_path: Path) -> None:
     np.testing.assert_array_equal(root["train/hits/offsets"][:], block["hits"].offsets)
 
 
+def test_remote_sharded_store_reads_by_byte_ranges(tmp_path: Path) -> None:
+    """An fsspec store (memory://) reads inner chunks as ranged requests, each index fetched once."""
+    fsspec = pytest.importorskip("fsspec")
+    block = data(150, seed=8)
+    path = write(tmp_path / "s.zarr", block, 4)
+    fs = fsspec.filesystem("memory")
+    for p in path.rglob("*"):
+        if p.is_file():
+            fs.pipe_file(f"/shards-test/{p.relative_to(tmp_path)}", p.read_bytes())
+    try:
+        split = fl.open_store("memory:///shards-test/s.zarr")["train"]
+        assert_reads(split, block)
+        reader = split.reader("X")
+        assert sorted(reader._shards._indexes) == list(range(-(-reader.n_chunks // 4)))
+    finally:
+        fs.rm("/shards-test", recursive=True)
+
+
 def test_file_count_reduced_by_the_shard_factor(tmp_path: Path) -> None:
     block = data(1000, seed=1)
     plain = write(tmp_path / "plain.zarr", block, 0)
