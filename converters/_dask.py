@@ -281,6 +281,23 @@ def _assemble(tasks: _Tasks, store: ParallelStore) -> None:
     tasks.map("assembling", assemble_task, [store] * len(batches), batches)
 
 
+def pack_task(store: ParallelStore, shards: list[tuple[str, int]]) -> int:
+    """Pack chunk files into shard files (sharded arrays, after assembling)."""
+    store.pack(shards)
+    return len(shards)
+
+
+def _pack(tasks: _Tasks, store: ParallelStore) -> None:
+    """Pack the sharded arrays' chunks into shard files, spread over about 4 tasks per worker."""
+    pending = store.pending_shards()
+    if not pending:
+        return
+    workers = len(tasks.client.scheduler_info().get("workers", {}))
+    n_batches = max(1, min(len(pending), 4 * workers or 1))
+    batches = [pending[i::n_batches] for i in range(n_batches)]
+    tasks.map("sharding", pack_task, [store] * len(batches), batches)
+
+
 def _checksums(tasks: _Tasks, plan: ConversionPlan) -> list[dict[str, Any]]:
     """Provenance records of the sources (checksums computed by tasks)."""
     algorithm = plan.spec.store.checksum
@@ -294,7 +311,11 @@ def _store_layout(plan: ConversionPlan, opts: dict[str, Any]) -> StoreLayout:
     """The plan's layout; takes the layout options out of ``opts`` (the rest is metadata)."""
     return StoreLayout(
         fields=plan.fields,
-        **{k: opts.pop(k) for k in ("codec", "clevel", "shuffle", "chunk_bytes", "chunk_len")},
+        **{
+            k: opts.pop(k)
+            for k in ("codec", "clevel", "shuffle", "chunk_bytes", "chunk_len", "shard_chunks")
+            if k in opts
+        },
     )
 
 
@@ -342,5 +363,6 @@ def convert_dask(
         )
     written = _write_blocks(tasks, plan_future, store, todo, task)
     _assemble(tasks, store)
+    _pack(tasks, store)
     sources = _checksums(tasks, plan)
     return store.commit(max_len=_merge_max_len([*done.values(), *written]), sources=sources)

@@ -9,7 +9,7 @@ A spec has six tables (see docs/byod.md for the full reference)::
                    pad_value, dtype, shape, role, doc
     [label]    from = "field" | "file" | "directory" | "none", field, classes, pattern, dtype
     [split]    by = "fraction" | "files", fractions, seed, files
-    [store]    codec, clevel, shuffle, chunk_len, chunk_bytes, checksum, allow_nonfinite
+    [store]    codec, clevel, shuffle, chunk_len, chunk_bytes, shard_chunks, checksum, allow_nonfinite
 
 This module parses and checks a spec on its own (unknown keys, types,
 contradictions) and applies its label and split rules to source paths; whether
@@ -57,6 +57,7 @@ _TABLE_KEYS: dict[str, tuple[str, ...]] = {
         "shuffle",
         "chunk_len",
         "chunk_bytes",
+        "shard_chunks",
         "checksum",
         "allow_nonfinite",
     ),
@@ -218,6 +219,8 @@ class StoreOptions:
     shuffle: str = "auto"
     chunk_len: int | None = None
     chunk_bytes: int = 4 * 2**20
+    #: chunks per shard file: None = automatic (above 10 000 chunks per array), 0 = never
+    shard_chunks: int | None = None
     checksum: str = "sha256"
     allow_nonfinite: bool = False
 
@@ -797,6 +800,11 @@ def _parse_store(table: Mapping[str, Any], where: SpecLocator) -> StoreOptions:
     chunk_bytes = _get(table, "chunk_bytes", int, "store", where, opts.chunk_bytes)
     if chunk_bytes < 1:
         raise spec_error(where, "store.chunk_bytes", f"chunk_bytes must be >= 1, got {chunk_bytes}")
+    shard_chunks = _get(table, "shard_chunks", int, "store", where)
+    if shard_chunks is not None and shard_chunks < 0:
+        raise spec_error(
+            where, "store.shard_chunks", f"shard_chunks must be >= 0, got {shard_chunks}"
+        )
     checksum = _get(table, "checksum", str, "store", where, opts.checksum)
     if checksum not in CHECKSUMS:
         raise spec_error(
@@ -808,6 +816,7 @@ def _parse_store(table: Mapping[str, Any], where: SpecLocator) -> StoreOptions:
         shuffle=shuffle,
         chunk_len=chunk_len,
         chunk_bytes=chunk_bytes,
+        shard_chunks=shard_chunks,
         checksum=checksum,
         allow_nonfinite=_get(table, "allow_nonfinite", bool, "store", where, False),
     )

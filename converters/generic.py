@@ -712,6 +712,7 @@ def store_options(plan: ConversionPlan) -> dict[str, Any]:
         "shuffle": opts.shuffle,
         "chunk_bytes": opts.chunk_bytes,
         "chunk_len": plan.chunk_len,
+        "shard_chunks": opts.shard_chunks,
         "labels": list(plan.labels),
         "converter": f"{CONVERTER}:{Path(spec.where.origin).name}",
         "converter_version": fl.__version__,
@@ -997,6 +998,12 @@ def add_run_arguments(parser: argparse.ArgumentParser) -> None:
         "--chunk-bytes", type=int, help="uncompressed bytes per chunk (store.chunk_bytes)"
     )
     spec.add_argument(
+        "--shard-chunks",
+        type=int,
+        help="chunks per shard file (store.shard_chunks; 0: never; default: above 10 000 "
+        "chunks per array)",
+    )
+    spec.add_argument(
         "--block-events", type=int, help="events per block / Dask task (source.block_events)"
     )
     spec.add_argument(
@@ -1011,6 +1018,7 @@ def overrides_from_args(args: argparse.Namespace) -> list[str]:
         ("codec", "store.codec"),
         ("clevel", "store.clevel"),
         ("chunk_bytes", "store.chunk_bytes"),
+        ("shard_chunks", "store.shard_chunks"),
         ("block_events", "source.block_events"),
     ):
         value = getattr(args, flag)

@@ -41,6 +41,7 @@ from fastload._source import check_buffer, check_chunk
 from fastload.errors import ConfigError, CorruptStoreError, FastloadError, StoreError
 from fastload.store._files import FileStamp, StoreFiles
 from fastload.store._paths import zarr_location
+from fastload.store._shards import ShardReader, inner_layout
 
 #: Blosc1 frame header: version, versionlz, flags, typesize, nbytes, blocksize, cbytes.
 _BLOSC_HEADER = struct.Struct("<BBBBIII")
@@ -118,6 +119,7 @@ class ChunkDecoder:
         fast: bool,
         checksum: bool,
         zarr_chunks: tuple[int, ...] | None = None,
+        shard_factor: int = 0,
     ) -> None:
         self.files = files
         self.key = key
@@ -135,6 +137,14 @@ class ChunkDecoder:
         self._crc: Any = None
         # chunk -> stamp of the file version whose checksum passed here (this process)
         self._verified: dict[int, FileStamp] = {}
+        # [shards] a sharded array: its chunks are byte ranges of shard files (see _shards.py)
+        self.shard_factor = int(shard_factor)
+        self._shards: ShardReader | None = None
+        if self.shard_factor:
+            limit = self.chunk_nbytes + _BLOSC_OVERHEAD + (4 if self.checksum else 0)
+            self._shards = ShardReader(
+                key, self.shard_factor, self.n_chunks, limit, len(self.shape)
+            )
 
     @classmethod
     def of(cls, files: StoreFiles, key: str, array: Any) -> ChunkDecoder:
@@ -143,15 +153,21 @@ class ChunkDecoder:
         shape = tuple(int(s) for s in array.shape)
         chunks = tuple(int(c) for c in array.metadata.chunk_grid.chunk_shape)
         names = [c.get("name") for c in meta.get("codecs", []) if isinstance(c, dict)]
+        fast, factor = fast_layout(meta, shape, chunks), 0
+        sharded = None if fast else inner_layout(meta, shape, chunks)  # [shards]
+        if sharded is not None and fast_layout(sharded[0], shape, sharded[1]):
+            meta, chunks, factor, fast = sharded[0], sharded[1], sharded[2], True
+            names = [c.get("name") for c in meta.get("codecs", []) if isinstance(c, dict)]
         decoder = cls(
             files,
             key,
             shape,
             np.dtype(array.dtype),
             chunks[0],
-            fast=fast_layout(meta, shape, chunks),
+            fast=fast,
             checksum="crc32c" in names,
             zarr_chunks=chunks,
+            shard_factor=factor,
         )
         if decoder.fast and decoder.chunk_nbytes > MAX_CHUNK_BYTES:
             raise CorruptStoreError(
@@ -179,7 +195,12 @@ class ChunkDecoder:
         return -(-self.shape[0] // self.chunk_len)
 
     def chunk_key(self, chunk: int) -> str:
-        """Store key of chunk ``chunk`` (fastload's layout: default chunk keys)."""
+        """Store key of chunk ``chunk``'s file (fastload's layout: default chunk keys).
+
+        For a sharded array, the key of the shard file that holds the chunk.
+        """
+        if self._shards is not None:  # [shards]
+            return self._shards.shard_key(chunk)
         return f"{self.key}/c/{chunk}{self._suffix}"
 
     def chunk_file(self, chunk: int) -> str:
@@ -271,6 +292,10 @@ class ChunkDecoder:
     def _decode(self, chunk: int, out: np.ndarray) -> None:
         if not self.fast:
             self._decode_zarr(chunk, out)
+            return
+        if self._shards is not None:  # [shards] a byte range of the shard file
+            raw, stamp = self._shards.read(self.files, chunk)
+            self.decode_bytes(chunk, raw, out, stamp=stamp)
             return
         key = self.chunk_key(chunk)
         limit = self.chunk_nbytes + _BLOSC_OVERHEAD + (4 if self.checksum else 0)
@@ -373,8 +398,12 @@ class ChunkDecoder:
             ) from exc
 
     def _corrupt(self, chunk: int, what: str) -> CorruptStoreError:
+        if self._shards is not None:  # [shards]
+            where = self._shards.describe(self.files, chunk)
+        else:
+            where = f"chunk file {self.chunk_file(chunk)}"
         return CorruptStoreError(
-            f"chunk {chunk} of {self.key!r}: chunk file {self.chunk_file(chunk)} {what}; the "
+            f"chunk {chunk} of {self.key!r}: {where} {what}; the "
             "store is damaged or was modified, re-convert it"
         )
 

@@ -43,6 +43,7 @@ from fastload.store._schema import (
     choose_chunk_len,
     value_chunk_len,
 )
+from fastload.store._shards import resolve_shard_chunks
 
 #: dtype of a ragged field's offsets.
 OFFSETS_DTYPE = np.dtype("<i8")
@@ -106,6 +107,11 @@ class StoreLayout:
         Upper bound on the uncompressed bytes of a chunk when ``chunk_len`` is not given.
     chunk_len
         Samples per chunk: an int for every split, ``{split: int}`` for some, or ``None``.
+    shard_chunks
+        Chunks per shard file (Zarr v3 sharding): ``None`` (default) shards each array of
+        more than :data:`~fastload.store._shards.SHARD_THRESHOLD` chunks by
+        :data:`~fastload.store._shards.DEFAULT_SHARD_CHUNKS`; ``0`` never shards; ``N >= 1``
+        shards every array by ``N``.
 
     Raises
     ------
@@ -119,6 +125,7 @@ class StoreLayout:
     shuffle: str = "auto"
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     chunk_len: int | Mapping[str, int] | None = None
+    shard_chunks: int | None = None
 
     def __post_init__(self) -> None:
         # No owner in the messages: the names are create_store's parameters, and
@@ -138,6 +145,9 @@ class StoreLayout:
         elif chunk_len is not None:
             chunk_len = _validate.integer(chunk_len, name="chunk_len", minimum=1)
         object.__setattr__(self, "chunk_len", chunk_len)
+        if self.shard_chunks is not None:
+            shard_chunks = _validate.integer(self.shard_chunks, name="shard_chunks", minimum=0)
+            object.__setattr__(self, "shard_chunks", shard_chunks)
         object.__setattr__(self, "fields", dict(self.fields))
 
     def with_fields(self, fields: Mapping[str, FieldInfo]) -> StoreLayout:
@@ -241,9 +251,39 @@ class StoreLayout:
             )
         return chosen
 
-    def codec_record(self, chosen: Mapping[str, str]) -> dict[str, Any]:
-        """The schema's ``codec`` entry: the options, plus what ``auto`` chose per array."""
-        return dict(codec_record(self.codec_options, chosen))
+    def codec_record(
+        self, chosen: Mapping[str, str], shards: Mapping[str, int] | None = None
+    ) -> dict[str, Any]:
+        """The schema's ``codec`` entry: the options, what ``auto`` chose per array, and the
+        chunks per shard of each sharded array (``shards``, recorded only when there is one)."""
+        record = dict(codec_record(self.codec_options, chosen))
+        if shards:
+            record["shards"] = dict(sorted(shards.items()))
+        return record
+
+    # ------------------------------------------------------------------ sharding
+    def shard_factor(self, array: ArrayLayout, n_rows: int) -> int:
+        """Chunks per shard file of ``array`` once it holds ``n_rows`` rows; 0: not sharded.
+
+        From ``shard_chunks`` and the array's chunk count
+        (:func:`~fastload.store._shards.resolve_shard_chunks`).  An array with an axis
+        of length 0 (no chunk files at all) is never sharded.
+        """
+        if any(s < 1 for s in array.row_shape):
+            return 0
+        return resolve_shard_chunks(self.shard_chunks, -(-int(n_rows) // array.chunk_len))
+
+    def shard_factors(self, split: str, chunk_len: int, rows: Mapping[str, int]) -> dict[str, int]:
+        """``{array key: chunks per shard}`` of the sharded arrays of ``split``.
+
+        ``rows``: each array's final length by key (:attr:`ArrayLayout.key`).
+        """
+        out = {}
+        for array in self.arrays(split, chunk_len):
+            factor = self.shard_factor(array, rows.get(array.key, 0))
+            if factor:
+                out[array.key] = factor
+        return out
 
     def create_array(
         self, group: zarr.Group, array: ArrayLayout, n_rows: int, shuffle: str

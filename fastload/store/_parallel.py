@@ -69,11 +69,13 @@ from fastload.store._ragged import Ragged
 from fastload.store._schema import (
     ATTR_KEY,
     FORMAT_VERSION,
+    SHARDED_FORMAT_VERSION,
     Schema,
     SplitInfo,
     check_task,
     new_store_id,
 )
+from fastload.store._shards import finish, is_staged, n_shards, pack_shard, stage
 
 _TMP_NAME = "parallel"  # no pid@host: the serial writer's stale-temporary sweep leaves it alone
 _WORK_SUFFIX = ".work"
@@ -166,6 +168,20 @@ class ParallelStore:
         self.meta = dict(meta)
         self.allow_nonfinite = allow_nonfinite
         self._seen = seen
+        # array key -> chunks per shard of each array to shard (local stores; see _shards.py)
+        self.shards: dict[str, int] = {}
+        if not is_remote(url):
+            for split, size in self.sizes.items():
+                rows = {}
+                for array in layout.arrays(split, self.chunk_lens[split]):
+                    part = {"": size.n, "values": size.rows.get(array.field, 0)}
+                    rows[array.key] = part.get(array.part, size.n + 1)
+                self.shards |= layout.shard_factors(split, self.chunk_lens[split], rows)
+        elif layout.shard_chunks:
+            raise ConfigError(
+                f"shard_chunks={layout.shard_chunks} for {path!r}: sharding is done on a local "
+                "store only; write the store locally and upload it, or pass shard_chunks=0"
+            )
         self._arrays: dict[str, zarr.Array] = {}
         self._fs_root: tuple[Any, str] | None = None
 
@@ -465,6 +481,8 @@ class ParallelStore:
         fs, _ = self._fsroot
         fragments = self._fragments()
         for key, c in chunks:
+            if key in self.shards and is_staged(Path(self.url) / key):
+                continue  # [shards] assembled before packing began (a resumed run)
             arr = self._array(key)
             total, chunk = int(arr.shape[0]), int(arr.chunks[0])
             lo, hi = c * chunk, min((c + 1) * chunk, total)
@@ -481,6 +499,24 @@ class ParallelStore:
                     "a block is missing -- rerun the conversion with resume"
                 )
             arr[lo:hi] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    # ------------------------------------------------------------------ sharding
+    def pending_shards(self) -> list[tuple[str, int]]:
+        """Shard files ``(array key, shard index)`` to pack, after :meth:`assemble`, before :meth:`commit`.
+
+        Moves each sharded array's chunk files aside first (idempotent), so packing
+        tasks never meet a shard file and a chunk file at the same path.
+        """
+        jobs = []
+        for key, factor in sorted(self.shards.items()):
+            stage(Path(self.url) / key)
+            jobs += [(key, k) for k in range(n_shards(Path(self.url) / key, factor))]
+        return jobs
+
+    def pack(self, shards: Sequence[tuple[str, int]]) -> None:
+        """Write each shard file from its chunk files (any order, any task; idempotent)."""
+        for key, k in shards:
+            pack_shard(Path(self.url) / key, k, self.shards[key])
 
     def _schema(
         self,
@@ -507,7 +543,7 @@ class ParallelStore:
             "created": now_iso(),
         }
         return Schema(
-            format=FORMAT_VERSION,
+            format=SHARDED_FORMAT_VERSION if self.shards else FORMAT_VERSION,
             name=m["name"],
             task=m["task"],
             fields=self.fields,
@@ -515,7 +551,7 @@ class ParallelStore:
             labels=list(m["labels"]),
             source=source,
             complete=complete,
-            codec=self.layout.codec_record(self.shuffles),
+            codec=self.layout.codec_record(self.shuffles, self.shards),
             store_id=m["store_id"],
         )
 
@@ -535,6 +571,9 @@ class ParallelStore:
             Another writer put a store at the path meanwhile (see
             :func:`fastload.create_store`); this store is discarded.
         """
+        for key, factor in self.shards.items():  # [shards] packs what pending_shards left
+            stage(Path(self.url) / key)
+            finish(Path(self.url) / key, factor)
         root = zarr.open_group(self.url, mode="r+")
         for split in self.sizes:
             info = self._schema(max_len, sources, complete=True).splits[split]

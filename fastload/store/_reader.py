@@ -48,7 +48,7 @@ from fastload.store._ragged import Ragged
 from fastload.store._schema import (
     ATTR_KEY,
     CONSTANTS_GROUP,
-    FORMAT_VERSION,
+    READ_FORMATS,
     FieldInfo,
     Schema,
     SplitInfo,
@@ -469,9 +469,10 @@ def _open(text: str, files: StoreFiles) -> Store:
             f"{text!r} is a Zarr group but not a fastload store (no attrs[{ATTR_KEY!r}])"
         )
     version = meta.get("format")
-    if version != FORMAT_VERSION:
+    if version not in READ_FORMATS or isinstance(version, bool):
         raise UnsupportedFormatError(
-            f"store {text!r} has format version {version!r}; this fastload reads version {FORMAT_VERSION} "
+            f"store {text!r} has format version {version!r}; this fastload reads versions "
+            f"{', '.join(map(str, READ_FORMATS))} "
             "(upgrade fastload or re-convert the data)"
         )
     if not meta.get("complete"):

@@ -20,6 +20,12 @@ from fastload.errors import NonFiniteError, SchemaError
 from fastload.store._ragged import Ragged
 
 FORMAT_VERSION = 1
+#: The format of a store with at least one sharded array (format 1 plus Zarr v3 sharding,
+#: see docs/store-format.md): a fastload that predates sharding refuses it with
+#: UnsupportedFormatError instead of misreading its shard shape as a corrupt chunk length.
+SHARDED_FORMAT_VERSION = 2
+#: Format versions this fastload reads.
+READ_FORMATS = (FORMAT_VERSION, SHARDED_FORMAT_VERSION)
 ATTR_KEY = "fastload"
 ROLES = ("input", "label", "aux")
 TASKS = ("classification", "regression")

@@ -58,6 +58,7 @@ from fastload.store._schema import (
     DEFAULT_CHUNK_BYTES,
     FORMAT_VERSION,
     ROLES,
+    SHARDED_FORMAT_VERSION,
     STORABLE_KINDS,
     FieldInfo,
     Schema,
@@ -65,6 +66,7 @@ from fastload.store._schema import (
     check_task,
     new_store_id,
 )
+from fastload.store._shards import shard_array
 
 #: ``{field: array | Ragged | ak.Array}``, or an ``ak.Array`` of records (see StoreWriter.append);
 #: ``Any`` because awkward is optional and never imported to type a block
@@ -172,6 +174,7 @@ class StoreOptions(TypedDict, total=False):
     shuffle: str
     chunk_bytes: int
     chunk_len: int | Mapping[str, int] | None
+    shard_chunks: int | None
     fields: Mapping[str, Mapping[str, Any]] | None
     labels: Iterable[str]
     converter: str | None
@@ -225,6 +228,7 @@ class StoreWriter:
         self.allow_nonfinite = allow_nonfinite
         self.store_id = new_store_id()
         self._shuffles: dict[str, str] = {}  # array path -> what shuffle="auto" chose
+        self._shards: dict[str, int] = {}  # array path -> chunks per shard (sharded arrays)
         self._fields: dict[str, FieldInfo] = {}
         self._splits: dict[str, _SplitWriter] = {}
         self._sources: list[dict[str, Any]] = []
@@ -235,6 +239,12 @@ class StoreWriter:
         }
         self._overwrite = bool(overwrite)
         self._remote = is_remote(self.path)
+        if self._remote and layout.shard_chunks:
+            raise ConfigError(
+                f"shard_chunks={layout.shard_chunks} for {self.path!r}: sharding is done on a "
+                "local store only (it packs the chunk files before the store is renamed into "
+                "place); write the store locally and upload it, or pass shard_chunks=0"
+            )
         self._target: Path | None = None if self._remote else local_path(self.path)
         self._tmp: Path | None = None
         self._seen: Identity = None  # the store at the target when this writer started
@@ -456,7 +466,7 @@ class StoreWriter:
         }
         source = {**self._source_meta, "files": list(self._sources), "created": now_iso()}
         return Schema(
-            format=FORMAT_VERSION,
+            format=SHARDED_FORMAT_VERSION if self._shards else FORMAT_VERSION,
             name=self.name,
             task=self.task,
             fields=self._fields,
@@ -464,7 +474,7 @@ class StoreWriter:
             labels=self.labels,
             source=source,
             complete=complete,
-            codec=self._layout.codec_record(self._shuffles),
+            codec=self._layout.codec_record(self._shuffles, self._shards),
             store_id=self.store_id,
         )
 
@@ -496,6 +506,7 @@ class StoreWriter:
                 )
             for split, sw in self._splits.items():
                 sw.flush()
+                self._shard(split, sw)
                 sw.group.attrs[ATTR_KEY] = SplitInfo(
                     split, sw.n, sw.chunk_len, dict(sw.max_len)
                 ).to_json()
@@ -506,6 +517,20 @@ class StoreWriter:
             raise
         self._state = "closed"
         return self.path
+
+    def _shard(self, split: str, sw: _SplitWriter) -> None:
+        """Pack the split's arrays that are to be sharded (local stores; see _shards.py)."""
+        if self._remote:
+            return  # written in place: no packing pass (shard_chunks > 0 was refused)
+        assert self._tmp is not None
+        rows = {
+            **{f"{split}/{f}": c.total for f, c in sw.dense.items()},
+            **{f"{split}/{f}/values": c.total for f, c in sw.values.items()},
+            **{f"{split}/{f}/offsets": c.total for f, c in sw.offsets.items()},
+        }
+        for key, factor in self._layout.shard_factors(split, sw.chunk_len, rows).items():
+            shard_array(self._tmp / key, factor)
+            self._shards[key] = factor
 
     def _commit(self) -> None:
         if self._remote:
@@ -565,6 +590,7 @@ def create_store(
     shuffle: str = "auto",
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     chunk_len: int | Mapping[str, int] | None = None,
+    shard_chunks: int | None = None,
     fields: Mapping[str, Mapping[str, Any]] | None = None,
     labels: Iterable[str] = (),
     converter: str | None = None,
@@ -593,6 +619,12 @@ def create_store(
         Upper bound on the uncompressed bytes of a chunk (default 4 MiB).
     chunk_len
         Samples per chunk, an int or ``{split: int}``; overrides ``chunk_bytes``.
+    shard_chunks
+        Zarr v3 sharding, chunks per shard file: ``None`` (default) shards each array of
+        more than 10 000 chunks by 64 (``fastload.store._shards.SHARD_THRESHOLD``,
+        ``DEFAULT_SHARD_CHUNKS``), ``0`` never shards, ``N >= 1`` shards every array by
+        ``N``.  A store with a sharded array is format 2 (docs/store-format.md).  Local
+        stores only: a URL target is written unsharded, and ``N >= 1`` there is an error.
     fields
         Declarations ``{name: {"role", "doc", "dtype", "shape"}}``; undeclared fields
         take their dtype and shape from the first block.
@@ -631,6 +663,7 @@ def create_store(
             shuffle=shuffle,
             chunk_bytes=chunk_bytes,
             chunk_len=chunk_len,
+            shard_chunks=shard_chunks,
         )
         header = _Header(
             name=name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
@@ -662,6 +695,7 @@ def write_arrays(
     **options
         The keyword options of :func:`create_store` (:class:`StoreOptions`): ``name``,
         ``task``, ``codec``, ``clevel``, ``shuffle``, ``chunk_bytes``, ``chunk_len``,
+        ``shard_chunks``,
         ``fields``, ``labels``, ``converter``, ``converter_version``, ``overwrite``,
         ``allow_nonfinite``.
 

@@ -65,12 +65,12 @@ def test_zarr_group_without_fastload_attrs(tmp_path: Path) -> None:
     assert probe_store(tmp_path / "g.zarr") == "foreign"
 
 
-@pytest.mark.parametrize("version", [2, 0, "1", None])
+@pytest.mark.parametrize("version", [3, 0, "1", None, True])
 def test_unknown_format_version(store_path: Path, version: object) -> None:
-    """A format version other than 1 is refused before anything else is read."""
+    """A format version other than 1 or 2 (2: sharded arrays) is refused before anything else is read."""
     edit_root_attrs(store_path, lambda a: a.update(format=version))
     with pytest.raises(
-        UnsupportedFormatError, match=f"format version {version!r}.*reads version 1"
+        UnsupportedFormatError, match=f"format version {version!r}.*reads versions 1, 2"
     ):
         fl.open_store(store_path)
 
