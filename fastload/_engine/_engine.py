@@ -47,6 +47,8 @@ class EngineSpec:
     packed_counts: dict[str, tuple[np.ndarray, ...]] = field(default_factory=dict)
     #: True when ``packed_rows`` was set by the user (the error then names the option)
     packed_bounded: frozenset[str] = frozenset()
+    #: compressed bytes each worker may read ahead per store (0: none)
+    readahead_bytes: int = 0
 
 
 #: default bound on the shared memory batches kept by the consumer may pin
@@ -169,6 +171,7 @@ class Engine:
             batch_size=spec.batch_size,
             label_field=spec.label_field,
             transform=spec.transform,
+            readahead_bytes=spec.readahead_bytes,
         )
         pool = make_pool(spec.backend, spec.workers, cfg, arena)
         self._res.pool = pool

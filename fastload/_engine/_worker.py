@@ -21,7 +21,12 @@ How a process worker starts is :mod:`fastload._engine._child`'s business.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
 import traceback
+from collections import deque
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +45,8 @@ from fastload._engine._protocol import (
 from fastload._source import DenseChunkDecoder, RaggedChunkDecoder
 from fastload._spec import FieldSpec
 from fastload.errors import StoreChangedError, WorkerError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +70,8 @@ class WorkerConfig:
     batch_size: int
     label_field: str | None = None
     transform: Any = None
+    #: compressed bytes each worker may read ahead per store (0: no read-ahead)
+    readahead_bytes: int = 0
 
     @property
     def gather_prefix(self) -> str:
@@ -191,6 +200,37 @@ class Executor:
                 )
             self.arena[f"batch/{name}"][slot, :n] = value
 
+    # ------------------------------------------------------------- read-ahead
+    def read_ahead(self, tasks: Iterable[Task]) -> None:
+        """Tell the decoders which chunks come next (``tasks``, in order) so they read them ahead.
+
+        Decoders without ``read_ahead`` (in-memory sources) are skipped; the first
+        one whose window is full ends it.  Never raises: a chunk that cannot be
+        read ahead is read, and its error reported, when its task runs.
+        """
+        window = self.cfg.readahead_bytes
+        if window <= 0:
+            return
+        try:
+            for task in tasks:
+                if not isinstance(task, ChunkTask):
+                    continue
+                for fname in self.cfg.fields:
+                    hint = getattr(self.cfg.sources[task.source][fname], "read_ahead", None)
+                    if hint is not None and not hint(task.chunk, window):
+                        return
+        except Exception as exc:
+            logger.debug("read-ahead stopped: %s: %s", type(exc).__name__, exc)
+
+    def close(self) -> None:
+        """Release what reading ahead holds (I/O threads, bytes), for every decoder."""
+        for decoders in self.cfg.sources:
+            for decoder in decoders.values():
+                release = getattr(decoder, "close_read_ahead", None)
+                if release is not None:
+                    with contextlib.suppress(Exception):
+                        release()
+
     # --------------------------------------------------------------- dispatch
     def run(self, task: Task) -> None:
         if isinstance(task, ChunkTask):
@@ -285,15 +325,34 @@ def serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
     """Run tasks from ``conn`` until told to stop or the other end goes away.
 
     ``in_process``: replies cross a process boundary, so a failure carries its
-    exception pickled (or ``None``) rather than the object itself.
+    exception pickled (or ``None``) rather than the object itself.  With
+    read-ahead on, the tasks already queued on ``conn`` are received before the
+    next one runs (in order, still run one by one) and their chunks read ahead.
     """
+    try:
+        _serve(executor, conn, in_process=in_process)
+    finally:
+        executor.close()
+
+
+def _serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
+    backlog: deque[Task | Stop] = deque()
+    peek = executor.cfg.readahead_bytes > 0 and hasattr(conn, "poll")
     while True:
         try:
-            task = conn.recv()
+            if not backlog:
+                backlog.append(conn.recv())
+            if peek:
+                while conn.poll():  # queued already: receiving cannot block
+                    backlog.append(conn.recv())
         except (EOFError, OSError):
-            return
+            if not backlog:
+                return
+        task = backlog.popleft()
         if isinstance(task, Stop):
             return
+        if peek:
+            executor.read_ahead(itertools.chain((task,), backlog))  # type: ignore[arg-type]
         try:
             executor.run(task)
             reply: Reply = Done(task.id)
