@@ -98,6 +98,8 @@ def run_cold(args: argparse.Namespace) -> dict[str, Any]:
         options: dict[str, Any] = {}
         if args.readahead_bytes is not None:
             options["readahead_bytes"] = args.readahead_bytes
+        if args.prefetch is not None:
+            options["prefetch"] = args.prefetch
         rows: dict[str, list[float]] = {"disk": [], "cold": [], "warm": []}
         with fl.Loader(
             split, args.batch_size, workers=args.workers, seed=args.seed, **options

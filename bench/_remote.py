@@ -174,6 +174,8 @@ def run_remote(args: argparse.Namespace) -> dict[str, Any]:
             cases[-1] = ("remote, read-ahead", remote, {"readahead_bytes": args.readahead_bytes})
         for key, split, options in cases:
             before = proxy.requests
+            if args.prefetch is not None:
+                options = {**options, "prefetch": args.prefetch}
             with (
                 _PeakRSS() as rss,
                 fl.Loader(

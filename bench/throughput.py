@@ -159,6 +159,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="--remote: delay the proxy adds to each request (default 20)",
     )
     p.add_argument(
+        "--prefetch",
+        type=int,
+        help="--cold, --remote: the loader's prefetch (default: the loader's default)",
+    )
+    p.add_argument(
         "--readahead-bytes",
         type=int,
         help="--cold, --remote: the loader's readahead_bytes (default: the loader's default; 0: none)",

@@ -28,6 +28,12 @@ from fastload.store import _readahead
 pytestmark = pytest.mark.filterwarnings("error")
 
 
+@pytest.fixture(autouse=True)
+def advise_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test stores' chunk files are tiny: read them ahead locally too."""
+    monkeypatch.setattr(_readahead, "LOCAL_MIN_BYTES", 0)
+
+
 @pytest.fixture
 def instances(monkeypatch: pytest.MonkeyPatch) -> list[_readahead.ReadAhead]:
     """Every ReadAhead created during the test (with the keys it was asked for)."""
@@ -160,6 +166,20 @@ def test_readahead_bytes_zero_reads_nothing_ahead(
     with fl.Loader(split_a, 8, workers=2, backend="thread", readahead_bytes=0) as loader:
         epoch_batches(loader)
     assert instances == []
+
+
+def test_small_local_files_are_not_advised(
+    split_a: fl.Split, monkeypatch: pytest.MonkeyPatch, instances: list[_readahead.ReadAhead]
+) -> None:
+    """Below LOCAL_MIN_BYTES one read is one request anyway: no advice, no cost."""
+    monkeypatch.setattr(_readahead, "LOCAL_MIN_BYTES", 64 * 2**10)
+    # X and y chunks are bounded below it (hits values chunks are not: their bound is 4 MiB)
+    with fl.Loader(
+        split_a, 8, workers=2, backend="thread", readahead_bytes=1 << 20, fields=["X", "y"]
+    ) as loader:
+        epoch_batches(loader)
+    assert instances
+    assert sum(a.started for a in instances) == 0
 
 
 def test_readahead_bytes_is_validated(split_a: fl.Split) -> None:

@@ -87,6 +87,7 @@ class Executor:
         self.arena = arena
         self.worker_id = worker_id
         self._scratch: dict[str, np.ndarray] = {}
+        self._read_ahead: set[int] = set()  # ids of queued tasks whose chunks are read ahead
 
     # ------------------------------------------------------------- chunk task
     def chunk(self, source: int, chunk: int, runs: tuple[tuple[int, int, int, int], ...]) -> None:
@@ -211,14 +212,16 @@ class Executor:
         window = self.cfg.readahead_bytes
         if window <= 0:
             return
+        done = self._read_ahead
         try:
             for task in tasks:
-                if not isinstance(task, ChunkTask):
+                if not isinstance(task, ChunkTask) or task.id in done:
                     continue
                 for fname in self.cfg.fields:
                     hint = getattr(self.cfg.sources[task.source][fname], "read_ahead", None)
                     if hint is not None and not hint(task.chunk, window):
                         return
+                done.add(task.id)
         except Exception as exc:
             logger.debug("read-ahead stopped: %s: %s", type(exc).__name__, exc)
 
@@ -233,6 +236,7 @@ class Executor:
 
     # --------------------------------------------------------------- dispatch
     def run(self, task: Task) -> None:
+        self._read_ahead.discard(task.id)
         if isinstance(task, ChunkTask):
             self.chunk(task.source, task.chunk, task.runs)
         else:

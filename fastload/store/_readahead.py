@@ -39,6 +39,9 @@ logger = logging.getLogger(__name__)
 
 #: Concurrent GETs per worker for a remote store.
 REMOTE_THREADS = 8
+#: Local files whose size bound is below this are not advised: one read is one
+#: request for them anyway, and the advice would cost more than it saves.
+LOCAL_MIN_BYTES = 64 * 2**10
 
 
 class ReadAhead:
@@ -82,6 +85,8 @@ class ReadAhead:
                 return True
         if self.files.remote:
             return self._want_remote(key, limit)
+        if limit < LOCAL_MIN_BYTES:
+            return True
         return self._want_local(key, limit, base)
 
     def _reserve(self, key: str, nbytes: int) -> bool:
