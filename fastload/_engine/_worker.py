@@ -24,9 +24,10 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import select
 import traceback
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -341,13 +342,14 @@ def serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
 
 def _serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
     backlog: deque[Task | Stop] = deque()
-    peek = executor.cfg.readahead_bytes > 0 and hasattr(conn, "poll")
+    queued = _queued(conn) if executor.cfg.readahead_bytes > 0 else None
+    peek = queued is not None
     while True:
         try:
             if not backlog:
                 backlog.append(conn.recv())
-            if peek:
-                while conn.poll():  # queued already: receiving cannot block
+            if queued is not None:
+                while queued():  # queued already: receiving cannot block
                     backlog.append(conn.recv())
         except (EOFError, OSError):
             if not backlog:
@@ -368,6 +370,17 @@ def _serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
             conn.send(reply)
         except (OSError, ValueError):
             return
+
+
+def _queued(conn: Any) -> Callable[[], bool] | None:
+    """A cheap "is a message waiting on ``conn``" check (None when ``conn`` cannot tell)."""
+    fileno = getattr(conn, "fileno", None)
+    if fileno is not None:
+        # one poll set, not Connection.poll(), which builds a selector per call
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN)
+        return lambda: bool(poller.poll(0))
+    return getattr(conn, "poll", None)
 
 
 def failed(task_id: int, doing: str, exc: BaseException, *, in_process: bool) -> Failed:

@@ -219,7 +219,8 @@ class StoreFiles:
         opened once and kept: later reads walk only the rest of the path.
         """
         ahead = self._ahead
-        if ahead is not None:
+        held: int | None = None
+        if ahead is not None and self.remote:
             found, data = ahead.take(key)
             if found:
                 if data is not None and len(data) > limit:
@@ -228,9 +229,11 @@ class StoreFiles:
                         "store is damaged, re-convert it"
                     )
                 return data, None
+        elif ahead is not None:
+            held = ahead.take_fd(key)  # opened (and checked) the same way for its advice
         if self.remote:
             return self._read_remote(key, limit), None
-        fd = self._open_local(key, base)
+        fd = held if held is not None else self._open_local(key, base)
         if fd is None:
             if self._changed():
                 raise StoreChangedError(_replaced_message(self.url))

@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 
 #: Concurrent GETs per worker for a remote store.
 REMOTE_THREADS = 8
+#: Local files held open between their advice and their read, at most.
+MAX_LOCAL_FILES = 64
 #: Local files whose size bound is below this are not advised: one read is one
 #: request for them anyway, and the advice would cost more than it saves.
 LOCAL_MIN_BYTES = 64 * 2**10
@@ -67,6 +69,7 @@ class ReadAhead:
         self.started = 0
         self._held: dict[str, int] = {}  # key -> bytes counted for it
         self._futures: dict[str, Future[Any]] = {}  # remote: key -> its GET
+        self._fds: dict[str, int] = {}  # local: key -> the descriptor it was advised through
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._closed = False
@@ -104,12 +107,15 @@ class ReadAhead:
             self.held_bytes -= self._held.pop(key, 0)
 
     def _want_local(self, key: str, limit: int, base: str | None) -> bool:
+        if len(self._fds) >= MAX_LOCAL_FILES:
+            return False
         try:
             fd = self.files._open_local(key, base)
         except Exception:  # damage: the decoder's read says what it is
             return True
         if fd is None:
             return True
+        keep = False
         try:
             st = os.fstat(fd)
             if not _regular(st.st_mode) or st.st_size > limit:
@@ -121,9 +127,14 @@ class ReadAhead:
             except OSError as exc:  # a filesystem without fadvise: nothing is read ahead
                 logger.debug("no read-ahead for %s: %s", self.files.where(key), exc)
                 self._release(key)
+                return True
+            with self._lock:
+                self._fds[key] = fd  # the read uses it: no second path walk
+            keep = True
             return True
         finally:
-            os.close(fd)
+            if not keep:
+                os.close(fd)
 
     def _want_remote(self, key: str, limit: int) -> bool:
         if not self._reserve(key, limit):
@@ -149,6 +160,13 @@ class ReadAhead:
                 self._held[key] = size
 
     # ------------------------------------------------------------------- reads
+    def take_fd(self, key: str) -> int | None:
+        """The open descriptor of local file ``key`` read ahead (the caller closes it), else None."""
+        with self._lock:
+            fd = self._fds.pop(key, None)
+            self.held_bytes -= self._held.pop(key, 0)
+        return fd
+
     def take(self, key: str) -> tuple[bool, bytes | None]:
         """``(True, bytes)`` of a remote file read ahead (waiting for its GET), else ``(False, None)``.
 
@@ -172,8 +190,11 @@ class ReadAhead:
         self._closed = True
         with self._lock:
             futures, self._futures = list(self._futures.values()), {}
+            fds, self._fds = list(self._fds.values()), {}
             self._held.clear()
             self.held_bytes = 0
+        for fd in fds:
+            os.close(fd)
         pool, self._pool = self._pool, None
         for future in futures:
             future.cancel()
