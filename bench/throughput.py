@@ -18,6 +18,8 @@ Examples
     python -m bench.throughput --list                # contenders and whether they run here
     python -m bench.throughput --ragged --workers 2  # AHCAL ragged batches vs RAM (bench/_ragged.py)
     python -m bench.throughput --dataset lariat      # LArIAT reduced in workers vs RAM (bench/_lariat.py)
+    python -m bench.throughput --cold --workers 2 --batch-size 1024  # cold page cache vs the disk
+    python -m bench.throughput --remote --workers 2 --batch-size 1024  # S3 + 20 ms per request
 """
 
 from __future__ import annotations
@@ -140,6 +142,34 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="AHCAL only: fastload ragged batches (values + offsets) against an in-memory "
         "ragged baseline and fastload's padded batches, same consumer; writes ragged.json",
+    )
+    p.add_argument(
+        "--cold",
+        action="store_true",
+        help="TopTagging only: evict the store's pages before each repeat and compare fastload's "
+        "compressed-bytes rate with the disk's sequential read() of the same files; writes cold.json",
+    )
+    p.add_argument(
+        "--remote",
+        action="store_true",
+        help="TopTagging only: the store through a moto S3 server on 127.0.0.1 behind a proxy "
+        "adding --latency-ms per request, against the same store read locally; writes remote.json",
+    )
+    p.add_argument(
+        "--latency-ms",
+        type=float,
+        default=20.0,
+        help="--remote: delay the proxy adds to each request (default 20)",
+    )
+    p.add_argument(
+        "--prefetch",
+        type=int,
+        help="--cold, --remote: the loader's prefetch (default: the loader's default)",
+    )
+    p.add_argument(
+        "--readahead-bytes",
+        type=int,
+        help="--cold, --remote: the loader's readahead_bytes (default: the loader's default; 0: none)",
     )
     p.add_argument(
         "--list",
@@ -483,6 +513,22 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.workers < 0 or (args.events is not None and args.events < 2):
         raise SystemExit("--batch-size must be >= 1, --workers >= 0 and --events >= 2")
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    if args.remote:
+        from ._remote import run_remote
+
+        remote = run_remote(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json({"argv": args.argv, **remote}, args.out / "remote.json")
+        print(f"wrote {args.out / 'remote.json'}")
+        return 0
+    if args.cold:
+        from ._cold import run_cold
+
+        cold = run_cold(args)
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json({"argv": args.argv, **cold}, args.out / "cold.json")
+        print(f"wrote {args.out / 'cold.json'}")
+        return 0
     if args.ragged:
         from ._ragged import run_ragged
 

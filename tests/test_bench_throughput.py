@@ -232,3 +232,34 @@ def test_lariat_mode_compares_reduced_batches_with_ram(tmp_path: Path) -> None:
     assert decode["bytes_written_per_event"] == decode["event_nbytes"] == 2 * 240 * 4096 * 2
     assert results["ratio"] > 0
     assert results["ratio_dlkit"] > 0
+
+
+def test_cold_mode_runs_and_checks_its_eviction(tmp_path: Path) -> None:
+    """``--cold`` on a tiny store: the three rates, the ratio and the eviction check are reported."""
+    from fastload.bench.throughput import main
+
+    argv = ["--cold", "--events", "4096", "--repeats", "1", "--workers", "1"]
+    argv += ["--batch-size", "512", "--data-dir", str(tmp_path / "d"), "--out", str(tmp_path)]
+    assert main(argv) == 0
+    cold = json.loads((tmp_path / "cold.json").read_text())
+    assert set(cold["median_bytes_per_s"]) == {"disk", "cold", "warm"}
+    assert cold["cold_over_disk"] > 0
+    assert "eviction_works" in cold
+    assert cold["store_bytes"] > 0
+
+
+def test_remote_mode_reads_through_the_latency_proxy(tmp_path: Path) -> None:
+    """``--remote`` on a tiny store: every case delivers whole epochs, over the proxy."""
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    from fastload.bench.throughput import main
+
+    argv = ["--remote", "--events", "2048", "--repeats", "1", "--workers", "1"]
+    argv += ["--batch-size", "512", "--latency-ms", "5", "--data-dir", str(tmp_path / "d")]
+    argv += ["--out", str(tmp_path)]
+    assert main(argv) == 0
+    remote = json.loads((tmp_path / "remote.json").read_text())
+    cases = remote["cases"]
+    assert cases["local warm"]["requests"] == 0
+    assert cases["remote, read-ahead"]["requests"] > 0
+    assert remote["ratio_readahead"] > 0

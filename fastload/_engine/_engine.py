@@ -49,6 +49,8 @@ class EngineSpec:
     packed_bounded: frozenset[str] = frozenset()
     #: a shared-memory arena whatever the backend (a feed's consumers map it)
     shared: bool = False
+    #: compressed bytes each worker may read ahead per store (0: none)
+    readahead_bytes: int = 0
 
 
 #: default bound on the shared memory batches kept by the consumer may pin
@@ -171,6 +173,7 @@ class Engine:
             batch_size=spec.batch_size,
             label_field=spec.label_field,
             transform=spec.transform,
+            readahead_bytes=spec.readahead_bytes,
         )
         pool = make_pool(spec.backend, spec.workers, cfg, arena)
         self._res.pool = pool

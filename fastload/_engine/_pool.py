@@ -143,6 +143,10 @@ class _QueueConn:
     def recv(self) -> Any:
         return self.tasks.get()
 
+    def poll(self) -> bool:
+        """Whether a task is queued (``recv`` would not block)."""
+        return not self.tasks.empty()
+
     def send(self, msg: Reply) -> None:
         self.results.put(WorkerReply(self.worker, msg))  # type: ignore[arg-type]
 

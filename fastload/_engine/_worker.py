@@ -21,7 +21,13 @@ How a process worker starts is :mod:`fastload._engine._child`'s business.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
+import logging
+import select
 import traceback
+from collections import deque
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -40,6 +46,8 @@ from fastload._engine._protocol import (
 from fastload._source import DenseChunkDecoder, RaggedChunkDecoder
 from fastload._spec import FieldSpec
 from fastload.errors import StoreChangedError, WorkerError
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -63,6 +71,8 @@ class WorkerConfig:
     batch_size: int
     label_field: str | None = None
     transform: Any = None
+    #: compressed bytes each worker may read ahead per store (0: no read-ahead)
+    readahead_bytes: int = 0
 
     @property
     def gather_prefix(self) -> str:
@@ -78,6 +88,7 @@ class Executor:
         self.arena = arena
         self.worker_id = worker_id
         self._scratch: dict[str, np.ndarray] = {}
+        self._read_ahead: set[int] = set()  # ids of queued tasks whose chunks are read ahead
 
     # ------------------------------------------------------------- chunk task
     def chunk(self, source: int, chunk: int, runs: tuple[tuple[int, int, int, int], ...]) -> None:
@@ -195,8 +206,42 @@ class Executor:
                 )
             self.arena[f"batch/{name}"][slot, :n] = value
 
+    # ------------------------------------------------------------- read-ahead
+    def read_ahead(self, tasks: Iterable[Task]) -> None:
+        """Tell the decoders which chunks come next (``tasks``, in order) so they read them ahead.
+
+        Decoders without ``read_ahead`` (in-memory sources) are skipped; the first
+        one whose window is full ends it.  Never raises: a chunk that cannot be
+        read ahead is read, and its error reported, when its task runs.
+        """
+        window = self.cfg.readahead_bytes
+        if window <= 0:
+            return
+        done = self._read_ahead
+        try:
+            for task in tasks:
+                if not isinstance(task, ChunkTask) or task.id in done:
+                    continue
+                for fname in self.cfg.fields:
+                    hint = getattr(self.cfg.sources[task.source][fname], "read_ahead", None)
+                    if hint is not None and not hint(task.chunk, window):
+                        return
+                done.add(task.id)
+        except Exception as exc:
+            logger.debug("read-ahead stopped: %s: %s", type(exc).__name__, exc)
+
+    def close(self) -> None:
+        """Release what reading ahead holds (I/O threads, bytes), for every decoder."""
+        for decoders in self.cfg.sources:
+            for decoder in decoders.values():
+                release = getattr(decoder, "close_read_ahead", None)
+                if release is not None:
+                    with contextlib.suppress(Exception):
+                        release()
+
     # --------------------------------------------------------------- dispatch
     def run(self, task: Task) -> None:
+        self._read_ahead.discard(task.id)
         if isinstance(task, ChunkTask):
             self.chunk(task.source, task.chunk, task.runs)
         else:
@@ -345,15 +390,35 @@ def serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
     """Run tasks from ``conn`` until told to stop or the other end goes away.
 
     ``in_process``: replies cross a process boundary, so a failure carries its
-    exception pickled (or ``None``) rather than the object itself.
+    exception pickled (or ``None``) rather than the object itself.  With
+    read-ahead on, the tasks already queued on ``conn`` are received before the
+    next one runs (in order, still run one by one) and their chunks read ahead.
     """
+    try:
+        _serve(executor, conn, in_process=in_process)
+    finally:
+        executor.close()
+
+
+def _serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
+    backlog: deque[Task | Stop] = deque()
+    queued = _queued(conn) if executor.cfg.readahead_bytes > 0 else None
+    peek = queued is not None
     while True:
         try:
-            task = conn.recv()
+            if not backlog:
+                backlog.append(conn.recv())
+            if queued is not None:
+                while queued():  # queued already: receiving cannot block
+                    backlog.append(conn.recv())
         except (EOFError, OSError):
-            return
+            if not backlog:
+                return
+        task = backlog.popleft()
         if isinstance(task, Stop):
             return
+        if peek:
+            executor.read_ahead(itertools.chain((task,), backlog))  # type: ignore[arg-type]
         try:
             executor.run(task)
             reply: Reply = Done(task.id)
@@ -365,6 +430,17 @@ def serve(executor: Executor, conn: Any, *, in_process: bool) -> None:
             conn.send(reply)
         except (OSError, ValueError):
             return
+
+
+def _queued(conn: Any) -> Callable[[], bool] | None:
+    """A cheap "is a message waiting on ``conn``" check (None when ``conn`` cannot tell)."""
+    fileno = getattr(conn, "fileno", None)
+    if fileno is not None:
+        # one poll set, not Connection.poll(), which builds a selector per call
+        poller = select.poll()
+        poller.register(fileno(), select.POLLIN)
+        return lambda: bool(poller.poll(0))
+    return getattr(conn, "poll", None)
 
 
 def failed(task_id: int, doing: str, exc: BaseException, *, in_process: bool) -> Failed:

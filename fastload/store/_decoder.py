@@ -289,6 +289,28 @@ class ChunkDecoder:
                 target[...] = scratch[lo - c0 : hi - c0]
         return out
 
+    # ------------------------------------------------------------- read-ahead
+    def read_ahead(self, chunk: int, window_bytes: int) -> bool:
+        """Start reading chunk ``chunk``'s file ahead of its decoding; False when the window is full.
+
+        The workers call it for the chunks they decode next, in order, and stop at
+        the first False.  At most ``window_bytes`` of compressed bytes are held
+        ahead per store (see :mod:`fastload.store._readahead`); decoding reads and
+        verifies the bytes as without read-ahead.  Arrays in another tool's layout
+        and sharded arrays (whose chunks are byte ranges of a shard file; reading
+        those ranges ahead is not built yet) are not read ahead (True: nothing to
+        wait for).
+        """
+        if not self.fast or self._shards is not None or not 0 <= chunk < self.n_chunks:
+            return True
+        limit = self.chunk_nbytes + _BLOSC_OVERHEAD + (4 if self.checksum else 0)
+        ahead = self.files.read_ahead(int(window_bytes))
+        return bool(ahead.want(self.chunk_key(chunk), limit, f"{self.key}/c"))
+
+    def close_read_ahead(self) -> None:
+        """Forget the chunks read ahead and stop the read-ahead's I/O threads (idempotent)."""
+        self.files.close_read_ahead()
+
     def _decode(self, chunk: int, out: np.ndarray) -> None:
         if not self.fast:
             self._decode_zarr(chunk, out)
@@ -473,6 +495,17 @@ class RaggedDecoder:
             spans = np.where(hi > lo, (hi - 1) // vlen + 1 - lo // vlen, 0)
             self._capacity = int(spans.max(initial=0)) * vlen
         return self._capacity
+
+    def read_ahead(self, chunk: int, window_bytes: int) -> bool:
+        """Read the value chunks of event chunk ``chunk`` ahead (see :meth:`ChunkDecoder.read_ahead`)."""
+        if not 0 <= chunk < self.n_chunks:
+            return True
+        v0, v1 = self.value_chunk_span(chunk)
+        return all(self.values.read_ahead(vc, window_bytes) for vc in range(v0, v1))
+
+    def close_read_ahead(self) -> None:
+        """Stop reading ahead (see :meth:`ChunkDecoder.close_read_ahead`)."""
+        self.values.close_read_ahead()
 
     def decode_into(self, chunk: int, values_out: np.ndarray, offsets_out: np.ndarray) -> int:
         """Fill ``values_out`` with the chunk's value rows and ``offsets_out`` (E+1) with buffer-relative offsets.

@@ -98,6 +98,7 @@ class StoreFiles:
         self._dirs: dict[str, int] = {}  # directory fds by key, e.g. "train/X/c"
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._ahead: Any = None  # the ReadAhead of this handle, once asked for
         if not self.remote and identity is None:
             self._root()  # pin the store now: later reads see this directory or fail
 
@@ -113,6 +114,7 @@ class StoreFiles:
 
     def close(self) -> None:
         """Release the root directory descriptor (reads re-open it, checking its identity)."""
+        self.close_read_ahead()
         fd, self._fd = getattr(self, "_fd", None), None
         dirs, self._dirs = getattr(self, "_dirs", {}), {}
         # a plain try, not contextlib.suppress: __del__ may run at interpreter exit, when
@@ -122,6 +124,31 @@ class StoreFiles:
                 os.close(held)
         except Exception:  # nothing to report to at exit
             pass
+
+    # ------------------------------------------------------------ read-ahead
+    def read_ahead(self, window_bytes: int) -> Any:
+        """This handle's :class:`~fastload.store._readahead.ReadAhead` with a window of ``window_bytes``.
+
+        Created on first use; reads of files it holds ahead take their bytes from it.
+        """
+        ahead = self._ahead
+        if ahead is None or ahead.window_bytes != window_bytes:
+            from fastload.store._readahead import ReadAhead
+
+            if ahead is not None:
+                ahead.close()
+            ahead = self._ahead = ReadAhead(self, window_bytes)
+        return ahead
+
+    def close_read_ahead(self) -> None:
+        """Stop reading ahead: forget what is held and stop its I/O threads (idempotent)."""
+        ahead, self._ahead = getattr(self, "_ahead", None), None
+        if ahead is not None:
+            # not contextlib.suppress: see close(), this runs from __del__ at exit too
+            try:  # noqa: SIM105
+                ahead.close()
+            except Exception:  # at interpreter exit there is no one to tell
+                pass
 
     # -------------------------------------------------------------- locations
     def where(self, key: str) -> str:
@@ -191,9 +218,22 @@ class StoreFiles:
         replaced.  ``base``, a directory prefix of ``key`` (``"train/X/c"``), is
         opened once and kept: later reads walk only the rest of the path.
         """
+        ahead = self._ahead
+        held: int | None = None
+        if ahead is not None and self.remote:
+            found, data = ahead.take(key)
+            if found:
+                if data is not None and len(data) > limit:
+                    raise CorruptStoreError(
+                        f"{self.where(key)} is larger than the {limit} bytes it can hold; the "
+                        "store is damaged, re-convert it"
+                    )
+                return data, None
+        elif ahead is not None:
+            held = ahead.take_fd(key)  # opened (and checked) the same way for its advice
         if self.remote:
             return self._read_remote(key, limit), None
-        fd = self._open_local(key, base)
+        fd = held if held is not None else self._open_local(key, base)
         if fd is None:
             if self._changed():
                 raise StoreChangedError(_replaced_message(self.url))

@@ -1,0 +1,256 @@
+"""``python -m bench.throughput --remote``: a store over S3 with a fixed latency per request.
+
+A moto S3 server on 127.0.0.1 (``moto[server]``) holds a copy of a
+TopTagging-shaped store (``--events``, default 100,000 jets, ~74 MB); a small
+reverse proxy on 127.0.0.1 in front of it sleeps ``--latency-ms`` (default
+20) before forwarding each request — loopback only, bounded (one thread per
+connection).  The loader reads ``s3://`` through the proxy
+(``AWS_ENDPOINT_URL``), with and without read-ahead, and the same store read
+locally (warm) is the reference: ``--repeats`` epochs each (default 2), the
+consumer touching one value per batch; samples/s medians and the peak RSS of
+the consumer plus its workers are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import http.server
+import logging
+import os
+import shutil
+import statistics
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import fastload as fl
+
+from ._data import build_dataset
+
+REMOTE_EVENTS = 100_000
+BUCKET = "fastload-bench"
+_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+
+
+class _LatencyProxy(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, upstream: tuple[str, int], latency_s: float) -> None:
+        self.upstream = upstream
+        self.latency_s = latency_s
+        self.requests = 0
+        self._count = threading.Lock()
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _LatencyProxy
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def _forward(self) -> None:
+        server = self.server
+        with server._count:
+            server.requests += 1
+        time.sleep(server.latency_s)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else None
+        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
+        upstream = http.client.HTTPConnection(*server.upstream, timeout=60)
+        try:
+            upstream.request(self.command, self.path, body=body, headers=headers)
+            reply = upstream.getresponse()
+            data = reply.read()
+        finally:
+            upstream.close()
+        self.send_response(reply.status, reply.reason)
+        for key, value in reply.getheaders():
+            if key.lower() not in _HOP and key.lower() != "content-length":
+                self.send_header(key, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+
+
+class _PeakRSS:
+    """Samples the RSS of this process and its descendants every 20 ms; ``peak`` in bytes."""
+
+    def __init__(self) -> None:
+        import psutil
+
+        self._psutil = psutil
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="bench-rss", daemon=True)
+
+    def _run(self) -> None:
+        me = self._psutil.Process()
+        while not self._stop.wait(0.02):
+            total = 0
+            for proc in (me, *me.children(recursive=True)):
+                with contextlib.suppress(self._psutil.Error):
+                    total += proc.memory_info().rss
+            self.peak = max(self.peak, total)
+
+    def __enter__(self) -> _PeakRSS:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _epochs(loader: fl.Loader, repeats: int, n: int) -> list[float]:
+    rates = []
+    for epoch in range(repeats + 1):  # epoch 0 starts the workers
+        loader.set_epoch(epoch)
+        samples = 0
+        t0 = time.perf_counter()
+        for batch in loader:
+            x = batch["X"]
+            float(x[0, 0, 0])
+            samples += x.shape[0]
+            del batch, x
+        if samples != n:
+            raise RuntimeError(f"an epoch delivered {samples} samples of {n}")
+        if epoch:
+            rates.append(samples / (time.perf_counter() - t0))
+    return rates
+
+
+def run_remote(args: argparse.Namespace) -> dict[str, Any]:
+    """Serve the store through moto + the latency proxy; local vs remote; print and return."""
+    from moto.server import ThreadedMotoServer
+
+    n = args.events or REMOTE_EVENTS
+    repeats = args.repeats or 2
+    latency_s = args.latency_ms / 1e3
+    temp = None if args.data_dir is not None else Path(tempfile.mkdtemp(prefix="fastload-bench-"))
+    root = args.data_dir or temp
+    assert root is not None
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    proxy = _LatencyProxy(moto.get_host_and_port(), latency_s)
+    serving = threading.Thread(target=proxy.serve_forever, name="bench-proxy", daemon=True)
+    serving.start()
+    saved = {k: os.environ.get(k) for k in _ENV}
+    load_start = os.getloadavg()
+    try:
+        host, port = proxy.server_address[:2]
+        os.environ.update(
+            {
+                "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+                "AWS_ACCESS_KEY_ID": "testing",
+                "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1",
+            }
+        )
+        data = build_dataset("toptagging", n, root, seed=args.seed, progress=False)
+        import fsspec
+
+        fs = fsspec.filesystem("s3", skip_instance_cache=True)
+        fs.mkdir(BUCKET)
+        fs.put(data.store, f"{BUCKET}/toptagging.zarr", recursive=True)
+        local = fl.open_store(data.store)["train"]
+        remote = fl.open_store(f"s3://{BUCKET}/toptagging.zarr")["train"]
+        rows: dict[str, Any] = {}
+        cases: list[tuple[str, fl.Split, dict[str, Any]]] = [
+            ("local warm", local, {}),
+            ("remote, no read-ahead", remote, {"readahead_bytes": 0}),
+            ("remote, read-ahead", remote, {}),
+        ]
+        if args.readahead_bytes is not None:
+            cases[-1] = ("remote, read-ahead", remote, {"readahead_bytes": args.readahead_bytes})
+        for key, split, options in cases:
+            before = proxy.requests
+            if args.prefetch is not None:
+                options = {**options, "prefetch": args.prefetch}
+            with (
+                _PeakRSS() as rss,
+                fl.Loader(
+                    split, args.batch_size, workers=args.workers, seed=args.seed, **options
+                ) as loader,
+            ):
+                rates = _epochs(loader, repeats, len(local))
+            rows[key] = {
+                "samples_per_s": statistics.median(rates),
+                "repeats": rates,
+                "peak_rss_bytes": rss.peak,
+                "requests": proxy.requests - before,
+            }
+    finally:
+        _forget_s3_clients()  # they point at the proxy, which is going away
+        proxy.shutdown()
+        proxy.server_close()
+        moto.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if temp is not None:
+            shutil.rmtree(temp, ignore_errors=True)
+    base = rows["local warm"]["samples_per_s"]
+    results = {
+        "dataset": "toptagging",
+        "events": n,
+        "store_bytes": sum(p.stat().st_size for p in Path(data.store).rglob("*") if p.is_file())
+        if temp is None
+        else None,
+        "latency_ms": args.latency_ms,
+        "batch_size": args.batch_size,
+        "workers": args.workers,
+        "cases": rows,
+        "ratio_readahead": rows["remote, read-ahead"]["samples_per_s"] / base,
+        "ratio_no_readahead": rows["remote, no read-ahead"]["samples_per_s"] / base,
+        "load_average_start": [round(x, 2) for x in load_start],
+        "load_average_end": [round(x, 2) for x in os.getloadavg()],
+    }
+    print(
+        f"TopTagging over S3 (moto on 127.0.0.1 + {args.latency_ms:g} ms per request): {n:,} jets, "
+        f"batch {args.batch_size}, {args.workers} workers, {repeats} epochs each"
+    )
+    for key, r in rows.items():
+        print(
+            f"  {key:22s} {r['samples_per_s']:10,.0f} samples/s  peak RSS "
+            f"{r['peak_rss_bytes'] / 2**20:6.0f} MiB  ({r['requests']} requests)"
+        )
+    print(
+        f"  remote / local: {results['ratio_readahead']:.2f}x with read-ahead, "
+        f"{results['ratio_no_readahead']:.2f}x without; load average "
+        f"{results['load_average_start']} -> {results['load_average_end']}"
+    )
+    return results
+
+
+def _forget_s3_clients() -> None:
+    """Close and drop every cached s3fs instance (their endpoint came from our environment)."""
+    try:
+        import s3fs
+        from zarr.core.sync import sync
+    except ImportError:
+        return
+    for fs in list(s3fs.S3FileSystem._cache.values()):
+        creator = getattr(fs, "_s3creator", None)
+        if creator is None:
+            continue
+        with contextlib.suppress(Exception):
+            if fs.asynchronous:  # created by zarr on its event loop
+                sync(creator.__aexit__(None, None, None))
+            else:
+                s3fs.S3FileSystem.close_session(fs.loop, creator)
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+_ENV = ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
