@@ -358,6 +358,7 @@ class Feed:
             "n_batches": len(self),
             "specs": describe_specs(lanes[0].output_specs),
             "keep": self._keep_share,
+            "ahead": self.ahead,
             "epoch": self._epoch,
         }
 
@@ -461,13 +462,16 @@ class Feed:
                     self._pinned[lid] = (token, {c.id for c in holders})
                     message = {"op": "b", "i": lid, "g": self._gen, "s": slot, "n": n}
                     message["e"], message["k"] = epoch, k
+                    wake = False
                     for c in holders:
                         c.held.add(lid)
                         c.sent += 1
                         c.send(message)
+                        wake = not self._send_now(c) or wake
                     self._produced += 1
                 del token
-                self._wake()
+                if wake:  # a socket is full: the control thread sends the rest when it can
+                    self._wake()
             else:
                 complete = True
         finally:
@@ -485,7 +489,8 @@ class Feed:
     def _wait_for_room(self, slots: Any, members: list[_Conn], lane: int) -> list[_Conn] | None:
         """The lane's live members once they have room (None: stop the epoch)."""
         while True:
-            slots.sweep(slots.kept)
+            # a few kept slots per batch, as a loader's engine does; all of them at the limit
+            slots.sweep(slots.kept if slots.kept >= slots.keep_limit else 4)
             with self._cond:
                 if self._stop.is_set():
                     return None
@@ -718,6 +723,24 @@ class Feed:
             entry[1].discard(cid)
             if not entry[1]:
                 del self._pinned[lid]  # the token dies: the ring's next sweep frees the slot
+
+    def _send_now(self, conn: _Conn) -> bool:
+        """Send ``conn``'s outbox from this thread (the caller holds the lock); False: not all.
+
+        The producer announces batches so, without waking the control thread: a
+        socket that is full or failed is left to the control thread (which waits
+        for it to be writable, or drops the consumer).
+        """
+        if not conn.outbox or conn.state == "gone":
+            return True
+        try:
+            sent = conn.sock.send(conn.outbox)
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError:
+            return False
+        del conn.outbox[:sent]
+        return not conn.outbox
 
     def _flush(self, conn: _Conn) -> None:
         with self._cond:
