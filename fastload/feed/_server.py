@@ -80,9 +80,15 @@ class _Conn:
     batch: int = 0  # batches of that epoch it took
     joined: float = 0.0
     events: int = 0  # what the control thread's selector watches for it (0: not registered)
+    # guards outbox and the socket's sends; taken after the feed's lock, never before it
+    wlock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def send(self, message: _wire.Message) -> None:
-        self.outbox += _wire.encode(message)
+        self.queue(_wire.encode(message))
+
+    def queue(self, data: bytes) -> None:
+        with self.wlock:
+            self.outbox += data
 
 
 class Feed:
@@ -137,7 +143,7 @@ class Feed:
         min_consumers: int = 1,
         rank: int | None = None,
         world_size: int | None = None,
-        ahead: int = 8,
+        ahead: int = 32,
         max_consumers: int = 16,
         epoch: int = 0,
         **options: Any,
@@ -460,17 +466,18 @@ class Feed:
                 with self._cond:
                     lid = next(self._lending)
                     self._pinned[lid] = (token, {c.id for c in holders})
-                    message = {"op": "b", "i": lid, "g": self._gen, "s": slot, "n": n}
-                    message["e"], message["k"] = epoch, k
-                    wake = False
+                    data = _wire.encode(
+                        {"op": "b", "i": lid, "g": self._gen, "s": slot, "n": n, "e": epoch, "k": k}
+                    )
                     for c in holders:
                         c.held.add(lid)
                         c.sent += 1
-                        c.send(message)
-                        wake = not self._send_now(c) or wake
+                        c.queue(data)
                     self._produced += 1
                 del token
-                if wake:  # a socket is full: the control thread sends the rest when it can
+                # sent from this thread, outside the feed's lock (the control thread reads
+                # releases meanwhile); a full socket is left to the control thread
+                if not all([self._send_now(c) for c in holders]):
                     self._wake()
             else:
                 complete = True
@@ -724,26 +731,28 @@ class Feed:
             if not entry[1]:
                 del self._pinned[lid]  # the token dies: the ring's next sweep frees the slot
 
-    def _send_now(self, conn: _Conn) -> bool:
-        """Send ``conn``'s outbox from this thread (the caller holds the lock); False: not all.
+    @staticmethod
+    def _send_now(conn: _Conn) -> bool:
+        """Send what ``conn``'s outbox holds; False if some is left (full socket, or failed).
 
         The producer announces batches so, without waking the control thread: a
         socket that is full or failed is left to the control thread (which waits
         for it to be writable, or drops the consumer).
         """
-        if not conn.outbox or conn.state == "gone":
-            return True
-        try:
-            sent = conn.sock.send(conn.outbox)
-        except (BlockingIOError, InterruptedError):
-            return False
-        except OSError:
-            return False
-        del conn.outbox[:sent]
-        return not conn.outbox
+        with conn.wlock:
+            if not conn.outbox or conn.state == "gone":
+                return True
+            try:
+                sent = conn.sock.send(conn.outbox)
+            except OSError:  # full (BlockingIOError), or failed: for the control thread
+                return False
+            del conn.outbox[:sent]
+            return not conn.outbox
 
     def _flush(self, conn: _Conn) -> None:
-        with self._cond:
+        if not conn.outbox:  # (unlocked: whoever queues more sends it or wakes this thread)
+            return
+        with conn.wlock:
             if not conn.outbox or conn.state == "gone":
                 return
             try:
@@ -781,7 +790,7 @@ class Feed:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._sel.unregister(conn.sock)
             conn.events = 0
-        with contextlib.suppress(OSError):
+        with conn.wlock, contextlib.suppress(OSError):  # not while the producer sends on it
             conn.sock.close()
 
     def _say_goodbye(self) -> None:
@@ -797,11 +806,11 @@ class Feed:
             with self._cond:
                 conn.send(message)
             # best effort, bounded: a consumer that does not read is not waited for
-            with contextlib.suppress(OSError):
+            with conn.wlock, contextlib.suppress(OSError):
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(0.5)
                 conn.sock.sendall(bytes(conn.outbox))
-            conn.outbox.clear()
+                conn.outbox.clear()
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
