@@ -259,14 +259,16 @@ class _Channel:
                     self.released.append(lid)
 
     def report_if_due(self) -> None:
-        """Report, unless batches are queued here and few were taken since the last report.
+        """Report once ``every`` batches were taken or released since the last report.
 
-        Coalesced: one message every ``every`` batches taken (so the feed, which
-        announces at most ``ahead`` batches beyond the last reported one, always
-        has more on the way), and always before the training waits for a batch
-        (so the feed never waits for a report the consumer holds back).
+        Coalesced: the feed announces up to ``ahead`` (= 2 * ``every``) batches
+        beyond the last reported one, so it has more on the way when a report
+        is sent; a feed waiting on this consumer has announced ``ahead``
+        batches, and once the training took them a report is due, so it never
+        waits for one held back.  The watcher thread reports whatever is left
+        every ``_SWEEP_S`` while the training is slow or idle.
         """
-        if self._inbox and self.taken - self._reported < self.every:
+        if self.taken - self._reported < self.every and len(self.released) < self.every:
             return
         self.report()
 
