@@ -74,7 +74,8 @@ class _Conn:
     lane: int | None = None
     label: str = ""
     held: set[int] = dataclasses.field(default_factory=set)
-    sent: int = 0  # batch announcements sent
+    sent: int = 0  # batch announcements sent (queued)
+    unsent: int = 0  # of them, still in the outbox
     taken: int = 0  # of them, taken by the consumer (as it last reported)
     epoch: int | None = None  # epoch it is in (member) or last took from
     batch: int = 0  # batches of that epoch it took
@@ -86,9 +87,10 @@ class _Conn:
     def send(self, message: _wire.Message) -> None:
         self.queue(_wire.encode(message))
 
-    def queue(self, data: bytes) -> None:
+    def queue(self, data: bytes, announcement: bool = False) -> None:
         with self.wlock:
             self.outbox += data
+            self.unsent += announcement
 
 
 class Feed:
@@ -246,6 +248,10 @@ class Feed:
                 "or lower max_consumers or ahead"
             )
         self._keep_share = share
+        # grouped announcements (see _run_epoch): consumers report every ahead // 2 batches
+        every = max(1, self.ahead // 2)
+        self._hold_above = every + 2
+        self._group = max(1, self.ahead - self._hold_above)
 
     def _listen(self) -> None:
         directory = _paths.ensure_dir()
@@ -472,12 +478,19 @@ class Feed:
                     for c in holders:
                         c.held.add(lid)
                         c.sent += 1
-                        c.queue(data)
+                        c.queue(data, announcement=True)
                     self._produced += 1
+                    # grouped: held back while the consumer surely has batches queued (its
+                    # last report lags by < every), sent once `group` are waiting
+                    due = [
+                        c
+                        for c in holders
+                        if c.unsent >= self._group or c.sent - c.taken <= self._hold_above
+                    ]
                 del token
                 # sent from this thread, outside the feed's lock (the control thread reads
                 # releases meanwhile); a full socket is left to the control thread
-                if not all([self._send_now(c) for c in holders]):
+                if not all([self._send_now(c) for c in due]):
                     self._wake()
             else:
                 complete = True
@@ -510,6 +523,13 @@ class Feed:
                 )
                 if room:
                     return holders
+                waiting = list(holders)
+            # nothing held back while the producer waits
+            if not all([self._send_now(c) for c in waiting]):
+                self._wake()
+            with self._cond:
+                if self._stop.is_set():
+                    return None
                 self._cond.wait(0.05)
 
     # ------------------------------------------------------------- control
@@ -747,7 +767,10 @@ class Feed:
             except OSError:  # full (BlockingIOError), or failed: for the control thread
                 return False
             del conn.outbox[:sent]
-            return not conn.outbox
+            if conn.outbox:
+                return False
+            conn.unsent = 0
+            return True
 
     def _flush(self, conn: _Conn) -> None:
         if not conn.outbox:  # (unlocked: whoever queues more sends it or wakes this thread)
@@ -763,6 +786,8 @@ class Feed:
                 sent = -1
             if sent >= 0:
                 del conn.outbox[:sent]
+                if not conn.outbox:
+                    conn.unsent = 0
                 return
         self._drop(conn, "its socket failed")
 
