@@ -196,6 +196,9 @@ class Feed:
         for lane in self._lanes:
             lane._spec = dataclasses.replace(lane._spec, shared=True)
         counts = [len(lane) for lane in self._lanes]
+        # once: a lane loader's len() is its plan of *its* epoch (never advanced here), which
+        # the planner forgets after a few epochs and would recompute on every call
+        self._n_batches = counts[0]
         if len(set(counts)) > 1:
             raise ConfigError(
                 f"fl.Feed: split among {lanes} consumers, epochs have {min(counts)} to "
@@ -305,7 +308,7 @@ class Feed:
 
     def __len__(self) -> int:
         """Batches per epoch of each consumer."""
-        return len(self._lanes[0])
+        return self._n_batches
 
     def worker_pids(self) -> list[int]:
         """PIDs of the feed's worker processes."""
