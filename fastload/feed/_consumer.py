@@ -206,13 +206,13 @@ class _Channel:
         reads it only while the training does not.
         """
         with self._read_lock:
-            if not self._inbox and not self._ended:
-                if self._poll.poll(max(1, int(min(timeout_s, _WAIT_S) * 1000))):
-                    while not self._ended:  # everything that arrived, without waiting
-                        data = self._recv()
-                        if data is None:
-                            break
-                        self._take_in(data)
+            wait_ms = max(1, int(min(timeout_s, _WAIT_S) * 1000))
+            if not self._inbox and not self._ended and self._poll.poll(wait_ms):
+                while not self._ended:  # everything that arrived, without waiting
+                    data = self._recv()
+                    if data is None:
+                        break
+                    self._take_in(data)
             if self._inbox:
                 message = self._inbox.popleft()
                 if message is _EOF:
