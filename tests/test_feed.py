@@ -823,7 +823,7 @@ def _two_consumers_killing_a_worker(split: fl.Split, options: dict) -> dict:
 def test_closing_mid_epoch_is_an_error_never_a_short_epoch():
     """A feed closed while its consumer is inside an epoch: the iteration raises, it does not
     end early as if the epoch were complete."""
-    feed = fl.Feed(numbered(400, 20), 16, name="short", workers=1, seed=3)
+    feed = fl.Feed(numbered(400, 20), 16, name="short", workers=1, seed=3, ahead=4)
     with fl.attach("short") as consumer:
         assert len(list(consumer)) == 25
         assert wait_until(lambda: feed.status()["batch"] >= 4, 10.0)

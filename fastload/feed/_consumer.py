@@ -261,7 +261,7 @@ class _Channel:
     def report_if_due(self) -> None:
         """Report once ``every`` batches were taken or released since the last report.
 
-        Coalesced: the feed announces up to ``ahead`` (= 2 * ``every``) batches
+        Coalesced: the feed announces up to ``ahead`` (> ``every``) batches
         beyond the last reported one, so it has more on the way when a report
         is sent; a feed waiting on this consumer has announced ``ahead``
         batches, and once the training took them a report is due, so it never
@@ -403,7 +403,7 @@ class FeedConsumer:
         self._specs = _checked_transform(consumer_transform, self._feed_specs, channel)
         self._consumer_transform = consumer_transform
         self._keep_limit: int = int(info["keep"])
-        channel.every = max(1, int(info.get("ahead", 2)) // 2)
+        channel.every = max(1, int(info["report_every"]))
         self._channel = channel
         self._arenas: dict[int, Arena] = {}
         self._pending: deque[Any] = deque()  # messages looked at before iterating

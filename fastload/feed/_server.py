@@ -251,10 +251,12 @@ class Feed:
                 "or lower max_consumers or ahead"
             )
         self._keep_share = share
-        # grouped announcements (see _run_epoch): consumers report every ahead // 2 batches
-        every = max(1, self.ahead // 2)
+        # consumers report every `_report_every` batches taken (a quarter of `ahead`: the
+        # feed's view of a consumer's queue is at most that stale); announcements are held
+        # back while the consumer surely has batches queued, and sent in groups (_run_epoch)
+        every = self._report_every = max(1, self.ahead // 4)
         self._hold_above = every + 2
-        self._group = max(1, self.ahead - self._hold_above)
+        self._group = max(1, (self.ahead - self._hold_above) // 2)
 
     def _listen(self) -> None:
         directory = _paths.ensure_dir()
@@ -374,6 +376,7 @@ class Feed:
             "specs": describe_specs(lanes[0].output_specs),
             "keep": self._keep_share,
             "ahead": self.ahead,
+            "report_every": self._report_every,
             "epoch": self._epoch,
         }
 
