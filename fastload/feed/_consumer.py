@@ -281,7 +281,7 @@ class _Channel:
             changed = released or taken != self._reported
             self._reported = taken
         if changed:
-            self.send({"op": "r", "i": released, "t": taken, "at": list(self.at)})
+            self.send_raw(_wire.encode_release(released, taken, list(self.at)))
 
     def leave(self) -> None:
         """Detach; batches the training still holds stay pinned until they are garbage."""
@@ -298,11 +298,14 @@ class _Channel:
             self.close()
 
     def send(self, message: _wire.Message) -> None:
+        self.send_raw(_wire.encode(message))
+
+    def send_raw(self, data: bytes) -> None:
         with self._send_lock:
             if self.closed:
                 return
             with contextlib.suppress(OSError):  # the feed is gone: the reader reports it
-                self._send_all(_wire.encode(message))
+                self._send_all(data)
 
     def _send_all(self, data: bytes) -> None:
         """``sendall`` that also works on the non-blocking socket (the caller holds the lock)."""

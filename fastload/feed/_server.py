@@ -478,9 +478,7 @@ class Feed:
                 with self._cond:
                     lid = next(self._lending)
                     self._pinned[lid] = (token, {c.id for c in holders})
-                    data = _wire.encode(
-                        {"op": "b", "i": lid, "g": self._gen, "s": slot, "n": n, "e": epoch, "k": k}
-                    )
+                    data = _wire.encode_batch(lid, self._gen, slot, n, epoch, k)
                     for c in holders:
                         c.held.add(lid)
                         c.sent += 1
