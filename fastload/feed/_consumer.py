@@ -8,8 +8,11 @@ tells the feed, which recycles the slot when every consumer did.  Past its
 share of kept batches the consumer delivers copies (and warns once), so a
 training that keeps every batch cannot stall the feed.
 
-A reader thread receives the feed's messages; end of file on the socket (the
-feed closed, or its process died, even by SIGKILL) ends the iteration with
+The training's thread reads the socket itself while it waits for a batch; a
+watcher thread reads it while the training does not, and returns released
+batches every 50 ms.  Releases are reported in groups (every ``ahead // 4``
+batches).  End of file on the socket (the feed closed, or its process died,
+even by SIGKILL) ends the iteration with
 :class:`~fastload.errors.FeedClosedError` at once.
 """
 

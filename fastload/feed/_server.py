@@ -4,9 +4,12 @@ Threads
 -------
 The *producer* runs the engine of a :class:`~fastload.Loader` configuration
 (its workers, its shared-memory arena) epoch after epoch and announces every
-delivered batch to the consumers of its lane: ``{"op": "b", "i": id, "s": slot,
-"n": rows, ...}``.  The *control* thread accepts connections, checks the peer's
-uid, and handles the consumers' messages (join, release, status).
+delivered batch to the consumers of its lane (a binary record, see
+:mod:`fastload.feed._wire`: id, arena generation, slot, rows, epoch, batch
+number), sending it itself and grouping announcements while a consumer surely
+has batches queued (docs/feed.md, "Hot path").  The *control* thread accepts
+connections, checks the peer's uid, handles the consumers' messages (join,
+release reports, status) and sends what the producer could not.
 
 Slot lifetime
 -------------
@@ -125,7 +128,8 @@ class Feed:
         job): split consumers get ranks ``rank * consumers + i`` of
         ``world_size * consumers``; broadcast consumers all get ``rank``'s plan.
     ahead : int
-        Batches a consumer may have queued and not taken yet; the fastest
+        Batches a consumer may have queued and not taken yet (as last
+        reported: consumers report every ``ahead // 4`` batches); the fastest
         consumer is at most this far ahead of the slowest one.
     max_consumers : int
         Consumers attached at once; each may keep (pin) its share of
