@@ -488,12 +488,15 @@ class Feed:
                         c.sent += 1
                         c.queue(data, announcement=True)
                     self._produced += 1
-                    # grouped: held back while the consumer surely has batches queued (its
-                    # last report lags by < every), sent once `group` are waiting
+                    # grouped: held back while the consumer surely has batches queued, sent
+                    # once `group` wait.  Sure: more than every + 2 were *sent* beyond its last
+                    # report, and it reports again after taking `every` of them, so it still
+                    # has 2 when its report wakes the control thread, which flushes outboxes
                     due = [
                         c
                         for c in holders
-                        if c.unsent >= self._group or c.sent - c.taken <= self._hold_above
+                        if c.unsent >= self._group
+                        or c.sent - c.unsent - c.taken <= self._hold_above
                     ]
                 del token
                 # sent from this thread, outside the feed's lock (the control thread reads
