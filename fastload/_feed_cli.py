@@ -52,7 +52,7 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--drop-last", action="store_true", help="drop the last incomplete batch")
     p.add_argument("--fields", help="comma-separated fields to deliver (default: all)")
     p.add_argument("--epoch", type=int, default=0, help="first epoch to produce (default 0)")
-    p.add_argument("--ahead", type=int, default=8, help="batches a consumer may have queued (8)")
+    p.add_argument("--ahead", type=int, default=32, help="batches a consumer may have queued (32)")
     p.add_argument("--max-consumers", type=int, default=16, help="consumers attached at once (16)")
     p.add_argument("--rank", type=int, help="this node's rank (one feed per node)")
     p.add_argument("--world-size", type=int, help="number of nodes (one feed each)")

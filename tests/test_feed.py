@@ -107,9 +107,10 @@ def assert_same_epochs(got: list[list[np.ndarray]], want: list[list[np.ndarray]]
     shuffle=st.booleans(),
     drop_last=st.booleans(),
     seed=st.integers(0, 2**16),
+    ahead=st.integers(1, 40),
 )
 def test_broadcast_every_consumer_gets_every_epoch_exactly(
-    n, chunk_len, batch_size, n_consumers, shuffle, drop_last, seed
+    n, chunk_len, batch_size, n_consumers, shuffle, drop_last, seed, ahead
 ):
     if drop_last and n < batch_size:
         drop_last = False
@@ -118,7 +119,13 @@ def test_broadcast_every_consumer_gets_every_epoch_exactly(
     want = loader_epochs(source, batch_size, 2, **options)
     out: dict = {}
     with fl.Feed(
-        source, batch_size, name="scan", workers=0, min_consumers=n_consumers, **options
+        source,
+        batch_size,
+        name="scan",
+        workers=0,
+        min_consumers=n_consumers,
+        ahead=ahead,
+        **options,
     ) as feed:
         run_threads(
             [
@@ -134,6 +141,46 @@ def test_broadcast_every_consumer_gets_every_epoch_exactly(
         assert length == len(want[0])
         assert state["epoch"] == 2
         assert state["batch"] == 0
+
+
+def test_grouped_announcements_give_consumers_of_different_speeds_the_exact_plan(monkeypatch):
+    from fastload.feed import _server
+
+    groups: list[int] = []
+    send_now = _server.Feed._send_now
+
+    def counting(conn):
+        groups.append(conn.unsent)
+        return send_now(conn)
+
+    monkeypatch.setattr(_server.Feed, "_send_now", staticmethod(counting))
+    source = numbered(2400, 40)
+    want = loader_epochs(source, 8, 2, seed=4)
+    out: dict = {}
+
+    def slow(key: object, pause: float) -> None:
+        try:
+            with fl.attach("speeds") as consumer:
+                got = []
+                for _ in range(2):
+                    epoch = []
+                    for batch in consumer:
+                        epoch.append(batch["y"].copy())
+                        time.sleep(pause)
+                    got.append(epoch)
+                out[key] = got
+        except BaseException as exc:
+            out[key] = exc
+
+    with fl.Feed(source, 8, name="speeds", workers=1, seed=4, ahead=16, min_consumers=3):
+        run_threads(
+            [lambda: slow("fast", 0.0), lambda: slow("mid", 0.0005), lambda: slow("slow", 0.002)]
+        )
+    for key in ("fast", "mid", "slow"):
+        assert not isinstance(out[key], BaseException), out[key]
+        assert_same_epochs(out[key], want)
+    # the slow consumer lagged: its announcements went out several to one send
+    assert max(groups) > 1
 
 
 def test_broadcast_with_process_workers_and_a_store(split_a, no_leaks):
@@ -336,6 +383,54 @@ CONSUMER = textwrap.dedent(
     time.sleep(600)
     """
 )
+
+DROPPER = textwrap.dedent(
+    """
+    import os, signal, sys
+    import fastload as fl
+    c = fl.attach(sys.argv[1])
+    for i, batch in enumerate(c):
+        del batch  # released here, but not reported yet: reports are coalesced
+        if i == 5:
+            channel = c._channel
+            channel.sweep()
+            print(channel.taken - channel._reported, len(channel.released), flush=True)
+            os.kill(os.getpid(), signal.SIGKILL)
+    """
+)
+
+
+def test_sigkill_of_a_consumer_holding_unreported_releases_leaks_no_slot(no_leaks):
+    source = numbered(3000, 30)
+    want = loader_epochs(source, 10, 2, seed=6)
+    with fl.Feed(source, 10, name="drop", workers=1, seed=6, min_consumers=2) as feed:
+        victim = spawn(DROPPER, "drop")
+        out: dict = {}
+        survivor = threading.Thread(target=consume, args=("drop", 2, out, "s"))
+        survivor.start()
+        try:
+            assert victim.stdout is not None
+            line = victim.stdout.readline()
+            assert line, victim.stderr.read() if victim.stderr else ""
+            unreported_taken, unreported_released = map(int, line.split())
+            assert unreported_taken > 0  # the case under test: taken, released, not reported
+            assert unreported_released > 0
+            assert victim.wait(10) == -signal.SIGKILL
+            assert wait_until(lambda: len(feed.consumers()) <= 1, 5.0), feed.consumers()
+            survivor.join(120)
+            assert not survivor.is_alive()
+            # both gone: nothing of either stays pinned
+            assert wait_until(lambda: feed.status()["pinned"] == 0, 5.0), feed.status()
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                victim.kill()
+            victim.wait()
+            for stream in (victim.stdout, victim.stderr):
+                if stream:
+                    stream.close()
+    assert not isinstance(out["s"], BaseException), out["s"]
+    assert_same_epochs(out["s"][0], want)
+
 
 FEED = textwrap.dedent(
     """
@@ -728,7 +823,7 @@ def _two_consumers_killing_a_worker(split: fl.Split, options: dict) -> dict:
 def test_closing_mid_epoch_is_an_error_never_a_short_epoch():
     """A feed closed while its consumer is inside an epoch: the iteration raises, it does not
     end early as if the epoch were complete."""
-    feed = fl.Feed(numbered(400, 20), 16, name="short", workers=1, seed=3)
+    feed = fl.Feed(numbered(400, 20), 16, name="short", workers=1, seed=3, ahead=4)
     with fl.attach("short") as consumer:
         assert len(list(consumer)) == 25
         assert wait_until(lambda: feed.status()["batch"] >= 4, 10.0)

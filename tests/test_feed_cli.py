@@ -75,7 +75,7 @@ def test_serve_attach_status_and_stop(store: Path, feed_dir: Path, stop: signal.
     Ctrl-C / SIGTERM stops it with exit 0, the consumer gets FeedClosedError, nothing leaks."""
     serve = fastload_cli(
         "serve", str(store), "train", "--name", "cli", "--batch-size", "16", "--workers", "1",
-        "--seed", "3",
+        "--seed", "3", "--ahead", "4",  # the stop lands mid-epoch: 25 batches > ahead
     )  # fmt: skip
     try:
         assert serve.stdout is not None

@@ -8,8 +8,11 @@ tells the feed, which recycles the slot when every consumer did.  Past its
 share of kept batches the consumer delivers copies (and warns once), so a
 training that keeps every batch cannot stall the feed.
 
-A reader thread receives the feed's messages; end of file on the socket (the
-feed closed, or its process died, even by SIGKILL) ends the iteration with
+The training's thread reads the socket itself while it waits for a batch; a
+watcher thread reads it while the training does not, and returns released
+batches every 50 ms.  Releases are reported in groups (every ``ahead // 4``
+batches).  End of file on the socket (the feed closed, or its process died,
+even by SIGKILL) ends the iteration with
 :class:`~fastload.errors.FeedClosedError` at once.
 """
 
@@ -19,8 +22,8 @@ import contextlib
 import logging
 import mmap
 import os
-import queue
 import re
+import select
 import socket
 import stat
 import threading
@@ -54,6 +57,8 @@ _log = logging.getLogger("fastload")
 _SHM_NAME = re.compile(r"fastload-\d+-[0-9a-f]+")
 #: how often the reader thread returns released slots while the consumer is not iterating
 _SWEEP_S = 0.05
+#: longest single wait of the training's thread on the socket (then it reports releases again)
+_WAIT_S = 0.25
 _EOF = object()
 
 Batch = dict[str, np.ndarray]
@@ -122,7 +127,11 @@ class _Channel:
     def __init__(self, sock: socket.socket, name: str) -> None:
         self.sock = sock
         self.name = name
-        self.inbox: queue.Queue[Any] = queue.Queue()
+        # messages received and not yet handed to the consumer; ``_read_lock`` guards it,
+        # the line buffer and ``_ended`` (the training's thread and the watcher both read)
+        self._inbox: deque[Any] = deque()
+        self._read_lock = threading.Lock()
+        self._ended = False
         self._send_lock = threading.Lock()
         self._buffer = _wire.LineBuffer()
         self.closed = False
@@ -137,6 +146,7 @@ class _Channel:
         self.taken = 0
         self.at: list[Any] = [None, 0]
         self._reported = -1
+        self.every = 1  # batches taken between coalesced reports (set from the feed's ahead)
 
     def recv_now(self, timeout_s: float) -> _wire.Message:
         """One message, read synchronously (during the handshake, before the thread starts)."""
@@ -158,38 +168,84 @@ class _Channel:
             self._pending = deque(self._buffer.feed(data))
 
     def start(self) -> None:
-        for message in getattr(self, "_pending", ()):
-            self.inbox.put(message)
+        self._inbox.extend(getattr(self, "_pending", ()))
         self._pending = deque()
-        self.sock.settimeout(_SWEEP_S)
+        self.sock.setblocking(False)  # waits are polls: a recv never blocks under the lock
+        self._poll = select.poll()
+        self._poll.register(self.sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         self._thread = threading.Thread(
-            target=self._read, name=f"fastload-feed-reader-{self.name}", daemon=True
+            target=self._watch, name=f"fastload-feed-reader-{self.name}", daemon=True
         )
         self._thread.start()
 
-    def _read(self) -> None:
+    def _take_in(self, data: bytes | None) -> None:
+        """Parse what one ``recv`` returned (the caller holds ``_read_lock``)."""
+        if data is None or self._ended:
+            return
+        if data == b"":
+            self._ended = True
+            self._inbox.append(_EOF)
+            return
+        try:
+            self._inbox.extend(self._buffer.feed(data))
+        except Exception as exc:  # a malformed message: end the stream with it
+            self._ended = True
+            self._inbox.extend((exc, _EOF))
+
+    def _recv(self) -> bytes | None:
+        """One non-blocking ``recv``: None when nothing is ready, b"" at end of file."""
+        try:
+            return self.sock.recv(1 << 16)
+        except (TimeoutError, BlockingIOError, InterruptedError):
+            return None
+        except OSError:
+            return b""
+
+    def get(self, timeout_s: float) -> Any:
+        """The next message (or ``_EOF``, or the exception that ended the stream); None: none yet.
+
+        The training's thread reads the socket itself while it waits for a batch
+        (no hand-over through another thread on the hot path); the watcher thread
+        reads it only while the training does not.
+        """
+        with self._read_lock:
+            wait_ms = max(1, int(min(timeout_s, _WAIT_S) * 1000))
+            if not self._inbox and not self._ended and self._poll.poll(wait_ms):
+                while not self._ended:  # everything that arrived, without waiting
+                    data = self._recv()
+                    if data is None:
+                        break
+                    self._take_in(data)
+            if self._inbox:
+                message = self._inbox.popleft()
+                if message is _EOF:
+                    self._inbox.appendleft(_EOF)  # every later call sees the end too
+                return message
+        return None
+
+    def _watch(self) -> None:
+        """While the training is not asking for batches: release what it dropped, notice EOF."""
+        poller = select.poll()
+        poller.register(self.sock.fileno(), select.POLLIN | select.POLLHUP | select.POLLERR)
         try:
             while not self.closed:
-                try:
-                    data = self.sock.recv(1 << 16)
-                except TimeoutError:
-                    data = None
-                except OSError:
-                    data = b""
-                if data == b"":
-                    break
-                if data:
-                    for message in self._buffer.feed(data):
-                        self.inbox.put(message)
+                ready = poller.poll(_SWEEP_S * 1000)
+                if ready and not self._ended:
+                    if self._read_lock.acquire(blocking=False):
+                        try:
+                            self._take_in(self._recv())
+                        finally:
+                            self._read_lock.release()
+                    else:  # the training is reading: it takes the data
+                        time.sleep(_SWEEP_S)
                 # between messages: free what the training dropped while it is not asking for
                 # batches (validation, checkpointing)
                 self.report()
+                if self._ended:
+                    break
                 if self.leaving and not self.lent:
                     break
-        except Exception as exc:  # a malformed message: end the stream with it
-            self.inbox.put(exc)
         finally:
-            self.inbox.put(_EOF)
             if self.leaving:
                 self.close()
 
@@ -205,6 +261,20 @@ class _Channel:
                     lent.popleft()
                     self.released.append(lid)
 
+    def report_if_due(self) -> None:
+        """Report once ``every`` batches were taken or released since the last report.
+
+        Coalesced: the feed announces up to ``ahead`` (> ``every``) batches
+        beyond the last reported one, so it has more on the way when a report
+        is sent; a feed waiting on this consumer has announced ``ahead``
+        batches, and once the training took them a report is due, so it never
+        waits for one held back.  The watcher thread reports whatever is left
+        every ``_SWEEP_S`` while the training is slow or idle.
+        """
+        if self.taken - self._reported < self.every and len(self.released) < self.every:
+            return
+        self.report()
+
     def report(self) -> None:
         """Tell the feed which batches were released and how many were taken."""
         self.sweep()
@@ -214,7 +284,7 @@ class _Channel:
             changed = released or taken != self._reported
             self._reported = taken
         if changed:
-            self.send({"op": "r", "i": released, "t": taken, "at": list(self.at)})
+            self.send_raw(_wire.encode_release(released, taken, list(self.at)))
 
     def leave(self) -> None:
         """Detach; batches the training still holds stay pinned until they are garbage."""
@@ -231,18 +301,30 @@ class _Channel:
             self.close()
 
     def send(self, message: _wire.Message) -> None:
+        self.send_raw(_wire.encode(message))
+
+    def send_raw(self, data: bytes) -> None:
         with self._send_lock:
             if self.closed:
                 return
             with contextlib.suppress(OSError):  # the feed is gone: the reader reports it
-                self.sock.sendall(_wire.encode(message))
+                self._send_all(data)
+
+    def _send_all(self, data: bytes) -> None:
+        """``sendall`` that also works on the non-blocking socket (the caller holds the lock)."""
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[self.sock.send(view) :]
+            except (BlockingIOError, InterruptedError):  # the feed reads slowly: wait for room
+                select.select([], [self.sock], [], 1.0)
 
     def close(self) -> None:
         with self._send_lock:
             if self.closed:
                 return
             with contextlib.suppress(OSError):
-                self.sock.sendall(_wire.encode({"op": "bye"}))
+                self._send_all(_wire.encode({"op": "bye"}))
             self.closed = True
             with contextlib.suppress(OSError):
                 self.sock.shutdown(socket.SHUT_RDWR)
@@ -327,6 +409,7 @@ class FeedConsumer:
         self._specs = _checked_transform(consumer_transform, self._feed_specs, channel)
         self._consumer_transform = consumer_transform
         self._keep_limit: int = int(info["keep"])
+        channel.every = max(1, int(info["report_every"]))
         self._channel = channel
         self._arenas: dict[int, Arena] = {}
         self._pending: deque[Any] = deque()  # messages looked at before iterating
@@ -456,9 +539,8 @@ class FeedConsumer:
                     f"no batch from feed {self.name!r} for {self.timeout_s:.0f}s (timeout_s); "
                     "`python -m fastload status` shows its consumers and their lag"
                 )
-            try:
-                message = self._channel.inbox.get(timeout=min(remaining, 0.25))
-            except queue.Empty:
+            message = self._channel.get(remaining)
+            if message is None:
                 continue
             if message is _EOF or isinstance(message, Exception):
                 detail = f" ({message})" if isinstance(message, Exception) else ""
@@ -500,7 +582,7 @@ class FeedConsumer:
     def _send_releases(self) -> None:
         channel = self._channel
         channel.at = [self.epoch, self._delivered]
-        channel.report()
+        channel.report_if_due()
 
     # -------------------------------------------------------------- iteration
     def __iter__(self) -> Iterator[Batch]:

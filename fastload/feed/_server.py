@@ -4,9 +4,12 @@ Threads
 -------
 The *producer* runs the engine of a :class:`~fastload.Loader` configuration
 (its workers, its shared-memory arena) epoch after epoch and announces every
-delivered batch to the consumers of its lane: ``{"op": "b", "i": id, "s": slot,
-"n": rows, ...}``.  The *control* thread accepts connections, checks the peer's
-uid, and handles the consumers' messages (join, release, status).
+delivered batch to the consumers of its lane (a binary record, see
+:mod:`fastload.feed._wire`: id, arena generation, slot, rows, epoch, batch
+number), sending it itself and grouping announcements while a consumer surely
+has batches queued (docs/feed.md, "Hot path").  The *control* thread accepts
+connections, checks the peer's uid, handles the consumers' messages (join,
+release reports, status) and sends what the producer could not.
 
 Slot lifetime
 -------------
@@ -74,15 +77,23 @@ class _Conn:
     lane: int | None = None
     label: str = ""
     held: set[int] = dataclasses.field(default_factory=set)
-    sent: int = 0  # batch announcements sent
+    sent: int = 0  # batch announcements sent (queued)
+    unsent: int = 0  # of them, still in the outbox
     taken: int = 0  # of them, taken by the consumer (as it last reported)
     epoch: int | None = None  # epoch it is in (member) or last took from
     batch: int = 0  # batches of that epoch it took
     joined: float = 0.0
     events: int = 0  # what the control thread's selector watches for it (0: not registered)
+    # guards outbox and the socket's sends; taken after the feed's lock, never before it
+    wlock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
     def send(self, message: _wire.Message) -> None:
-        self.outbox += _wire.encode(message)
+        self.queue(_wire.encode(message))
+
+    def queue(self, data: bytes, announcement: bool = False) -> None:
+        with self.wlock:
+            self.outbox += data
+            self.unsent += announcement
 
 
 class Feed:
@@ -117,7 +128,8 @@ class Feed:
         job): split consumers get ranks ``rank * consumers + i`` of
         ``world_size * consumers``; broadcast consumers all get ``rank``'s plan.
     ahead : int
-        Batches a consumer may have queued and not taken yet; the fastest
+        Batches a consumer may have queued and not taken yet (as last
+        reported: consumers report every ``ahead // 4`` batches); the fastest
         consumer is at most this far ahead of the slowest one.
     max_consumers : int
         Consumers attached at once; each may keep (pin) its share of
@@ -137,7 +149,7 @@ class Feed:
         min_consumers: int = 1,
         rank: int | None = None,
         world_size: int | None = None,
-        ahead: int = 8,
+        ahead: int = 32,
         max_consumers: int = 16,
         epoch: int = 0,
         **options: Any,
@@ -188,6 +200,9 @@ class Feed:
         for lane in self._lanes:
             lane._spec = dataclasses.replace(lane._spec, shared=True)
         counts = [len(lane) for lane in self._lanes]
+        # once: a lane loader's len() is its plan of *its* epoch (never advanced here), which
+        # the planner forgets after a few epochs and would recompute on every call
+        self._n_batches = counts[0]
         if len(set(counts)) > 1:
             raise ConfigError(
                 f"fl.Feed: split among {lanes} consumers, epochs have {min(counts)} to "
@@ -240,6 +255,12 @@ class Feed:
                 "or lower max_consumers or ahead"
             )
         self._keep_share = share
+        # consumers report every `_report_every` batches taken (a quarter of `ahead`: the
+        # feed's view of a consumer's queue is at most that stale); announcements are held
+        # back while the consumer surely has batches queued, and sent in groups (_run_epoch)
+        every = self._report_every = max(1, self.ahead // 4)
+        self._hold_above = every + 2
+        self._group = max(1, (self.ahead - self._hold_above) // 2)
 
     def _listen(self) -> None:
         directory = _paths.ensure_dir()
@@ -293,7 +314,7 @@ class Feed:
 
     def __len__(self) -> int:
         """Batches per epoch of each consumer."""
-        return len(self._lanes[0])
+        return self._n_batches
 
     def worker_pids(self) -> list[int]:
         """PIDs of the feed's worker processes."""
@@ -358,6 +379,8 @@ class Feed:
             "n_batches": len(self),
             "specs": describe_specs(lanes[0].output_specs),
             "keep": self._keep_share,
+            "ahead": self.ahead,
+            "report_every": self._report_every,
             "epoch": self._epoch,
         }
 
@@ -459,15 +482,27 @@ class Feed:
                 with self._cond:
                     lid = next(self._lending)
                     self._pinned[lid] = (token, {c.id for c in holders})
-                    message = {"op": "b", "i": lid, "g": self._gen, "s": slot, "n": n}
-                    message["e"], message["k"] = epoch, k
+                    data = _wire.encode_batch(lid, self._gen, slot, n, epoch, k)
                     for c in holders:
                         c.held.add(lid)
                         c.sent += 1
-                        c.send(message)
+                        c.queue(data, announcement=True)
                     self._produced += 1
+                    # grouped: held back while the consumer surely has batches queued, sent
+                    # once `group` wait.  Sure: more than every + 2 were *sent* beyond its last
+                    # report, and it reports again after taking `every` of them, so it still
+                    # has 2 when its report wakes the control thread, which flushes outboxes
+                    due = [
+                        c
+                        for c in holders
+                        if c.unsent >= self._group
+                        or c.sent - c.unsent - c.taken <= self._hold_above
+                    ]
                 del token
-                self._wake()
+                # sent from this thread, outside the feed's lock (the control thread reads
+                # releases meanwhile); a full socket is left to the control thread
+                if not all([self._send_now(c) for c in due]):
+                    self._wake()
             else:
                 complete = True
         finally:
@@ -485,7 +520,8 @@ class Feed:
     def _wait_for_room(self, slots: Any, members: list[_Conn], lane: int) -> list[_Conn] | None:
         """The lane's live members once they have room (None: stop the epoch)."""
         while True:
-            slots.sweep(slots.kept)
+            # a few kept slots per batch, as a loader's engine does; all of them at the limit
+            slots.sweep(slots.kept if slots.kept >= slots.keep_limit else 4)
             with self._cond:
                 if self._stop.is_set():
                     return None
@@ -498,6 +534,13 @@ class Feed:
                 )
                 if room:
                     return holders
+                waiting = list(holders)
+            # nothing held back while the producer waits
+            if not all([self._send_now(c) for c in waiting]):
+                self._wake()
+            with self._cond:
+                if self._stop.is_set():
+                    return None
                 self._cond.wait(0.05)
 
     # ------------------------------------------------------------- control
@@ -719,8 +762,31 @@ class Feed:
             if not entry[1]:
                 del self._pinned[lid]  # the token dies: the ring's next sweep frees the slot
 
+    @staticmethod
+    def _send_now(conn: _Conn) -> bool:
+        """Send what ``conn``'s outbox holds; False if some is left (full socket, or failed).
+
+        The producer announces batches so, without waking the control thread: a
+        socket that is full or failed is left to the control thread (which waits
+        for it to be writable, or drops the consumer).
+        """
+        with conn.wlock:
+            if not conn.outbox or conn.state == "gone":
+                return True
+            try:
+                sent = conn.sock.send(conn.outbox)
+            except OSError:  # full (BlockingIOError), or failed: for the control thread
+                return False
+            del conn.outbox[:sent]
+            if conn.outbox:
+                return False
+            conn.unsent = 0
+            return True
+
     def _flush(self, conn: _Conn) -> None:
-        with self._cond:
+        if not conn.outbox:  # (unlocked: whoever queues more sends it or wakes this thread)
+            return
+        with conn.wlock:
             if not conn.outbox or conn.state == "gone":
                 return
             try:
@@ -731,6 +797,8 @@ class Feed:
                 sent = -1
             if sent >= 0:
                 del conn.outbox[:sent]
+                if not conn.outbox:
+                    conn.unsent = 0
                 return
         self._drop(conn, "its socket failed")
 
@@ -758,7 +826,7 @@ class Feed:
             with contextlib.suppress(KeyError, ValueError, OSError):
                 self._sel.unregister(conn.sock)
             conn.events = 0
-        with contextlib.suppress(OSError):
+        with conn.wlock, contextlib.suppress(OSError):  # not while the producer sends on it
             conn.sock.close()
 
     def _say_goodbye(self) -> None:
@@ -774,11 +842,11 @@ class Feed:
             with self._cond:
                 conn.send(message)
             # best effort, bounded: a consumer that does not read is not waited for
-            with contextlib.suppress(OSError):
+            with conn.wlock, contextlib.suppress(OSError):
                 conn.sock.setblocking(True)
                 conn.sock.settimeout(0.5)
                 conn.sock.sendall(bytes(conn.outbox))
-            conn.outbox.clear()
+                conn.outbox.clear()
 
     # ------------------------------------------------------------ lifecycle
     def close(self) -> None:
