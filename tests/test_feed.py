@@ -357,6 +357,30 @@ def test_resume_a_consumer_state_in_a_plain_loader():
     assert_same_epochs([rest], [rest_feed])
 
 
+@pytest.mark.tf
+def test_consumer_tf_dataset_gives_the_plans_batches():
+    """``consumer.tf()``: a tf.data.Dataset of the feed's batches, one epoch per iteration."""
+    tf = pytest.importorskip("tensorflow")
+    source = numbered(203, 7)
+    want = loader_epochs(source, 16, 2, seed=4, drop_last=True)
+    with (
+        fl.Feed(source, 16, name="tfeed", workers=1, seed=4, drop_last=True),
+        fl.attach("tfeed") as consumer,
+    ):
+        ds = consumer.tf(x="X", y="y")
+        x_spec, y_spec = ds.element_spec
+        assert x_spec.shape == (16, 2)
+        assert y_spec == tf.TensorSpec((16,), tf.int64, name="y")
+        got = []
+        for _ in range(2):
+            epoch = []
+            for x, y in ds:
+                np.testing.assert_array_equal(x.numpy()[:, 0], y.numpy())
+                epoch.append(y.numpy())
+            got.append(epoch)
+    assert_same_epochs(got, want)
+
+
 def test_consumer_skips_to_a_later_state():
     source = numbered(100, 5)
     want = loader_epochs(source, 10, 3, seed=4)

@@ -104,6 +104,8 @@ def _tf_value(tf: Any, value: Any) -> Any:
 
 def _static_batch_dim(loader: Loader) -> int | None:
     """``batch_size`` when every batch of every epoch is full, else None (unknown)."""
+    if not hasattr(loader, "plan"):  # a feed consumer: only drop_last guarantees full batches
+        return loader.batch_size if loader.drop_last else None
     plan = loader.plan()
     # batches_per_epoch and the per-rank sample count do not change between
     # epochs (docs/order.md), so one epoch's plan answers for all of them

@@ -724,6 +724,12 @@ class FeedConsumer:
 
         return to_torch(self, device=device, pin_memory=pin_memory, **options)
 
+    def tf(self, **options: Any) -> Any:
+        """A ``tf.data.Dataset`` of this consumer's batches; see :func:`fastload.adapters.tf.to_tf`."""
+        from fastload.adapters.tf import to_tf
+
+        return to_tf(self, **options)
+
     # -------------------------------------------------------------- lifecycle
     def close(self) -> None:
         """Detach: the feed releases this consumer's slots (batches held stay readable)."""
