@@ -43,6 +43,7 @@ class _LatencyProxy(http.server.ThreadingHTTPServer):
         self.upstream = upstream
         self.latency_s = latency_s
         self.requests = 0
+        self.gets: list[str] = []  # paths of the GET requests, in order
         self._count = threading.Lock()
         super().__init__(("127.0.0.1", 0), _Handler)
 
@@ -58,6 +59,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         server = self.server
         with server._count:
             server.requests += 1
+            if self.command == "GET":
+                server.gets.append(self.path)
         time.sleep(server.latency_s)
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else None
@@ -73,7 +76,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         for key, value in reply.getheaders():
             if key.lower() not in _HOP and key.lower() != "content-length":
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        # a HEAD reply has no body but the object's length (s3fs reads sizes from it)
+        length = reply.getheader("Content-Length") if self.command == "HEAD" else None
+        self.send_header("Content-Length", length or str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
