@@ -7,6 +7,8 @@ values).  Messages name the file, the split and the field, and say what to do.
 """
 
 __all__ = [
+    "CacheError",
+    "CacheFullError",
     "ConfigError",
     "CorruptStoreError",
     "DatasetNotFoundError",
@@ -71,6 +73,14 @@ class CorruptStoreError(StoreError):
 
 class StoreChangedError(StoreError):
     """The store was replaced or removed on disk while it was being read."""
+
+
+class CacheError(StoreError):
+    """The local chunk cache of a remote store (``cache_dir``) cannot be used."""
+
+
+class CacheFullError(CacheError, OSError):
+    """The disk holding the chunk cache is full; free space, shrink ``cache_bytes`` or move it."""
 
 
 class SplitNotFoundError(StoreError, KeyError):

@@ -263,3 +263,6 @@ def test_remote_mode_reads_through_the_latency_proxy(tmp_path: Path) -> None:
     assert cases["local warm"]["requests"] == 0
     assert cases["remote, read-ahead"]["requests"] > 0
     assert remote["ratio_readahead"] > 0
+    # the cached case's timed epoch reads from the cache: only its first epoch made requests
+    assert 0 < cases["remote, cached"]["requests"] < 2 * cases["remote, read-ahead"]["requests"]
+    assert remote["ratio_cached"] > 0

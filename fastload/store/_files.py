@@ -20,12 +20,17 @@ identity; the copy in a worker process re-opens the root and refuses a
 different directory.
 
 Remote stores (fsspec URLs) are read with fsspec directly, each file with one
-bounded request.
+bounded request.  A remote handle may carry a :class:`~fastload.store._cache.ChunkCache`
+(``open_store(url, cache_dir=...)``): chunk reads look there first and store
+what they fetch, keyed by the object's version from one listing of its array
+(see :mod:`fastload.store._cache`); metadata is always read fresh.
 """
 
 from __future__ import annotations
 
 import errno
+import hashlib
+import logging
 import os
 import stat
 import threading
@@ -40,6 +45,8 @@ from fastload.errors import (
     StoreNotFoundError,
 )
 from fastload.store._paths import is_remote, local_path
+
+logger = logging.getLogger(__name__)
 
 #: Largest metadata file (``zarr.json``) fastload reads; real ones are a few KiB.
 MAX_METADATA_BYTES = 16 * 2**20
@@ -85,10 +92,17 @@ class StoreFiles:
     identity
         ``(st_dev, st_ino)`` the local root must have; None opens the root now
         and records it.
+    cache
+        A :class:`~fastload.store._cache.ChunkCache` for a remote store's chunks, or None.
     """
 
-    def __init__(self, url: str, identity: tuple[int, int] | None = None) -> None:
+    def __init__(
+        self, url: str, identity: tuple[int, int] | None = None, cache: Any = None
+    ) -> None:
         self.url = url
+        self.cache = cache if is_remote(url) else None
+        self._listings: dict[str, tuple[float, dict[str, tuple[str, int, str | None]]]] = {}
+        self._list_lock = threading.Lock()
         self.remote = is_remote(url)
         self.identity = identity
         self._root_path = None if self.remote else str(local_path(url))
@@ -104,10 +118,10 @@ class StoreFiles:
 
     # ---------------------------------------------------------------- pickling
     def __getstate__(self) -> dict[str, Any]:
-        return {"url": self.url, "identity": self.identity}
+        return {"url": self.url, "identity": self.identity, "cache": self.cache}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["url"], state["identity"])  # type: ignore[misc]
+        self.__init__(state["url"], state["identity"], state.get("cache"))  # type: ignore[misc]
 
     def __del__(self) -> None:
         self.close()
@@ -232,7 +246,7 @@ class StoreFiles:
         elif ahead is not None:
             held = ahead.take_fd(key)  # opened (and checked) the same way for its advice
         if self.remote:
-            return self._read_remote(key, limit), None
+            return self._fetch(key, limit, base), None
         fd = held if held is not None else self._open_local(key, base)
         if fd is None:
             if self._changed():
@@ -380,6 +394,110 @@ class StoreFiles:
                 "damaged, re-convert it"
             )
         return bytes(data)
+
+    # ------------------------------------------------------------ chunk cache
+    def _fetch(self, key: str, limit: int, base: str | None = None) -> bytes | None:
+        """Remote file ``key`` of array chunk prefix ``base``: from the chunk cache, else a GET.
+
+        Without a cache, or without ``base`` (metadata), or when the store lists
+        no version for the file, this is :meth:`_read_remote`.  What a GET
+        returns is cached when it matches the listed version (size; MD5 for an
+        S3 MD5 ETag): an object that changed after the listing is not.
+        """
+        cache = self.cache
+        listed = None if cache is None or base is None else self._listed(key, base)
+        if listed is None:
+            return self._read_remote(key, limit)
+        from fastload.store._cache import entry_name
+
+        version, size, md5 = listed
+        name = entry_name(self.url, key, version)
+        data = cache.get(name, limit)
+        if data is not None:
+            return data
+        data = self._read_remote(key, limit)
+        if data is not None and _matches(data, size, md5):
+            cache.put(name, data)
+        return data
+
+    def fetch_range(self, key: str, offset: int, nbytes: int, base: str) -> bytes:
+        """Bytes ``[offset, offset + nbytes)`` of remote file ``key`` (a chunk in a shard), cached."""
+        fs, root = self._filesystem()
+        cache = self.cache
+        listed = None if cache is None else self._listed(key, base)
+        name = None
+        if listed is not None:
+            from fastload.store._cache import entry_name
+
+            name = entry_name(self.url, key, listed[0], (offset, nbytes))
+            data = cache.get(name, nbytes)
+            if data is not None and len(data) == nbytes:
+                return data
+        try:
+            data = bytes(fs.cat_file(f"{root}/{key}", start=offset, end=offset + nbytes))
+        except FileNotFoundError:
+            raise
+        except Exception as exc:  # network stacks raise their own types (botocore, aiohttp)
+            raise _remote_error(self.where(key), exc) from exc
+        if name is not None and len(data) == nbytes:
+            cache.put(name, data)
+        return data
+
+    def _listed(self, key: str, base: str) -> tuple[str, int, str | None] | None:
+        """``(version, size, md5)`` of remote file ``key`` as the listing of ``base`` says, or None.
+
+        One listing per array prefix and handle (``fs.find``: one request per
+        1000 objects on S3), taken again after ``LISTING_TTL_S``.
+        """
+        from fastload.store._cache import LISTING_TTL_S
+
+        fs, root = self._filesystem()
+        held = self._listings.get(base)
+        if held is None or time.monotonic() - held[0] > LISTING_TTL_S:
+            with self._list_lock:
+                held = self._listings.get(base)
+                if held is None or time.monotonic() - held[0] > LISTING_TTL_S:
+                    try:
+                        found = fs.find(f"{root}/{base}", detail=True)
+                    except Exception as exc:  # no listing: read without the cache
+                        logger.info(
+                            "cannot list %s (%s: %s): its chunks are read without the cache",
+                            self.where(base),
+                            type(exc).__name__,
+                            exc,
+                        )
+                        found = {}
+                    versions = {}
+                    for path, info in found.items():
+                        version = _version(info)
+                        if version is not None:
+                            versions[str(path).strip("/")] = version
+                    held = (time.monotonic(), versions)
+                    self._listings[base] = held
+        return held[1].get(f"{root}/{key}".strip("/"))
+
+
+def _version(info: dict[str, Any]) -> tuple[str, int, str | None] | None:
+    """``(version, size, md5)`` of a listed object: its ETag and size, else its size and mtime."""
+    size = info.get("size")
+    if not isinstance(size, int) or info.get("type", "file") != "file":
+        return None
+    etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+    if etag:
+        plain = str(etag).strip('"').lower()
+        md5 = plain if len(plain) == 32 and all(c in "0123456789abcdef" for c in plain) else None
+        return f"etag={etag};size={size}", size, md5
+    for field in ("LastModified", "mtime", "updated", "created"):
+        if info.get(field) is not None:
+            return f"{field}={info[field]};size={size}", size, None
+    return None
+
+
+def _matches(data: bytes, size: int, md5: str | None) -> bool:
+    """True when fetched ``data`` is the listed version (its size, and its MD5 when known)."""
+    if len(data) != size:
+        return False
+    return md5 is None or hashlib.md5(data, usedforsecurity=False).hexdigest() == md5
 
 
 def _remote_error(url: str, exc: Exception) -> StoreError:

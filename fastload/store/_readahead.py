@@ -87,7 +87,7 @@ class ReadAhead:
             if key in self._held:
                 return True
         if self.files.remote:
-            return self._want_remote(key, limit)
+            return self._want_remote(key, limit, base)
         if limit < LOCAL_MIN_BYTES:
             return True
         return self._want_local(key, limit, base)
@@ -136,12 +136,12 @@ class ReadAhead:
             if not keep:
                 os.close(fd)
 
-    def _want_remote(self, key: str, limit: int) -> bool:
+    def _want_remote(self, key: str, limit: int, base: str | None) -> bool:
         if not self._reserve(key, limit):
             return False
         if self._pool is None:
             self._pool = ThreadPoolExecutor(REMOTE_THREADS, thread_name_prefix="fastload-readahead")
-        future = self._pool.submit(self.files._read_remote, key, limit)
+        future = self._pool.submit(self.files._fetch, key, limit, base)  # through the chunk cache
         with self._lock:
             self._futures[key] = future
         future.add_done_callback(lambda f, key=key: self._received(key, f))

@@ -35,6 +35,7 @@ from fastload.errors import (
     StoreNotFoundError,
     UnsupportedFormatError,
 )
+from fastload.store._cache import DEFAULT_CACHE_BYTES, ChunkCache
 from fastload.store._decoder import ChunkDecoder, RaggedDecoder
 from fastload.store._files import MAX_METADATA_BYTES, StoreFiles
 from fastload.store._paths import (
@@ -89,8 +90,8 @@ def _read_root_attrs(files: StoreFiles) -> dict[str, Any] | None:
     return attrs if isinstance(attrs, dict) else None
 
 
-def _files(path: str) -> StoreFiles:
-    return StoreFiles(path)
+def _files(path: str, cache: ChunkCache | None = None) -> StoreFiles:
+    return StoreFiles(path, cache=cache)
 
 
 def probe_store(path: str | os.PathLike[str]) -> str:
@@ -149,7 +150,7 @@ class Split:
 
     def __reduce__(self) -> tuple[Any, tuple[str, str]]:
         # worker processes re-open the store from its path instead of receiving arrays
-        return (_open_split, (self.store.path, self.name))
+        return (_open_split, (self.store.path, self.name, self.store.cache))
 
     @property
     def n(self) -> int:
@@ -398,21 +399,43 @@ class Store:
     def __iter__(self) -> Iterator[str]:
         return iter(self.schema.splits)
 
-    def __reduce__(self) -> tuple[Any, tuple[str]]:
-        return (open_store, (self.path,))
+    @property
+    def cache(self) -> ChunkCache | None:
+        """The local chunk cache of a remote store opened with ``cache_dir``, else None."""
+        return self._files.cache
+
+    def __reduce__(self) -> tuple[Any, tuple[str, ChunkCache | None]]:
+        return (_reopen, (self.path, self.cache))
 
 
-def _open_split(path: str, split: str) -> Split:
-    return open_store(path)[split]
+def _reopen(path: str, cache: ChunkCache | None = None) -> Store:
+    return _open_store(canonical(path), cache)
 
 
-def open_store(path: str | os.PathLike[str]) -> Store:
+def _open_split(path: str, split: str, cache: ChunkCache | None = None) -> Split:
+    return _reopen(path, cache)[split]
+
+
+def open_store(
+    path: str | os.PathLike[str],
+    *,
+    cache_dir: str | os.PathLike[str] | None = None,
+    cache_bytes: int | None = None,
+) -> Store:
     """Open a store read-only after validating its schema against its arrays.
 
     Parameters
     ----------
     path
         Local directory, ``file://`` URL or fsspec URL of the store.
+    cache_dir
+        For a remote (fsspec) store: a local directory that caches the chunks
+        read, shared by every Loader, worker and feed of the node that passes it
+        (see :mod:`fastload.store._cache`; created with mode 0700).  Ignored for
+        local stores.  Metadata is always read from the store.
+    cache_bytes
+        Size limit of ``cache_dir`` (default 10 GiB); the least recently used
+        chunks are evicted past it.
 
     Returns
     -------
@@ -432,8 +455,26 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         The store was never finished (an interrupted in-place write).
     CorruptStoreError
         An array or group is missing or disagrees with the schema.
+    CacheError
+        ``cache_dir`` cannot be created or is open to other users
+        (:class:`~fastload.errors.CacheFullError`, raised by reads, when its disk is full).
     """
     text = canonical(path)
+    cache = None
+    if cache_dir is not None:
+        if is_remote(text):
+            cache = ChunkCache(
+                cache_dir, DEFAULT_CACHE_BYTES if cache_bytes is None else cache_bytes
+            )
+            cache.prepare()  # a directory open to others fails here, not in a worker
+        else:
+            log.info("store %r is local: cache_dir %r is not used", text, os.fspath(cache_dir))
+    elif cache_bytes is not None:
+        raise ConfigError("cache_bytes sets the size of cache_dir; pass cache_dir too")
+    return _open_store(text, cache)
+
+
+def _open_store(text: str, cache: ChunkCache | None) -> Store:
     if not is_remote(text) and not local_path(text).exists():
         leftovers = leftover_temporaries(local_path(text))
         hint = (
@@ -445,7 +486,7 @@ def open_store(path: str | os.PathLike[str]) -> Store:
         raise StoreNotFoundError(f"no store at {text!r}{hint}")
     if not is_remote(text) and not local_path(text).is_dir():
         raise StoreError(f"{text!r} is not a Zarr v3 group (a file, not a directory)")
-    files = _files(text)
+    files = _files(text, cache)
     try:
         return _open(text, files)
     except BaseException:

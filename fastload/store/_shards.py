@@ -421,8 +421,7 @@ class ShardReader:
         """
         if files.remote:
             key, offset, nbytes = self.locate(files, chunk)
-            fs, root = files._filesystem()
-            data = fs.cat_file(f"{root}/{key}", start=offset, end=offset + nbytes)
+            data = files.fetch_range(key, offset, nbytes, base=f"{self.key}/c")  # cached
             if len(data) != nbytes:
                 raise self._corrupt(
                     files, chunk, f"gave {len(data)} of inner chunk's {nbytes} bytes"
