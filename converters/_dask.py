@@ -313,7 +313,15 @@ def _store_layout(plan: ConversionPlan, opts: dict[str, Any]) -> StoreLayout:
         fields=plan.fields,
         **{
             k: opts.pop(k)
-            for k in ("codec", "clevel", "shuffle", "chunk_bytes", "chunk_len", "shard_chunks")
+            for k in (
+                "codec",
+                "clevel",
+                "shuffle",
+                "chunk_bytes",
+                "chunk_len",
+                "shard_chunks",
+                "value_chunk_len",
+            )
             if k in opts
         },
     )

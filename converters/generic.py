@@ -30,7 +30,7 @@ import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ from fastload.errors import (
     SourceKeyError,
     StoreExistsError,
 )
-from fastload.store import FieldInfo, Ragged, choose_chunk_len
+from fastload.store import FieldInfo, Ragged, StoreLayout, choose_chunk_len
 
 from ._sources import KeyInfo, SourceReader, open_reader, read_counts
 from ._spec import (
@@ -122,6 +122,9 @@ class ConversionPlan:
     chunk_len: int
     block_events: int
     blocks: tuple[Block, ...]
+    #: rows per value chunk of each ragged field, fixed here so that the serial and the
+    #: Dask writers (which see different first blocks) lay out the same chunks
+    value_chunk_len: dict[str, int] = field(default_factory=dict)
 
     @property
     def ragged_fields(self) -> list[str]:
@@ -133,6 +136,7 @@ class ConversionPlan:
         import hashlib
 
         parts = [self.spec.digest, str(self.chunk_len), str(self.block_events)]
+        parts += [f"{k}={v}" for k, v in sorted(self.value_chunk_len.items())]
         for f in self.files:
             st = os.stat(f.path)
             parts.append(f"{f.rel}:{st.st_size}:{int(st.st_mtime)}:{f.n_events}")
@@ -210,7 +214,12 @@ def plan_conversion(spec: ConversionSpec, source_dir: str | Path) -> ConversionP
     splits = (
         tuple(spec.split.fractions) if spec.split.kind == "fraction" else tuple(spec.split.files)
     )
-    chunk_len = spec.store.chunk_len or _estimate_chunk_len(spec, files, plans, fields)
+    mean_rows = _estimate_mean_rows(spec, files, plans)
+    chunk_len = spec.store.chunk_len or _estimate_chunk_len(spec, fields, mean_rows)
+    layout = StoreLayout(fields, chunk_bytes=spec.store.chunk_bytes)
+    value_chunk_len = {
+        name: layout.value_chunk_rows(name, chunk_len * rows) for name, rows in mean_rows.items()
+    }
     # whole sample chunks per block, so blocks of one file never share a chunk
     block_events = spec.source.block_events or 16 * chunk_len
     block_events = -(-block_events // chunk_len) * chunk_len
@@ -230,6 +239,7 @@ def plan_conversion(spec: ConversionSpec, source_dir: str | Path) -> ConversionP
         chunk_len=chunk_len,
         block_events=block_events,
         blocks=blocks,
+        value_chunk_len=value_chunk_len,
     )
 
 
@@ -505,29 +515,42 @@ def split_assignment(plan: ConversionPlan, block: Block) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- chunking
+def _estimate_mean_rows(
+    spec: ConversionSpec, files: Sequence[SourceFile], plans: Mapping[str, FieldPlan]
+) -> dict[str, float]:
+    """Mean list length of each ragged field over the first events of the first source.
+
+    Sizes the sample chunks (:func:`_estimate_chunk_len`) and the value chunks; an
+    estimate, but one fixed in the plan, so every writer of the plan uses the same.
+    """
+    ragged = [(name, fp) for name, fp in plans.items() if fp.info.ragged]
+    if not ragged:
+        return {}
+    first = next(f for f in files if f.n_events)
+    stop = min(first.n_events, _SAMPLE_EVENTS)
+    src = spec.source
+    out = {}
+    with open_reader(
+        first.path, first.format, tree=src.tree, group=src.group, key=src.key
+    ) as reader:
+        for name, fp in ragged:
+            counts = _jagged_counts(fp, reader, 0, stop, {})
+            if counts.size:
+                out[name] = float(counts.mean())
+    return out
+
+
 def _estimate_chunk_len(
-    spec: ConversionSpec,
-    files: Sequence[SourceFile],
-    plans: Mapping[str, FieldPlan],
-    fields: Mapping[str, FieldInfo],
+    spec: ConversionSpec, fields: Mapping[str, FieldInfo], mean_rows: Mapping[str, float]
 ) -> int:
     """Sample-chunk length aiming at ``chunk_bytes`` per event chunk, ragged rows included.
 
-    A ragged field's bytes per event are estimated from the mean list length of the
-    first events of the first source, so hit-level data get event chunks of a few MiB.
+    A ragged field's bytes per event are its mean rows (:func:`_estimate_mean_rows`)
+    times its row bytes, so hit-level data get event chunks of a few MiB.
     """
     nbytes = sum(info.spec.sample_nbytes for info in fields.values() if not info.ragged)
-    ragged = [fp for fp in plans.values() if fp.info.ragged]
-    if ragged:
-        first = next(f for f in files if f.n_events)
-        stop = min(first.n_events, _SAMPLE_EVENTS)
-        src = spec.source
-        with open_reader(
-            first.path, first.format, tree=src.tree, group=src.group, key=src.key
-        ) as reader:
-            for fp in ragged:
-                counts = _jagged_counts(fp, reader, 0, stop, {})
-                nbytes += float(counts.mean()) * fp.info.spec.sample_nbytes if counts.size else 0.0
+    for name, rows in mean_rows.items():
+        nbytes += rows * fields[name].spec.sample_nbytes
     return choose_chunk_len(max(1, int(nbytes)), spec.store.chunk_bytes)
 
 
@@ -712,6 +735,7 @@ def store_options(plan: ConversionPlan) -> dict[str, Any]:
         "shuffle": opts.shuffle,
         "chunk_bytes": opts.chunk_bytes,
         "chunk_len": plan.chunk_len,
+        "value_chunk_len": dict(plan.value_chunk_len) or None,
         "shard_chunks": opts.shard_chunks,
         "labels": list(plan.labels),
         "converter": f"{CONVERTER}:{Path(spec.where.origin).name}",

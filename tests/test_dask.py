@@ -19,6 +19,7 @@ import h5py
 import numpy as np
 import psutil
 import pytest
+import zarr
 
 import fastload as fl
 from fastload.converters import ahcal
@@ -108,6 +109,33 @@ def test_ahcal_two_workers_byte_identical_to_serial(
     dask_split = fl.open_store(tmp_path / "dask.zarr")["train"]
     assert dask_split.max_len("hits") == fl.open_store(ahcal_serial)["train"].max_len("hits") > 0
     assert not [p for p in tmp_path.iterdir() if "fastload-tmp" in p.name]  # work files removed
+
+
+def test_value_chunks_from_the_plan_byte_identical(
+    client: distributed.Client,
+    ahcal_src: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Value chunks sized by the statistics rule: the plan fixes them, so both writers agree.
+
+    The serial writer alone would size them from sample chunk 0 and ParallelStore from the
+    split's mean; the plan's ``value_chunk_len`` (from the same survey of the first events
+    that sizes ``chunk_len``) is what both get.
+    """
+    from fastload.store import _schema
+
+    monkeypatch.setattr(_schema, "MIN_VALUE_CHUNK_BYTES", 64)  # the plan is made here
+    spec = load_spec(ahcal.spec_path("root"), overrides=AHCAL_SMALL)
+    plan = plan_conversion(spec, ahcal_src)
+    vlen = plan.value_chunk_len["hits"]
+    assert vlen < 16384 // 16  # the rule, not chunk_bytes alone
+    serial(ahcal.spec_path("root"), ahcal_src, tmp_path / "serial.zarr", AHCAL_SMALL)
+    convert(spec, tmp_path / "dask.zarr", source_dir=ahcal_src, client=client)
+    assert_same_bytes(tmp_path / "serial.zarr", tmp_path / "dask.zarr")
+    for split in fl.open_store(tmp_path / "dask.zarr"):
+        values = zarr.open_group(str(tmp_path / "dask.zarr"), mode="r")[f"{split}/hits/values"]
+        assert values.chunks[0] == vlen
 
 
 def test_hdf5_padding_and_directory_labels_byte_identical(

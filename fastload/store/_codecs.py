@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 import numpy as np
 from zarr.codecs import BloscCodec, Crc32cCodec
 
-from fastload.store._schema import SHUFFLES, FieldInfo, value_chunk_len
+from fastload.store._schema import SHUFFLES, FieldInfo
 
 #: Values the writers accept for ``shuffle``: a fixed choice, or ``"auto"`` per array.
 SHUFFLE_OPTIONS = (*SHUFFLES, "auto")
@@ -74,9 +74,7 @@ def first_chunk_shuffles(
     blocks: Iterable[Mapping[str, Mapping[str, np.ndarray]]],
     *,
     fields: Mapping[str, FieldInfo],
-    splits: Iterable[str],
-    chunk_len: int,
-    chunk_bytes: int,
+    arrays: Mapping[str, tuple[str, str, int]],
     codec: Mapping[str, object],
 ) -> dict[str, str]:
     """``auto`` choices of every array of a store written from ``blocks`` (in store order).
@@ -84,15 +82,11 @@ def first_chunk_shuffles(
     For a writer that creates arrays before it sees data (the parallel one): reads
     blocks (``{split: {field: rows}}``; a ragged field as its value rows, in order)
     only until chunk 0 of every array is known, and chooses as the serial writer
-    does when it writes that chunk.
+    does when it writes that chunk.  ``arrays``: ``{array path: (split, field, rows
+    per chunk)}`` of each dense array and ragged ``values`` array (the offsets follow
+    their values).
     """
-    want: dict[str, tuple[str, str, int]] = {}  # array path -> (split, field, rows of chunk 0)
-    for split in splits:
-        for fname, info in fields.items():
-            if info.ragged:
-                want[f"{split}/{fname}/values"] = (split, fname, value_chunk_len(info, chunk_bytes))
-            else:
-                want[f"{split}/{fname}"] = (split, fname, chunk_len)
+    want = dict(arrays)  # array path -> (split, field, rows of chunk 0)
     parts: dict[str, list[np.ndarray]] = {path: [] for path in want}
     have = dict.fromkeys(want, 0)
     for block in blocks:

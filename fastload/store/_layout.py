@@ -8,7 +8,8 @@ store has the same chunk files whichever wrote it:
 * per split, the sample chunk length (:meth:`StoreLayout.split_chunk_len`);
 * per field, its arrays (:meth:`StoreLayout.arrays`): a dense field is one array
   chunked by samples; a ragged field is ``values`` chunked by rows
-  (:meth:`StoreLayout.value_chunk_len`) plus ``offsets`` chunked by
+  (:meth:`StoreLayout.value_chunk_rows`, from the field's rows per event chunk
+  where known) plus ``offsets`` chunked by
   :data:`~fastload.store._schema.OFFSETS_CHUNK_LEN`;
 * per array, its shuffle (:meth:`StoreLayout.shuffle_for`, from its chunk 0 when
   ``shuffle="auto"``), its Blosc codec and the Zarr call that creates it
@@ -112,6 +113,12 @@ class StoreLayout:
         more than :data:`~fastload.store._shards.SHARD_THRESHOLD` chunks by
         :data:`~fastload.store._shards.DEFAULT_SHARD_CHUNKS`; ``0`` never shards; ``N >= 1``
         shards every array by ``N``.
+    value_chunk_len
+        Rows per chunk of the ragged fields' ``values``: an int for every ragged field,
+        ``{field: int}`` for some, or ``None`` (default) for the rule of
+        :func:`~fastload.store._schema.value_chunk_len` from the field's mean rows per
+        event chunk.  For a writer whose statistics would differ from another's (the
+        converter's serial and Dask writers see different first blocks).
 
     Raises
     ------
@@ -126,6 +133,7 @@ class StoreLayout:
     chunk_bytes: int = DEFAULT_CHUNK_BYTES
     chunk_len: int | Mapping[str, int] | None = None
     shard_chunks: int | None = None
+    value_chunk_len: int | Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         # No owner in the messages: the names are create_store's parameters, and
@@ -145,6 +153,15 @@ class StoreLayout:
         elif chunk_len is not None:
             chunk_len = _validate.integer(chunk_len, name="chunk_len", minimum=1)
         object.__setattr__(self, "chunk_len", chunk_len)
+        value_len = self.value_chunk_len
+        if isinstance(value_len, Mapping):
+            value_len = {
+                str(name): _validate.integer(value, name=f"value_chunk_len[{name!r}]", minimum=1)
+                for name, value in value_len.items()
+            }
+        elif value_len is not None:
+            value_len = _validate.integer(value_len, name="value_chunk_len", minimum=1)
+        object.__setattr__(self, "value_chunk_len", value_len)
         if self.shard_chunks is not None:
             shard_chunks = _validate.integer(self.shard_chunks, name="shard_chunks", minimum=0)
             object.__setattr__(self, "shard_chunks", shard_chunks)
@@ -185,12 +202,31 @@ class StoreLayout:
                 per_sample.append(int(np.ceil(rows * info.spec.sample_nbytes)))
         return choose_chunk_len(max(per_sample, default=_MIN_SAMPLE_BYTES), self.chunk_bytes)
 
-    def value_chunk_len(self, name: str) -> int:
-        """Rows per chunk of ragged field ``name``'s ``values`` array."""
-        return value_chunk_len(self.fields[name], self.chunk_bytes)
+    def value_chunk_rows(self, name: str, rows_per_event_chunk: float | None = None) -> int:
+        """Rows per chunk of ragged field ``name``'s ``values`` array.
 
-    def arrays(self, split: str, chunk_len: int) -> list[ArrayLayout]:
-        """Every array of ``split`` (field order; a ragged field's ``values`` then ``offsets``)."""
+        ``value_chunk_len`` if given (for this field); otherwise
+        :func:`~fastload.store._schema.value_chunk_len` of ``chunk_bytes`` and
+        ``rows_per_event_chunk`` (the field's mean value rows per event chunk; None:
+        unknown, the rule of ``chunk_bytes`` alone).
+        """
+        if isinstance(self.value_chunk_len, Mapping):
+            if name in self.value_chunk_len:
+                return self.value_chunk_len[name]
+        elif self.value_chunk_len is not None:
+            return self.value_chunk_len
+        return value_chunk_len(self.fields[name], self.chunk_bytes, rows_per_event_chunk)
+
+    def arrays(
+        self, split: str, chunk_len: int, event_chunk_rows: Mapping[str, float] | None = None
+    ) -> list[ArrayLayout]:
+        """Every array of ``split`` (field order; a ragged field's ``values`` then ``offsets``).
+
+        ``chunk_len``: the split's samples per chunk; ``event_chunk_rows``: value rows per
+        sample chunk of its ragged fields where known (they size the value chunks, see
+        :meth:`value_chunk_rows`).
+        """
+        event_chunk_rows = event_chunk_rows or {}
         out = []
         for name, info in self.fields.items():
             if not info.ragged:
@@ -205,7 +241,7 @@ class StoreLayout:
                     "values",
                     info.shape,
                     info.dtype,
-                    self.value_chunk_len(name),
+                    self.value_chunk_rows(name, event_chunk_rows.get(name)),
                 )
             )
             out.append(
@@ -226,6 +262,7 @@ class StoreLayout:
         self,
         blocks: Iterable[Mapping[str, Mapping[str, np.ndarray]]],
         chunk_lens: Mapping[str, int],
+        event_chunk_rows: Mapping[str, Mapping[str, float]] | None = None,
     ) -> dict[str, str]:
         """``shuffle="auto"`` choices of every array of the splits in ``chunk_lens``.
 
@@ -233,23 +270,17 @@ class StoreLayout:
         one): ``blocks`` are ``{split: {field: rows}}`` in store order, a ragged field as
         its value rows; they are read only until chunk 0 of every array is known, and
         each array gets the choice :meth:`shuffle_for` makes from that chunk.
+        ``event_chunk_rows``: per split, what :meth:`arrays` sizes the value chunks by.
         """
-        by_len: dict[int, list[str]] = {}
-        for split, n in chunk_lens.items():
-            by_len.setdefault(int(n), []).append(split)
-        if len(by_len) > 1:
-            blocks = list(blocks)  # read once per chunk length
-        chosen: dict[str, str] = {}
-        for chunk_len, splits in by_len.items():
-            chosen |= first_chunk_shuffles(
-                blocks,
-                fields=self.fields,
-                splits=splits,
-                chunk_len=chunk_len,
-                chunk_bytes=self.chunk_bytes,
-                codec=self.codec_options,
-            )
-        return chosen
+        want = {
+            array.key: (split, array.field, array.chunk_len)
+            for split, n in chunk_lens.items()
+            for array in self.arrays(split, int(n), (event_chunk_rows or {}).get(split))
+            if array.part != "offsets"
+        }
+        return first_chunk_shuffles(
+            blocks, fields=self.fields, arrays=want, codec=self.codec_options
+        )
 
     def codec_record(
         self, chosen: Mapping[str, str], shards: Mapping[str, int] | None = None
@@ -273,13 +304,15 @@ class StoreLayout:
             return 0
         return resolve_shard_chunks(self.shard_chunks, -(-int(n_rows) // array.chunk_len))
 
-    def shard_factors(self, split: str, chunk_len: int, rows: Mapping[str, int]) -> dict[str, int]:
-        """``{array key: chunks per shard}`` of the sharded arrays of ``split``.
+    def shard_factors(
+        self, arrays: Iterable[ArrayLayout], rows: Mapping[str, int]
+    ) -> dict[str, int]:
+        """``{array key: chunks per shard}`` of the sharded ones of ``arrays`` (of one split).
 
         ``rows``: each array's final length by key (:attr:`ArrayLayout.key`).
         """
         out = {}
-        for array in self.arrays(split, chunk_len):
+        for array in arrays:
             factor = self.shard_factor(array, rows.get(array.key, 0))
             if factor:
                 out[array.key] = factor

@@ -55,7 +55,7 @@ from fastload.errors import (
     StoreWriteError,
 )
 from fastload.store._codecs import SHUFFLES
-from fastload.store._layout import StoreLayout
+from fastload.store._layout import ArrayLayout, StoreLayout
 from fastload.store._paths import TMP_MARK, is_remote, local_path
 from fastload.store._placement import (
     Identity,
@@ -173,10 +173,11 @@ class ParallelStore:
         if not is_remote(url):
             for split, size in self.sizes.items():
                 rows = {}
-                for array in layout.arrays(split, self.chunk_lens[split]):
+                arrays = self._arrays_of(split)
+                for array in arrays:
                     part = {"": size.n, "values": size.rows.get(array.field, 0)}
                     rows[array.key] = part.get(array.part, size.n + 1)
-                self.shards |= layout.shard_factors(split, self.chunk_lens[split], rows)
+                self.shards |= layout.shard_factors(arrays, rows)
         elif layout.shard_chunks:
             raise ConfigError(
                 f"shard_chunks={layout.shard_chunks} for {path!r}: sharding is done on a local "
@@ -218,8 +219,8 @@ class ParallelStore:
             Target directory or fsspec URL.
         layout
             Fields and layout options (codec, level, shuffle, chunk bytes and length);
-            each split's chunk length is ``layout.split_chunk_len`` with the split's mean
-            ragged rows.
+            each split's chunk length is ``layout.split_chunk_len`` and its value chunks
+            ``layout.arrays``' with the split's mean ragged rows.
         sizes
             Per split: samples and ragged value rows (splits with no samples are left out).
         plan_id
@@ -291,12 +292,20 @@ class ParallelStore:
         self._layout_arrays()
         self._put(f"{self.work}/plan.json", json.dumps({"plan_id": plan_id}).encode())
 
+    def _arrays_of(self, split: str) -> list[ArrayLayout]:
+        """The arrays of ``split``: its chunk length, value chunks from its mean rows
+        (``chunk_len`` times the split's mean rows per sample; the serial writer counts
+        the rows of sample chunk 0 instead, so converters pass ``value_chunk_len``)."""
+        n = self.chunk_lens[split]
+        rows = {f: n * r for f, r in self.sizes[split].mean_rows().items()}
+        return self.layout.arrays(split, n, rows)
+
     def _layout_arrays(self) -> None:
         root = zarr.open_group(self.url, mode="w")
         root.attrs[ATTR_KEY] = self._schema({}, [], complete=False).to_json()
         for split, size in self.sizes.items():
             group = root.create_group(split)
-            for array in self.layout.arrays(split, self.chunk_lens[split]):
+            for array in self._arrays_of(split):
                 n = {"": size.n, "values": size.rows.get(array.field, 0), "offsets": size.n + 1}
                 parent = group if not array.part else group.require_group(array.field)
                 shuffle = self.shuffles.get(array.key, self.layout.shuffle)

@@ -43,6 +43,13 @@ CONSTANTS_GROUP = "constants"
 DEFAULT_CHUNK_BYTES = 4 * 2**20
 #: Entries per chunk of a ragged field's offsets (512 KiB of int64).
 OFFSETS_CHUNK_LEN = 2**16
+#: A ragged field's value chunks hold at most ``1 / VALUE_CHUNKS_PER_EVENT_CHUNK`` of the
+#: mean rows of an event chunk, so reading an event chunk decodes at most
+#: ``(k + 1) / k`` of its rows (docs/store-format.md, "Ragged fields").
+VALUE_CHUNKS_PER_EVENT_CHUNK = 4
+#: Smallest value chunk (uncompressed bytes) the statistics rule picks: smaller chunks
+#: cost more per-chunk overhead (a file, a Blosc call) than the overread they save.
+MIN_VALUE_CHUNK_BYTES = 2**19
 
 
 @dataclass(frozen=True)
@@ -217,9 +224,32 @@ def new_store_id() -> str:
     return secrets.token_hex(16)
 
 
-def value_chunk_len(info: FieldInfo, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> int:
-    """Rows per chunk of a ragged field's ``values`` array (chunked by rows, not by samples)."""
-    return choose_chunk_len(info.spec.sample_nbytes, chunk_bytes)
+def value_chunk_len(
+    info: FieldInfo,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    rows_per_event_chunk: float | None = None,
+) -> int:
+    """Rows per chunk of a ragged field's ``values`` array (chunked by rows, not by samples).
+
+    Without statistics (``rows_per_event_chunk`` None or 0): the largest power of two
+    of rows within ``chunk_bytes``, the rule of stores written before the statistics
+    were used.  With the mean value rows of one event chunk ``R``: the largest power
+    of two ``<= R / VALUE_CHUNKS_PER_EVENT_CHUNK``, raised to
+    :data:`MIN_VALUE_CHUNK_BYTES` worth of rows and capped by ``chunk_bytes``.  An
+    event chunk then overlaps at most ``R / C + 1`` value chunks where the rule of
+    ``chunk_bytes`` alone (``C`` of ~``R``) made it read about twice its rows.
+
+    Deterministic in its arguments (integer arithmetic after one floor), so writers
+    given the same statistics lay out the same chunks.
+    """
+    row_bytes = info.spec.sample_nbytes
+    cap = choose_chunk_len(row_bytes, chunk_bytes)
+    if rows_per_event_chunk is None or not rows_per_event_chunk > 0:
+        return cap
+    target = int(float(rows_per_event_chunk) // VALUE_CHUNKS_PER_EVENT_CHUNK)
+    by_stats = 1 << max(0, target.bit_length() - 1)
+    floor = choose_chunk_len(row_bytes, MIN_VALUE_CHUNK_BYTES)
+    return min(cap, max(floor, by_stats))
 
 
 def choose_chunk_len(sample_nbytes: int, target_bytes: int = DEFAULT_CHUNK_BYTES) -> int:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -175,6 +175,7 @@ class StoreOptions(TypedDict, total=False):
     chunk_bytes: int
     chunk_len: int | Mapping[str, int] | None
     shard_chunks: int | None
+    value_chunk_len: int | Mapping[str, int] | None
     fields: Mapping[str, Mapping[str, Any]] | None
     labels: Iterable[str]
     converter: str | None
@@ -183,19 +184,57 @@ class StoreOptions(TypedDict, total=False):
     allow_nonfinite: bool
 
 
+class _ValueColumn:
+    """A ragged field's ``values`` column, whose chunk length waits for sample chunk 0's rows.
+
+    Rows appended before :meth:`settle` are held (copied: the caller may reuse its
+    block); ``settle(rows)`` creates the real column with the value chunk length
+    ``make_column(rows)`` chooses and passes them on.  The store is so a function of
+    its data and ``chunk_len`` alone, however the samples were split into blocks.
+    """
+
+    def __init__(self, make_column: Callable[[int], ChunkedColumn]) -> None:
+        self._make_column = make_column
+        self.column: ChunkedColumn | None = None
+        self._held: list[np.ndarray] = []
+        self.total = 0  # rows appended so far, held or passed on
+
+    def settle(self, event_chunk_rows: int) -> None:
+        """Fix the chunk length from the rows of sample chunk 0 (idempotent)."""
+        if self.column is not None:
+            return
+        self.column = self._make_column(int(event_chunk_rows))
+        for rows in self._held:
+            self.column.append(rows)
+        self._held = []
+
+    def append(self, rows: np.ndarray) -> None:
+        if self.column is None:
+            self._held.append(np.array(rows, copy=True))
+        else:
+            self.column.append(rows)
+        self.total += len(rows)
+
+    def flush(self) -> None:
+        self.settle(self.total)  # fewer samples than one chunk: all of them are chunk 0
+        assert self.column is not None
+        self.column.flush()
+
+
 class _SplitWriter:
     """Columns of one split: dense fields, ragged values + offsets."""
 
-    def __init__(self, group: zarr.Group, chunk_len: int) -> None:
+    def __init__(self, group: zarr.Group, chunk_len: int, arrays: list[ArrayLayout]) -> None:
         self.group = group
         self.chunk_len = chunk_len
+        self.arrays = {a.key: a for a in arrays}  # values' chunk lengths updated on settling
         self.n = 0
         self.dense: dict[str, ChunkedColumn] = {}
-        self.values: dict[str, ChunkedColumn] = {}
+        self.values: dict[str, _ValueColumn] = {}
         self.offsets: dict[str, ChunkedColumn] = {}
         self.max_len: dict[str, int] = {}
 
-    def columns(self) -> list[ChunkedColumn]:
+    def columns(self) -> list[ChunkedColumn | _ValueColumn]:
         return [*self.dense.values(), *self.values.values(), *self.offsets.values()]
 
     def flush(self) -> None:
@@ -376,6 +415,9 @@ class StoreWriter:
             if isinstance(data, Ragged):  # rebased by conform: offsets start at 0
                 values_col, offsets_col = sw.values[fname], sw.offsets[fname]
                 offsets_col.append(data.offsets[1:] + values_col.total)
+                if sw.n + m >= sw.chunk_len:  # sample chunk 0 is complete: its rows are known
+                    first = max(0, sw.chunk_len - sw.n)
+                    values_col.settle(values_col.total + int(data.offsets[first]))
                 values_col.append(data.values)
                 sw.max_len[fname] = max(sw.max_len[fname], int(data.counts.max(initial=0)))
             else:
@@ -437,16 +479,34 @@ class StoreWriter:
             return self._splits[split]
         chunk_len = self._layout.split_chunk_len(split, _mean_rows(first_block))
         group = self._root.create_group(split)
-        sw = _SplitWriter(group, chunk_len)
-        columns = {"": sw.dense, "values": sw.values, "offsets": sw.offsets}
-        for array in self._layout.arrays(split, chunk_len):
+        sw = _SplitWriter(group, chunk_len, self._layout.arrays(split, chunk_len))
+        for array in list(sw.arrays.values()):
             parent = group if not array.part else group.require_group(array.field)
-            columns[array.part][array.field] = self._column(parent, array)
+            if array.part == "values":
+                sw.values[array.field] = _ValueColumn(self._value_column(split, sw, parent, array))
+            else:
+                columns = sw.dense if not array.part else sw.offsets
+                columns[array.field] = self._column(parent, array)
         for fname in sw.offsets:
             sw.offsets[fname].append(np.zeros(1, dtype=np.int64))  # offsets start at 0
             sw.max_len[fname] = 0
         self._splits[split] = sw
         return sw
+
+    def _value_column(
+        self, split: str, sw: _SplitWriter, group: zarr.Group, array: ArrayLayout
+    ) -> Callable[[int], ChunkedColumn]:
+        """What makes ``array``'s column once the rows of sample chunk 0 are known."""
+
+        def make(event_chunk_rows: int) -> ChunkedColumn:
+            rows = {array.field: float(event_chunk_rows)}
+            settled = next(
+                a for a in self._layout.arrays(split, sw.chunk_len, rows) if a.key == array.key
+            )
+            sw.arrays[array.key] = settled
+            return self._column(group, settled)
+
+        return make
 
     def _column(self, group: zarr.Group, array: ArrayLayout) -> ChunkedColumn:
         """A column whose array is created when its first chunk is known (for ``shuffle="auto"``)."""
@@ -528,7 +588,7 @@ class StoreWriter:
             **{f"{split}/{f}/values": c.total for f, c in sw.values.items()},
             **{f"{split}/{f}/offsets": c.total for f, c in sw.offsets.items()},
         }
-        for key, factor in self._layout.shard_factors(split, sw.chunk_len, rows).items():
+        for key, factor in self._layout.shard_factors(sw.arrays.values(), rows).items():
             shard_array(self._tmp / key, factor)
             self._shards[key] = factor
 
@@ -591,6 +651,7 @@ def create_store(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     chunk_len: int | Mapping[str, int] | None = None,
     shard_chunks: int | None = None,
+    value_chunk_len: int | Mapping[str, int] | None = None,
     fields: Mapping[str, Mapping[str, Any]] | None = None,
     labels: Iterable[str] = (),
     converter: str | None = None,
@@ -625,6 +686,12 @@ def create_store(
         ``DEFAULT_SHARD_CHUNKS``), ``0`` never shards, ``N >= 1`` shards every array by
         ``N``.  A store with a sharded array is format 2 (docs/store-format.md).  Local
         stores only: a URL target is written unsharded, and ``N >= 1`` there is an error.
+    value_chunk_len
+        Rows per chunk of the ragged fields' ``values``, an int or ``{field: int}``.  By
+        default each split's value chunks are sized from the field's rows in sample
+        chunk 0: a quarter of them rounded down to a power of two, within
+        512 KiB..``chunk_bytes`` (docs/store-format.md), so that reading a sample chunk
+        decodes few rows it does not need.
     fields
         Declarations ``{name: {"role", "doc", "dtype", "shape"}}``; undeclared fields
         take their dtype and shape from the first block.
@@ -664,6 +731,7 @@ def create_store(
             chunk_bytes=chunk_bytes,
             chunk_len=chunk_len,
             shard_chunks=shard_chunks,
+            value_chunk_len=value_chunk_len,
         )
         header = _Header(
             name=name or Path(text.rstrip("/")).name.removesuffix(".zarr"),
@@ -695,7 +763,7 @@ def write_arrays(
     **options
         The keyword options of :func:`create_store` (:class:`StoreOptions`): ``name``,
         ``task``, ``codec``, ``clevel``, ``shuffle``, ``chunk_bytes``, ``chunk_len``,
-        ``shard_chunks``,
+        ``shard_chunks``, ``value_chunk_len``,
         ``fields``, ``labels``, ``converter``, ``converter_version``, ``overwrite``,
         ``allow_nonfinite``.
 
