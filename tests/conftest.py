@@ -137,3 +137,28 @@ def no_leaks() -> Iterator[LeakCheck]:
     check = LeakCheck()
     yield check
     check.assert_clean()
+
+
+def _orphaned_segments() -> set[str]:
+    """fastload segments in /dev/shm whose creating process (the pid in the name) is gone."""
+    orphans = set()
+    for name in shm_segments():
+        pid = name.removeprefix("fastload-").split("-", 1)[0]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            orphans.add(name)
+    return orphans
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_orphaned_segments_after_the_run() -> Iterator[None]:
+    """The whole run, every test with or without ``no_leaks``, leaves no segment of a dead process.
+
+    A killed consumer's segment is unlinked by its resource tracker; a test that kills more
+    (a process group) must clean up what that tracker would have.
+    """
+    before = _orphaned_segments()
+    yield
+    left = wait_until(lambda: not (_orphaned_segments() - before), 5.0)
+    assert left, (
+        f"shared-memory segments of dead processes left: {sorted(_orphaned_segments() - before)}"
+    )

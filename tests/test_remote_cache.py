@@ -267,6 +267,10 @@ def test_killed_loader_leaves_no_partial_entry(
         child.wait()
         if child.stderr:
             child.stderr.close()
+        # the group kill took the child's resource tracker along, which would have unlinked
+        # the killed Loader's shared memory (a lone SIGKILL of a Loader leaves nothing behind)
+        for segment in Path("/dev/shm").glob(f"fastload-{child.pid}-*"):
+            segment.unlink(missing_ok=True)
     assert len(cache.names()) >= 10
     all_intact(cache)
     # what a non-atomic writer killed mid-write would leave: a truncated entry under its name
