@@ -52,7 +52,9 @@ def test_cli_measures_small_and_prints_json(capsys: pytest.CaptureFixture[str]) 
     out = json.loads(capsys.readouterr().out)
     m = out["measured"]
     assert 0 < m["reduction_cpu_s_per_event"] < 5
-    assert m["plan_held_mb"] == pytest.approx((5000 * (2 + 8) + 8 * (5000 // 32 + 2)) / 1e6, rel=0.01)
+    assert m["plan_held_mb"] == pytest.approx(
+        (5000 * (2 + 8) + 8 * (5000 // 32 + 2)) / 1e6, rel=0.01
+    )
     assert out["inputs"]["reduction_cpu_s_per_event"] == m["reduction_cpu_s_per_event"]
     assert out["plan"]["node_events_per_s_lariat"] == 4 * 2_000
     if affinity is not None:
@@ -62,6 +64,7 @@ def test_cli_measures_small_and_prints_json(capsys: pytest.CaptureFixture[str]) 
 def test_cli_table_and_bad_override(capsys: pytest.CaptureFixture[str]) -> None:
     assert scale.main([]) == 0
     text = capsys.readouterr().out
-    assert "shard_files" in text and "= dense_arrays * ceil(events / shard_chunks)" in text
+    assert "shard_files" in text
+    assert "= dense_arrays * ceil(events / shard_chunks)" in text
     with pytest.raises(SystemExit):
         scale.main(["--set", "no_such_input=1"])
