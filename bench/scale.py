@@ -45,13 +45,13 @@ INPUTS: dict[str, tuple[float, str]] = {
     "ratio_lcd": (1 / 6.43, "synthetic LCD (converters lcd)"),
     "gzip_input_ratio_noisy": (0.3386, "gzip-4 .2d.h5 bytes / decoded bytes, noisy synthetic"),
     # conversion: decoded MB per CPU-second, marginal (240-event run minus 48-event run)
-    "convert_serial_mb_per_cpu_s": (65.0, "converters lariat --workers 0 --no-3d, noisy"),
-    "convert_generic_mb_per_cpu_s": (114.0, "converters generic lariat.toml --serial, noisy"),
-    "convert_dask_mb_per_cpu_s": (72.0, "converters generic lariat.toml --workers 2 (Dask), noisy"),
+    "convert_serial_mb_per_cpu_s": (75.0, "converters lariat --workers 0 --no-3d, noisy"),
+    "convert_generic_mb_per_cpu_s": (115.0, "converters generic lariat.toml --serial, noisy"),
+    "convert_dask_mb_per_cpu_s": (84.0, "converters generic lariat.toml --workers 2 (Dask), noisy"),
     "shard_chunks": (64, "DEFAULT_SHARD_CHUNKS (docs/store-format.md)"),
     # reading, CPU seconds per event on one core
     "decode_cpu_s_per_event": (3.08e-3, "Split.read_chunk('features'), noisy store, one core"),
-    "reduction_cpu_s_per_event": (8.18e-3, "lariat_preprocess(), one core (bench.scale --measure)"),
+    "reduction_cpu_s_per_event": (7.60e-3, "lariat_preprocess(), one core (bench.scale --measure)"),
     "decode_reduced_cpu_s_per_event": (117e-6, "Split.read_chunk of both reduced planes, one core"),
     "decode_lcd_cpu_s_per_event": (24.9e-6, "Split.read_chunk ECAL + HCAL, one core"),
     # the node and the GPUs
@@ -64,6 +64,9 @@ INPUTS: dict[str, tuple[float, str]] = {
     "s3_get_per_s_per_prefix": (5_500, "AWS S3 documented GET rate per partitioned prefix"),
     "request_latency_s": (0.020, "object-store latency per request (bench --remote default)"),
     "requests_in_flight_per_worker": (8, "REMOTE_THREADS (fastload/store/_readahead.py)"),
+    "reduced_chunk_len": (32, "chunk_len write_arrays chose for the reduced planes (4 MiB chunks)"),
+    "max_cached_indexes": (65_536, "MAX_CACHED_INDEXES per array and process (store/_shards.py)"),
+    "plan_peak_bytes_per_sample": (285.0, "Loader.plan() peak 1,426 MB / 5M samples (--measure)"),
 }
 
 
@@ -76,10 +79,10 @@ _OPS: dict[type, Callable[[float, float], float]] = {
 
 
 def _evaluate(formula: str, names: Mapping[str, float]) -> float:
-    """The value of an arithmetic ``formula`` over ``names`` (+ - * /, parentheses, ``ceil``).
+    """The value of an arithmetic ``formula`` over ``names`` (+ - * /, parentheses, ``ceil``, ``max``).
 
     The plan's formulas are printed as they are computed, so the two cannot drift apart;
-    anything but names, numbers, the four operations and ``ceil(...)`` is refused.
+    anything but names, numbers, the four operations, ``ceil(x)`` and ``max(a, b, ...)`` is refused.
     """
 
     def ev(node: ast.AST) -> float:
@@ -91,13 +94,12 @@ def _evaluate(formula: str, names: Mapping[str, float]) -> float:
             return float(names[node.id])
         if isinstance(node, ast.BinOp) and type(node.op) in _OPS:
             return _OPS[type(node.op)](ev(node.left), ev(node.right))
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Name)
-            and node.func.id == "ceil"
-            and len(node.args) == 1
-        ):
-            return float(math.ceil(ev(node.args[0])))
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
+            args = [ev(a) for a in node.args]
+            if node.func.id == "ceil" and len(args) == 1:
+                return float(math.ceil(args[0]))
+            if node.func.id == "max" and len(args) >= 2:
+                return max(args)
         raise ValueError(f"unsupported expression in plan formula {formula!r}: {ast.dump(node)}")
 
     return ev(ast.parse(formula, mode="eval"))
@@ -158,6 +160,12 @@ def plan(inputs: Mapping[str, float]) -> list[tuple[str, float, str]]:
     # 5. where it breaks: requests
     add("requests_per_s_raw", "node_events_per_s_lariat * 2")
     add("prefixes_needed", "requests_per_s_raw / s3_get_per_s_per_prefix")
+    add("requests_per_s_reduced", "node_events_per_s_lariat / reduced_chunk_len * 2")
+    add(
+        "shards_index_uncached_fraction",
+        "max(0, ceil(events / shard_chunks) - max_cached_indexes) / ceil(events / shard_chunks)",
+    )
+    add("plan_peak_gb_one_rank", "events * plan_peak_bytes_per_sample / 1e9")
     add("events_per_s_per_worker_remote_sync", "1 / request_latency_s")
     add("events_per_s_per_worker_remote_ahead", "requests_in_flight_per_worker / request_latency_s")
     return out

@@ -25,8 +25,11 @@ def test_plan_arithmetic_matches_its_formulas() -> None:
     assert p["shard_files"] == 9 * math.ceil(events / 64)
     assert p["node_events_per_s_lariat"] == 8 * 2_000
     assert p["node_gb_s_raw_decoded"] == pytest.approx(16_000 * 3_932_160 / 1e9)
-    assert p["cores_raw"] == pytest.approx(16_000 * (3.08e-3 + 8.18e-3))
-    assert p["convert_core_h_total"] == pytest.approx(20 * 1e6 / 65.0 / 3600)
+    assert p["cores_raw"] == pytest.approx(16_000 * (3.08e-3 + 7.60e-3))
+    assert p["convert_core_h_total"] == pytest.approx(20 * 1e6 / 75.0 / 3600)
+    shards = math.ceil(events / 64)
+    assert p["shards_index_uncached_fraction"] == pytest.approx((shards - 65_536) / shards)
+    assert _plan(dataset_tb=1.0)["shards_index_uncached_fraction"] == 0.0
 
 
 def test_an_override_moves_what_depends_on_it_and_nothing_else() -> None:
@@ -39,6 +42,7 @@ def test_an_override_moves_what_depends_on_it_and_nothing_else() -> None:
 
 def test_formulas_refuse_anything_but_arithmetic() -> None:
     assert scale._evaluate("ceil(a / 2) * (b - 1)", {"a": 3, "b": 4}) == 6.0
+    assert scale._evaluate("max(0, a - b)", {"a": 3, "b": 4}) == 0.0
     with pytest.raises(ValueError, match="unsupported"):
         scale._evaluate("__import__('os').getcwd()", {})
     with pytest.raises(ValueError, match="unsupported"):
