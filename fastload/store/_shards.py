@@ -36,6 +36,7 @@ import json
 import os
 import shutil
 import threading
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,8 @@ DEFAULT_SHARD_CHUNKS = 64
 EMPTY = 2**64 - 1
 #: Where the chunk files wait while they are packed into shards (inside the array's directory).
 STAGING = ".c-unsharded"
-#: Shard indexes a reader keeps (per array and process): 16 KiB x 64 entries is 1 KiB each.
+#: Shard indexes a reader keeps (per array and process; least recently used dropped first):
+#: 16 B x 64 entries is 1 KiB each, 64 MiB at most.
 MAX_CACHED_INDEXES = 1 << 16
 
 _INDEX_CODECS = [{"name": "bytes", "configuration": {"endian": "little"}}, {"name": "crc32c"}]
@@ -277,18 +279,34 @@ class ShardReader:
         self.n_chunks = int(n_chunks)
         self.chunk_limit = int(chunk_limit)
         self._suffix = "".join("/0" for _ in range(ndim - 1))
-        self._indexes: dict[int, tuple[Any, np.ndarray]] = {}
+        self._indexes: OrderedDict[int, tuple[Any, np.ndarray]] = OrderedDict()
+        self._indexes_lock = threading.Lock()  # read-ahead threads look indexes up too
         self._local = threading.local()
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["_indexes"] = {}
-        del state["_local"]
+        del state["_indexes"], state["_indexes_lock"], state["_local"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
+        self._indexes = OrderedDict()
+        self._indexes_lock = threading.Lock()
         self._local = threading.local()
+
+    def _cached(self, shard: int) -> tuple[Any, np.ndarray] | None:
+        with self._indexes_lock:
+            entry = self._indexes.get(shard)
+            if entry is not None:
+                self._indexes.move_to_end(shard)
+            return entry
+
+    def _remember(self, shard: int, stamp: Any, index: np.ndarray) -> None:
+        with self._indexes_lock:
+            self._indexes[shard] = (stamp, index)
+            self._indexes.move_to_end(shard)
+            while len(self._indexes) > MAX_CACHED_INDEXES:
+                self._indexes.popitem(last=False)
 
     def shard_key(self, chunk: int) -> str:
         """Store key of the shard file holding chunk ``chunk``."""
@@ -363,14 +381,14 @@ class ShardReader:
         self, files: StoreFiles, chunk: int, stamp: Any, read_tail: Any, size: int
     ) -> np.ndarray:
         shard = chunk // self.factor
-        cached = self._indexes.get(shard)
+        cached = self._cached(shard)
         if cached is not None and stamp is not None and cached[0] == stamp:
             return cached[1]
         n_index = index_nbytes(self.factor)
         raw = read_tail(max(0, size - n_index), min(size, n_index)) if size >= n_index else b""
         index = self._check_index(files, chunk, raw if size >= n_index else b"", size)
-        if stamp is not None and len(self._indexes) < MAX_CACHED_INDEXES:
-            self._indexes[shard] = (stamp, index)
+        if stamp is not None:
+            self._remember(shard, stamp, index)
         return index
 
     # ------------------------------------------------------------ chunks
@@ -379,7 +397,7 @@ class ShardReader:
 
         For a reader that fetches byte ranges itself (read-ahead).
         """
-        cached = self._indexes.get(chunk // self.factor)
+        cached = self._cached(chunk // self.factor)
         if files.remote and cached is not None:
             index = cached[1]  # remote: no file versions to compare, the index is fetched once
         elif files.remote:

@@ -277,6 +277,24 @@ def test_index_read_once_per_shard(tmp_path: Path, monkeypatch: pytest.MonkeyPat
     assert len(calls) == -(-reader.n_chunks // 4)
 
 
+def test_index_cache_keeps_the_most_recently_used_shards(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past its bound the index cache drops the least recently used shard, not the newest."""
+    path = write(tmp_path / "s.zarr", data(100, seed=6), 4)
+    monkeypatch.setattr(_shards, "_stamp", lambda st: (st.st_dev, st.st_ino, st.st_size))
+    monkeypatch.setattr(_shards, "MAX_CACHED_INDEXES", 2)
+    reader = fl.open_store(path)["train"].reader("X")
+    calls = []
+    check = reader._shards._check_index
+    monkeypatch.setattr(reader._shards, "_check_index", lambda *a: calls.append(a[1]) or check(*a))
+    shard = 4  # chunks per shard
+    for first in (0, shard, 0, 2 * shard, 0, shard):  # shard 0 stays in use, 1 is dropped
+        reader.read_chunk(first)
+    assert [c // shard for c in calls] == [0, 1, 2, 1]
+    assert list(reader._shards._indexes) == [0, 1]
+
+
 # ----------------------------------------------------------------- Loader
 @pytest.mark.parametrize("workers", [0, 2])
 def test_loader_batches_identical_sharded_and_unsharded(
