@@ -42,7 +42,7 @@ import itertools
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +52,7 @@ import fastload as fl
 from fastload.transforms import lariat_preprocess
 
 from ._contender import RunConfig, epoch_seed
+from ._epochs import Feed, timed_epochs
 from ._siblings import converters_module
 from .baselines.pipe_queue import PipeSession
 
@@ -59,8 +60,6 @@ PLANES = ("induction", "collection")
 #: synthetic events of a full run and of --quick (a full run holds ~1 GB of float16 in RAM)
 DEFAULT_EVENTS, QUICK_EVENTS = 240, 48
 FEEDS = ("in-memory", "fastload", "fastload raw", "DLKit-style")
-
-Feed = Callable[[int], Iterator[dict[str, np.ndarray]]]
 
 
 def build_lariat(n: int, root: Path, seed: int = 0) -> tuple[Path, Path]:
@@ -173,33 +172,7 @@ def _dlkit(originals: Path, cfg: RunConfig) -> tuple[PipeSession, Feed]:
 
 
 def _measure(epochs: Feed, seconds: float, want: float | None) -> dict[str, Any]:
-    samples = 0
-    t0 = time.perf_counter()
-    first = None
-    e = 0
-    epoch_sum = 0.0
-    while True:
-        epoch_sum = 0.0
-        for batch in epochs(e):
-            rows, total = _consume(batch)
-            del batch
-            if first is None:
-                first = time.perf_counter() - t0
-            samples += rows
-            epoch_sum += total
-        if want is not None and not np.isclose(epoch_sum, want, rtol=1e-6):
-            raise RuntimeError(f"epoch {e}: the planes sum to {epoch_sum}, in memory to {want}")
-        e += 1
-        if time.perf_counter() - t0 >= seconds:
-            break
-    elapsed = time.perf_counter() - t0
-    return {
-        "samples_per_s": samples / elapsed,
-        "epochs": e,
-        "seconds": elapsed,
-        "first_batch_s": first,
-        "epoch_sum": epoch_sum,
-    }
+    return timed_epochs(epochs, _consume, seconds, want, "the planes")
 
 
 def _loader_feed(loader: fl.Loader) -> Feed:

@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import shutil
 import tempfile
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ import numpy as np
 import fastload as fl
 
 from ._data import build_dataset, default_events
+from ._epochs import Feed, timed_epochs
 
 
 def _consume(batch: dict[str, Any]) -> tuple[int, float]:
@@ -74,32 +74,8 @@ def _in_memory(split: fl.Split, batch_size: int, seed: int) -> Callable[[int], I
     return epoch
 
 
-def _measure(epochs: Callable[[int], Iterator[dict]], seconds: float, want: float) -> dict:
-    samples = 0
-    t0 = time.perf_counter()
-    first = None
-    e = 0
-    while True:
-        epoch_sum = 0.0
-        for batch in epochs(e):
-            rows, hits_sum = _consume(batch)
-            del batch
-            if first is None:
-                first = time.perf_counter() - t0
-            samples += rows
-            epoch_sum += hits_sum
-        if not np.isclose(epoch_sum, want, rtol=1e-6):
-            raise RuntimeError(f"epoch {e}: hit values sum to {epoch_sum}, the dataset's to {want}")
-        e += 1
-        if time.perf_counter() - t0 >= seconds:
-            break
-    elapsed = time.perf_counter() - t0
-    return {
-        "samples_per_s": samples / elapsed,
-        "epochs": e,
-        "seconds": elapsed,
-        "first_batch_s": first,
-    }
+def _measure(epochs: Feed, seconds: float, want: float | None) -> dict[str, Any]:
+    return timed_epochs(epochs, _consume, seconds, want, "the hit values")
 
 
 def run_ragged(args: argparse.Namespace) -> dict[str, Any]:
