@@ -504,6 +504,14 @@ def _list_contenders() -> None:
         print(f"{c.key:22s} {c.family:9s} {c.label:34s} {state}\n{'':33s}{c.how}")
 
 
+def _special_mode(args: argparse.Namespace) -> str | None:
+    """``remote``, ``cold``, ``ragged`` or ``lariat`` when one of those modes was asked for."""
+    for mode in ("remote", "cold", "ragged"):
+        if getattr(args, mode):
+            return mode
+    return "lariat" if args.dataset and "lariat" in args.dataset else None
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m bench.throughput``; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -513,37 +521,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.batch_size < 1 or args.workers < 0 or (args.events is not None and args.events < 2):
         raise SystemExit("--batch-size must be >= 1, --workers >= 0 and --events >= 2")
     args.argv = list(sys.argv[1:] if argv is None else argv)
-    if args.remote:
-        from ._remote import run_remote
-
-        remote = run_remote(args)
+    mode = _special_mode(args)
+    if mode is not None:
+        # each special mode runs alone in its own module and writes <mode>.json
+        module = importlib.import_module(f"{__package__}._{mode}")
+        results = getattr(module, f"run_{mode}")(args)
         args.out.mkdir(parents=True, exist_ok=True)
-        write_json({"argv": args.argv, **remote}, args.out / "remote.json")
-        print(f"wrote {args.out / 'remote.json'}")
-        return 0
-    if args.cold:
-        from ._cold import run_cold
-
-        cold = run_cold(args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json({"argv": args.argv, **cold}, args.out / "cold.json")
-        print(f"wrote {args.out / 'cold.json'}")
-        return 0
-    if args.ragged:
-        from ._ragged import run_ragged
-
-        ragged = run_ragged(args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json({"argv": args.argv, **ragged}, args.out / "ragged.json")
-        print(f"wrote {args.out / 'ragged.json'}")
-        return 0
-    if args.dataset and "lariat" in args.dataset:
-        from ._lariat import run_lariat
-
-        lariat = run_lariat(args)
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json({"argv": args.argv, **lariat}, args.out / "lariat.json")
-        print(f"wrote {args.out / 'lariat.json'}")
+        write_json({"argv": args.argv, **results}, args.out / f"{mode}.json")
+        print(f"wrote {args.out / f'{mode}.json'}")
         return 0
     plots = can_plot()
     if not plots:
