@@ -163,3 +163,26 @@ def test_import_fastload_loads_neither_jax_nor_lightning() -> None:
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, timeout=120)
+
+
+def test_feed_consumer_jax_gives_the_feeds_batches(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``consumer.jax()``: the plan's batches as jax.Arrays, epoch after epoch, as ``loader.jax()``."""
+    monkeypatch.setenv("FASTLOAD_FEED_DIR", str(tmp_path / "feeds"))
+    i = np.arange(203, dtype=np.int32)
+    source = fl.from_arrays(
+        {"X": np.stack([i, -i], axis=1).astype(np.float32), "y": i}, chunk_len=7
+    )
+    with fl.Loader(source, 16, workers=0, seed=4) as loader:
+        want = [[b["y"].copy() for b in loader] for _ in range(2)]
+    with fl.Feed(source, 16, name="jfeed", workers=1, seed=4), fl.attach("jfeed") as consumer:
+        batches = consumer.jax(x="X", y="y")
+        assert len(batches) == len(want[0])
+        for epoch in want:
+            got = list(batches)
+            assert len(got) == len(epoch)
+            for (x, y), expected in zip(got, epoch, strict=True):
+                assert isinstance(y, jax.Array)
+                np.testing.assert_array_equal(np.asarray(y), expected)
+                np.testing.assert_array_equal(np.asarray(x)[:, 0], expected.astype(np.float32))

@@ -339,7 +339,7 @@ class FeedConsumer:
 
     Made by :func:`attach`.  ``len()``, ``epoch``, ``set_epoch()``,
     ``state_dict()``, ``load_state_dict()``, ``output_specs``, ``batch_size``
-    and ``.torch()`` behave as the loader's.  The state is a loader state: it
+    ``.torch()``, ``.tf()`` and ``.jax()`` behave as the loader's.  The state is a loader state: it
     resumes a plain ``fl.Loader`` of the same configuration (same rank and
     world size for a split feed's consumer) at the same batch.
     """
@@ -729,6 +729,16 @@ class FeedConsumer:
         from fastload.adapters.tf import to_tf
 
         return to_tf(self, **options)
+
+    def jax(self, **options: Any) -> Any:
+        """Batches as ``jax.Array`` s; see :func:`fastload.adapters.jax.to_jax`.
+
+        On the CPU the arrays alias the feed's shared memory (zero-copy): a
+        kept array holds its slot as a kept numpy batch does.
+        """
+        from fastload.adapters.jax import to_jax
+
+        return to_jax(self, **options)
 
     # -------------------------------------------------------------- lifecycle
     def close(self) -> None:
