@@ -338,9 +338,9 @@ class FeedConsumer:
     """One training's view of a feed: iterate it exactly like a :class:`~fastload.Loader`.
 
     Made by :func:`attach`.  ``len()``, ``epoch``, ``set_epoch()``,
-    ``state_dict()``, ``load_state_dict()``, ``output_specs``, ``batch_size``
-    ``.torch()``, ``.tf()`` and ``.jax()`` behave as the loader's.  The state is a loader state: it
-    resumes a plain ``fl.Loader`` of the same configuration (same rank and
+    ``state_dict()``, ``load_state_dict()``, ``output_specs``, ``batch_size``,
+    ``.torch()``, ``.tf()`` and ``.jax()`` behave as the loader's.  The state is
+    a loader state: it resumes a plain ``fl.Loader`` of the same configuration (same rank and
     world size for a split feed's consumer) at the same batch.
     """
 
