@@ -22,6 +22,7 @@ __all__ = [
     "FieldNotFoundError",
     "IncompleteStoreError",
     "NonFiniteError",
+    "RaggedBoundError",
     "SchemaError",
     "SourceError",
     "SourceFileError",
@@ -100,6 +101,10 @@ class FieldNotFoundError(FastloadError, KeyError):
 # --- writing / input validation --------------------------------------------
 class SchemaError(FastloadError, ValueError):
     """Data handed to a writer do not match the declared or first-seen schema."""
+
+
+class RaggedBoundError(SchemaError):
+    """A transform returned more rows of a ragged field than the bound its output_spec declared."""
 
 
 class NonFiniteError(SchemaError):

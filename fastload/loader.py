@@ -300,7 +300,9 @@ class Loader:
         ``values`` hold the batch's rows back to back and ``offsets`` its
         ``B + 1`` row offsets (from 0), read-only views of shared memory like any
         batch array; no ``f_len``.  Needs the source's ``offsets(field)``
-        (stores and ``fl.from_arrays`` have it); not with a ``transform``.
+        (stores and ``fl.from_arrays`` have it).  A ``transform`` receives the
+        field as a ``fl.Ragged`` too (its spec ``ragged=True``) and may return
+        ragged outputs with declared row bounds (docs/transforms.md).
     ragged_rows : Mapping[str, int] | None
         Value rows a batch slot holds per ``"offsets"`` field (default: the rows
         of the ``batch_size`` longest samples, which no batch can exceed).  A
@@ -382,13 +384,6 @@ class Loader:
         packed_rows, packed_counts, bounded = _packed_fields(
             splits, selected, ragged, ragged_rows, pad, self._order.batch_size
         )
-        if packed_rows and transform is not None:
-            raise ConfigError(
-                f'fl.Loader: ragged="offsets" fields ({list(packed_rows)}) and a transform in '
-                "the workers cannot be combined yet (worker transforms see fixed-shape "
-                "batches); apply the fastload.transforms ragged functions (truncate_rows, "
-                "knn_edges, ...) to each batch, or let the field arrive padded"
-            )
         self._shapes = tuple(SourceShape(n=len(s), chunk_len=s.chunk_len) for s in splits)
         self._spec = EngineSpec(
             sources=splits,

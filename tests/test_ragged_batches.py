@@ -266,12 +266,24 @@ def test_configuration_errors(options, match):
         fl.Loader(source, 2, workers=0, **options)
 
 
-def test_worker_transform_is_refused():
+def test_worker_transform_passes_ragged_fields_through():
+    """A transform on the dense fields: the ragged one arrives as without it
+    (tests/test_ragged_transforms.py has the transforms of ragged fields)."""
     from fastload.transforms import Cast
 
-    source, _ = ragged_source([1, 2, 3], chunk_len=2)
-    with pytest.raises(ConfigError, match="transform"):
-        fl.Loader(source, 2, workers=0, ragged={"hits": "offsets"}, transform=Cast("id", "int32"))
+    source, hits = ragged_source([1, 2, 3, 0, 5], chunk_len=2)
+    with fl.Loader(
+        source,
+        2,
+        workers=1,
+        backend="thread",
+        ragged={"hits": "offsets"},
+        transform=Cast("id", "int32"),
+    ) as loader:
+        plan = loader.plan()
+        for b, batch in enumerate(loader):
+            assert batch["id"].dtype == np.int32
+            check_batch(batch, hits, plan.batch(b)[1])
 
 
 def test_a_source_without_offsets_is_refused():

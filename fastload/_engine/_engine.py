@@ -67,7 +67,14 @@ def input_specs(spec: EngineSpec) -> dict[str, FieldSpec]:
     for fname in spec.fields:
         info = first.fields[fname]
         if fname in spec.packed_rows:
-            out[fname] = FieldSpec(info.shape, info.dtype, ragged=True)
+            longest = max((int(c.max(initial=0)) for c in spec.packed_counts[fname]), default=0)
+            out[fname] = FieldSpec(
+                info.shape,
+                info.dtype,
+                ragged=True,
+                max_len=longest,
+                max_rows=spec.packed_rows[fname],
+            )
         elif info.ragged:
             out[fname] = FieldSpec((spec.ragged_lengths[fname], *info.shape), info.dtype)
             out[f"{fname}_len"] = FieldSpec((), np.int64)
@@ -121,32 +128,40 @@ class Engine:
             else dict(self.input_specs)
         )
         use_shm = spec.shared or (spec.backend == "process" and spec.workers > 0)
+        #: ragged fields the chunk tasks gather (the coordinator writes their offsets):
+        #: value rows and offsets entries of a slot
         self.packed = {
             name: (_aligned_rows(max(rows, 1), fspec), _aligned_rows(spec.batch_size + 1, _OFFSET))
             for name, fspec in self.input_specs.items()
             if fspec.ragged
             for rows in (spec.packed_rows[name],)
         }
-        if self.packed and spec.transform is not None:
-            raise ConfigError("ragged offsets fields and a worker transform cannot be combined")
+        #: ragged fields of the delivered batch (the packed ones, or a transform's outputs)
+        self.ragged_out = (
+            _ragged_slots(self.output_specs, spec.batch_size, spec.transform)
+            if spec.transform is not None
+            else dict(self.packed)
+        )
         self.slot_nbytes = sum(
             _aligned_rows(spec.batch_size, fspec) * fspec.sample_nbytes
             for specs in self._families()
             for fspec in specs.values()
             if not fspec.ragged
         ) + sum(
-            rows * self.input_specs[name].sample_nbytes + n_offsets * 8
-            for name, (rows, n_offsets) in self.packed.items()
+            rows * specs[name].sample_nbytes + n_offsets * 8
+            for specs, ragged in zip(self._families(), self._ragged_families(), strict=False)
+            for name, (rows, n_offsets) in ragged.items()
         )
         keep_slots = _keep_slots(spec.max_kept_bytes, batch_slots, self.slot_nbytes, use_shm)
         self.max_kept_bytes = keep_slots * self.slot_nbytes
         self.slots = SlotRing(in_flight_limit=batch_slots, keep_limit=keep_slots)
         layout = Layout()
         layout.add("plan_rows", (max(plan_capacity, 1),), np.int64)
-        for prefix, specs in zip(("batch", "stage"), self._families(), strict=False):
+        families = zip(("batch", "stage"), self._families(), self._ragged_families(), strict=False)
+        for prefix, specs, ragged in families:
             for name, fspec in specs.items():
                 if fspec.ragged:
-                    rows, n_offsets = self.packed[name]
+                    rows, n_offsets = ragged[name]
                     shape = (self.slots.size, rows, *fspec.shape)
                     layout.add(f"{prefix}/{name}/values", shape, fspec.dtype)
                     layout.add(f"{prefix}/{name}/offsets", (self.slots.size, n_offsets), np.int64)
@@ -196,6 +211,12 @@ class Engine:
             return [self.output_specs]
         return [self.output_specs, self.input_specs]
 
+    def _ragged_families(self) -> list[dict[str, tuple[int, int]]]:
+        """Value rows and offsets entries of the ragged fields of each slot family."""
+        if self.spec.transform is None:
+            return [self.ragged_out]
+        return [self.ragged_out, self.packed]
+
     @property
     def nbytes(self) -> int:
         """Size of the arena: batch ring and reserve for kept batches (untouched pages cost nothing)."""
@@ -219,7 +240,7 @@ class Engine:
                 self.copied_for_kept = True
             batch: dict[str, Any] = {}
             for name in self.output_specs:
-                if name in self.packed:
+                if name in self.ragged_out:
                     offsets = self.arena[f"batch/{name}/offsets"][slot, : n + 1].copy()
                     values = self.arena[f"batch/{name}/values"][slot, : int(offsets[n])].copy()
                     batch[name] = Ragged(values, offsets)
@@ -253,11 +274,12 @@ class Engine:
                 raise ConfigError(_overflow_message(name, b, int(rows[b]), cap, spec))
             cums[name] = cum
         arena = self.arena
+        prefix = "stage" if spec.transform is not None else "batch"  # where chunk tasks write
 
         def write(b: int, slot: int) -> None:
             lo, hi = int(bounds[b]), int(bounds[b + 1])
             for name, cum in cums.items():
-                out = arena[f"batch/{name}/offsets"][slot, : hi - lo + 1]
+                out = arena[f"{prefix}/{name}/offsets"][slot, : hi - lo + 1]
                 np.subtract(cum[lo : hi + 1], cum[lo], out=out)
 
         return write
@@ -266,7 +288,7 @@ class Engine:
         batch: dict[str, Any] = {}
         roots = []
         for name in self.output_specs:
-            if name in self.packed:
+            if name in self.ragged_out:
                 offsets = self.arena.slot_array(f"batch/{name}/offsets", slot, n + 1)
                 values = self.arena.slot_array(f"batch/{name}/values", slot, int(offsets[n]))
                 roots += [weakref.ref(values), weakref.ref(offsets)]
@@ -288,6 +310,28 @@ class Engine:
 
 #: the spec of one offsets entry (for slot alignment)
 _OFFSET = FieldSpec((), np.int64)
+
+
+def _ragged_slots(
+    specs: dict[str, FieldSpec], batch_size: int, transform: Any
+) -> dict[str, tuple[int, int]]:
+    """Value rows and offsets entries of each ragged output of ``transform``, from its bounds."""
+    out = {}
+    for name, fspec in specs.items():
+        if not fspec.ragged:
+            continue
+        rows = fspec.batch_rows(batch_size)
+        if rows is None:
+            raise ConfigError(
+                f"transform {transform!r} declares ragged output {name!r} without a row bound, "
+                "so its batch slot cannot be sized: give its FieldSpec max_len= (most rows of "
+                "one sample) or max_rows= (most rows of one batch)"
+            )
+        out[name] = (
+            _aligned_rows(max(rows, 1), fspec),
+            _aligned_rows(batch_size + 1, _OFFSET),
+        )
+    return out
 
 
 def _overflow_message(name: str, batch: int, rows: int, cap: int, spec: EngineSpec) -> str:

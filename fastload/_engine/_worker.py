@@ -44,8 +44,9 @@ from fastload._engine._protocol import (
     pickled_error,
 )
 from fastload._source import DenseChunkDecoder, RaggedChunkDecoder
-from fastload._spec import FieldSpec
-from fastload.errors import StoreChangedError, WorkerError
+from fastload._spec import FieldSpec, output_problem
+from fastload.errors import RaggedBoundError, StoreChangedError, WorkerError
+from fastload.store import Ragged
 
 logger = logging.getLogger(__name__)
 
@@ -185,26 +186,47 @@ class Executor:
     # --------------------------------------------------------- transform task
     def transform(self, slot: int, n: int) -> None:
         cfg = self.cfg
-        staged = {name: self.arena[f"stage/{name}"][slot, :n] for name in cfg.input_specs}
+        staged = {name: self._staged(name, spec, slot, n) for name, spec in cfg.input_specs.items()}
         result = cfg.transform(staged)
         for name, spec in cfg.output_specs.items():
             if name not in result:
                 raise WorkerError(
                     f"transform {cfg.transform!r} did not return its declared field {name!r}"
                 )
-            value = np.asarray(result[name])
-            if value.shape != (n, *spec.shape):
-                raise WorkerError(
-                    f"transform {cfg.transform!r} returned field {name!r} of shape {value.shape}, "
-                    f"but declared {(n, *spec.shape)} in output_spec()"
-                )
-            if value.dtype != spec.dtype:
+            value = result[name]
+            if not spec.ragged:
+                value = np.asarray(value)
+            problem = output_problem(spec, value, n)
+            if problem is not None:
+                what, over_bound = problem
+                if over_bound:
+                    raise RaggedBoundError(
+                        f"transform {cfg.transform!r}: ragged output {name!r} {what}; the batch "
+                        "slot is sized from that bound, so nothing was written: raise the bound "
+                        "the transform declares in output_spec() (e.g. a larger n or k), or make "
+                        "it return fewer rows"
+                    )
                 # the slot would cast silently (float -> int truncates): refuse, as check_transform does
                 raise WorkerError(
-                    f"transform {cfg.transform!r} returned field {name!r} as {value.dtype}, "
-                    f"but declared {spec.dtype} in output_spec()"
+                    f"transform {cfg.transform!r} returned field {name!r} that {what} in "
+                    "output_spec()"
                 )
-            self.arena[f"batch/{name}"][slot, :n] = value
+            if spec.ragged:
+                values, offsets = value.rebased()
+                self.arena[f"batch/{name}/offsets"][slot, : n + 1] = offsets
+                self.arena[f"batch/{name}/values"][slot, : values.shape[0]] = values
+            else:
+                self.arena[f"batch/{name}"][slot, :n] = value
+
+    def _staged(self, name: str, spec: FieldSpec, slot: int, n: int) -> Any:
+        """A transform's input field: the staged rows (a read-only ``Ragged`` for a ragged one)."""
+        if not spec.ragged:
+            return self.arena[f"stage/{name}"][slot, :n]
+        offsets = self.arena[f"stage/{name}/offsets"][slot, : n + 1].view()
+        values = self.arena[f"stage/{name}/values"][slot, : int(offsets[n])].view()
+        offsets.flags.writeable = False
+        values.flags.writeable = False
+        return Ragged(values, offsets)
 
     # ------------------------------------------------------------- read-ahead
     def read_ahead(self, tasks: Iterable[Task]) -> None:

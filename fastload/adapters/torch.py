@@ -472,9 +472,13 @@ def pyg_batch(
         (``x`` a nested jagged tensor).
     x : str
         The ragged field whose rows are the nodes.
-    edge_index : array or tensor (2, E), optional
+    edge_index : array or tensor (2, E), str, or ragged, optional
         Edges in batch-wide node numbers, e.g. from
-        :func:`fastload.transforms.knn_edges`.
+        :func:`fastload.transforms.knn_edges`; or the name of a ragged field of
+        ``batch`` of ``(source, target)`` rows (the worker transform
+        :class:`fastload.transforms.KnnEdges`'s output), or such a field itself:
+        its rows, transposed, are the ``edge_index`` (and the field is not
+        repeated under its own name).
     use_pyg : bool | None
         ``None``: a ``torch_geometric.data.Batch`` when PyG is installed, else a
         :class:`GraphBatch`; ``False``: always a :class:`GraphBatch`; ``True``:
@@ -490,9 +494,10 @@ def pyg_batch(
     Raises
     ------
     FieldNotFoundError
-        ``x`` is not a field of ``batch``.
+        ``x`` (or an ``edge_index`` name) is not a field of ``batch``.
     ConfigError
-        ``x`` is not ragged (values + offsets), or ``edge_index`` is not ``(2, E)``.
+        ``x`` is not ragged (values + offsets), or ``edge_index`` is not ``(2, E)``
+        (nor ragged rows of 2).
     """
     if x not in batch:
         raise FieldNotFoundError(f"pyg_batch: field {x!r} not in the batch (fields: {list(batch)})")
@@ -510,13 +515,28 @@ def pyg_batch(
         ),
         "ptr": ptr.to(torch.int64),
     }
+    edge_field = edge_index if isinstance(edge_index, str) else None
+    if edge_field is not None:
+        if edge_field not in batch:
+            raise FieldNotFoundError(
+                f"pyg_batch: edge_index field {edge_field!r} not in the batch (fields: {list(batch)})"
+            )
+        edge_index = batch[edge_field]
     if edge_index is not None:
+        ragged_edges = _values_offsets(edge_index, "edge_index")
+        if ragged_edges is not None:  # KnnEdges' output: (source, target) rows per graph
+            if tuple(ragged_edges[0].shape[1:]) != (2,):
+                raise ConfigError(
+                    "pyg_batch: a ragged edge_index needs rows of (source, target), got rows of "
+                    f"shape {tuple(ragged_edges[0].shape[1:])}"
+                )
+            edge_index = ragged_edges[0].t()
         edges = torch.as_tensor(_as_tensor(edge_index))
         if edges.ndim != 2 or edges.shape[0] != 2:
             raise ConfigError(f"pyg_batch: edge_index must be (2, E), got {tuple(edges.shape)}")
         attributes["edge_index"] = edges.to(torch.int64)
     for name, value in batch.items():
-        if name in (x, *attributes):
+        if name in (x, edge_field, *attributes):
             continue
         other = _values_offsets(value, name)
         attributes[name] = other[0] if other is not None else _as_tensor(value)

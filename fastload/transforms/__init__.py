@@ -1,8 +1,10 @@
 """Per-batch transforms that run inside prefetch workers.
 
-Besides them, functions on ragged batches (``fl.Loader(..., ragged={"hits":
-"offsets"})`` gives ``fl.Ragged`` fields) run in the consumer: ``truncate_rows``,
-``knn_edges``, ``map_rows``, ``event_sum``, ``row_event``.
+Ragged fields (``fl.Loader(..., ragged={"hits": "offsets"})`` gives
+``fl.Ragged`` fields) reach transforms as ``fl.Ragged`` too: ``TruncateRows``,
+``KnnEdges``, ``MapRows``, ``EventSum`` and ``Voxelize`` work on them in the
+workers, and the functions they wrap (``truncate_rows``, ``knn_edges``,
+``map_rows``, ``event_sum``, ``row_event``) on any ``fl.Ragged`` in the consumer.
 
 Every transform maps a batch ``dict[str, np.ndarray]`` (leading batch axis)
 to another and declares its output fields' per-sample shapes and dtypes up
@@ -19,6 +21,8 @@ Layout::
     _hits.py       Voxelize (ragged calorimeter hits -> dense grid)
     _ragged.py     functions on ragged batches (fl.Ragged): truncate_rows, knn_edges,
                    map_rows, event_sum, row_event
+    _ragged_transforms.py  TruncateRows, KnnEdges, MapRows, EventSum (those functions
+                   as worker transforms, ragged outputs with declared row bounds)
     _labels.py     OneHot, OneHotLabels, RemapPDG (+ pdg_codes_by_frequency)
     _pd4ml.py      AirshowerPreprocess and pd4ml one-call pipelines
     _tpc.py        TickDownsample, MaxChargeCrop, SplitPlanes, lariat_preprocess (LArIAT)
@@ -61,6 +65,7 @@ from fastload.transforms._pd4ml import (
     pd4ml_top_tagging,
 )
 from fastload.transforms._ragged import event_sum, knn_edges, map_rows, row_event, truncate_rows
+from fastload.transforms._ragged_transforms import EventSum, KnnEdges, MapRows, TruncateRows
 from fastload.transforms._scale import (
     Log10p,
     Scale,
@@ -86,10 +91,13 @@ __all__ = [
     "Concat",
     "Drop",
     "DropColumns",
+    "EventSum",
     "FourVectorFeatures",
     "GridAdjacency",
     "KNNAdjacency",
+    "KnnEdges",
     "Log10p",
+    "MapRows",
     "MaxChargeCrop",
     "MotherDaughterAdjacency",
     "OneHot",
@@ -104,6 +112,7 @@ __all__ = [
     "Standardize",
     "TickDownsample",
     "Transform",
+    "TruncateRows",
     "Voxelize",
     "check_transform",
     "event_sum",

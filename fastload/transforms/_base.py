@@ -17,13 +17,14 @@ Invariants every transform here keeps:
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
 from fastload import _validate
 from fastload._messages import closest
-from fastload._spec import FieldSpec, specs_of
-from fastload.errors import ConfigError, SchemaError
+from fastload._spec import FieldSpec, is_ragged, output_problem, specs_of
+from fastload.errors import ConfigError, RaggedBoundError, SchemaError
 
 Batch = Mapping[str, np.ndarray]
 Specs = Mapping[str, FieldSpec]
@@ -149,13 +150,15 @@ def check_transform(transform: Transform, batch: Batch) -> dict[str, np.ndarray]
             "output_spec() and __call__() must agree"
         )
     for key, spec in declared.items():
-        arr = out[key]
-        got = FieldSpec(arr.shape[1:], arr.dtype)
-        if got != spec or arr.shape[0] != n:
-            raise SchemaError(
-                f"{name}: field {key!r} came out as shape {arr.shape} dtype {arr.dtype}, "
-                f"declared per-sample shape {spec.shape} dtype {spec.dtype} for a batch of {n}"
-            )
+        problem = output_problem(spec, out[key], n)
+        if problem is None:
+            continue
+        what, over_bound = problem
+        error = RaggedBoundError if over_bound else SchemaError
+        raise error(
+            f"{name}: field {key!r} {what}; output_spec() and __call__() must agree (a loader "
+            "sizes its shared-memory slots from output_spec())"
+        )
     return out
 
 
@@ -169,6 +172,7 @@ def require_field(
     *,
     ndim: int | tuple[int, ...] | None = None,
     kinds: str | None = None,
+    ragged: bool | None = False,
 ) -> FieldSpec:
     """Return ``inputs[field]``, or raise :class:`ConfigError` naming the problem.
 
@@ -185,6 +189,10 @@ def require_field(
     kinds : str, optional
         Accepted dtype kinds (``"b"`` bool, ``"i"``/``"u"`` integer, ``"f"``
         float), e.g. ``"iuf"`` for any real number.
+    ragged : bool | None
+        ``False`` (default): the field must have a fixed shape; ``True``: it must
+        be ragged (a :class:`fastload.Ragged`, ``ndim`` then counts the axes of
+        one row); ``None``: either.
 
     Returns
     -------
@@ -199,6 +207,18 @@ def require_field(
             "transform that produces it earlier in the Compose"
         )
     spec = inputs[field]
+    if ragged is not None and spec.ragged != ragged:
+        if spec.ragged:
+            raise ConfigError(
+                f"{who}: field {field!r} is ragged (a fl.Ragged of values + offsets) and "
+                f"{who} works on fixed-shape fields; use a ragged transform (TruncateRows, "
+                "KnnEdges, MapRows, EventSum, Voxelize) or let the field arrive padded "
+                f"(drop it from the loader's ragged=)"
+            )
+        raise ConfigError(
+            f"{who}: field {field!r} has a fixed shape but {who} needs a ragged field; build "
+            f'the loader with ragged={{{field!r}: "offsets"}}'
+        )
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else ndim
         if len(spec.shape) not in allowed:
@@ -215,21 +235,41 @@ def require_field(
     return spec
 
 
+def get_ragged(batch: Batch, field: str, owner: object) -> Any:
+    """Return ``batch[field]``, a :class:`fastload.Ragged`, or raise :class:`ConfigError`."""
+    value = batch.get(field)
+    if value is None:
+        get_array(batch, field, owner)  # the standard message for a missing field
+    if not is_ragged(value):
+        raise ConfigError(
+            f"{type(owner).__name__}: field {field!r} is not ragged (got "
+            f'{type(value).__name__}); build the loader with ragged={{{field!r}: "offsets"}}'
+        )
+    return value
+
+
 def get_array(batch: Batch, field: str, owner: object) -> np.ndarray:
     """Return ``batch[field]`` as an array, or raise :class:`ConfigError`."""
     try:
-        return np.asarray(batch[field])
+        value = batch[field]
     except KeyError:
         raise ConfigError(
             f"{type(owner).__name__}: batch has no field {field!r}; it has {sorted(batch)}"
             f"{closest(field, list(batch))}"
         ) from None
+    if is_ragged(value):
+        raise ConfigError(
+            f"{type(owner).__name__}: field {field!r} is a fl.Ragged (values + offsets) and "
+            f"{type(owner).__name__} works on fixed-shape arrays; use a ragged transform or "
+            "let the field arrive padded"
+        )
+    return np.asarray(value)
 
 
 def batch_size(batch: Batch) -> int:
     """Leading length shared by the batch's arrays (0 for an empty mapping)."""
     for arr in batch.values():
-        return int(np.shape(arr)[0])
+        return len(arr) if is_ragged(arr) else int(np.shape(arr)[0])
     return 0
 
 

@@ -70,12 +70,13 @@ class Drop(Transform):
 
     def output_spec(self, inputs: Specs) -> dict[str, FieldSpec]:
         for f in self.fields:
-            require_field(inputs, f, self)
+            require_field(inputs, f, self, ragged=None)
         return {k: v for k, v in inputs.items() if k not in self.fields}
 
     def __call__(self, batch: Batch) -> dict[str, np.ndarray]:
         for f in self.fields:
-            get_array(batch, f, self)
+            if f not in batch:  # any field, ragged ones too
+                get_array(batch, f, self)  # the standard message
         return {k: v for k, v in batch.items() if k not in self.fields}
 
 

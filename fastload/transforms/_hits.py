@@ -1,4 +1,4 @@
-"""Calorimeter-hit transforms: ragged hit lists → dense voxel grids."""
+"""Calorimeter-hit transforms: hit lists (padded or ``fl.Ragged``) → dense voxel grids."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fastload._spec import FieldSpec
+from fastload._spec import FieldSpec, is_ragged
 from fastload.errors import ConfigError
 from fastload.transforms._base import (
     Batch,
@@ -17,6 +17,7 @@ from fastload.transforms._base import (
     get_array,
     require_field,
 )
+from fastload.transforms._ragged import row_event
 
 
 def _triple(value: Sequence[float] | Sequence[int], what: str, cast: type) -> tuple:
@@ -40,10 +41,12 @@ class Voxelize(Transform):
     Parameters
     ----------
     hits_field : str, default "hits"
-        Input ``(B, L, F)`` hits, zero-padded (fastload's ragged layout).
+        Input ``(B, L, F)`` hits, zero-padded (fastload's ragged layout), or a
+        ragged field (``ragged={"hits": "offsets"}``: a ``fl.Ragged`` of ``(F,)``
+        rows, every row a real hit).
     len_field : str, default "hits_len"
         Input ``(B,)`` integer number of real hits per sample; rows beyond it
-        are ignored.
+        are ignored.  Not read for a ragged ``hits_field``.
     grid : tuple of 3 int, default (38, 24, 24)
         Number of cells along (layer, x, y).
     origin_mm : tuple of 3 float
@@ -116,14 +119,20 @@ class Voxelize(Transform):
         )
 
     def output_spec(self, inputs: Specs) -> dict[str, FieldSpec]:
-        spec = require_field(inputs, self.hits_field, self, ndim=2, kinds="iuf")
+        spec = require_field(inputs, self.hits_field, self, kinds="iuf", ragged=None)
+        if spec.ragged:  # values + offsets: rows of (F,), no length field
+            spec = require_field(inputs, self.hits_field, self, ndim=1, ragged=True)
+            return self._outputs(inputs, spec.shape[0])
+        spec = require_field(inputs, self.hits_field, self, ndim=2)
         lspec = require_field(inputs, self.len_field, self, ndim=(0, 1), kinds="iu")
         if lspec.shape not in ((), (1,)):
             raise ConfigError(
                 f"Voxelize: length field {self.len_field!r} must hold one integer per sample, "
                 f"has per-sample shape {lspec.shape}"
             )
-        n_cols = spec.shape[1]
+        return self._outputs(inputs, spec.shape[1])
+
+    def _outputs(self, inputs: Specs, n_cols: int) -> dict[str, FieldSpec]:
         used = [*self.coord_columns, self.energy_column]
         if self.time_column is not None:
             used.append(self.time_column)
@@ -140,13 +149,18 @@ class Voxelize(Transform):
         return out
 
     def __call__(self, batch: Batch) -> dict[str, np.ndarray]:
-        hits = get_array(batch, self.hits_field, self)
-        lengths = get_array(batch, self.len_field, self).reshape(-1)
-        n_batch, n_rows = hits.shape[:2]
-        real = np.arange(n_rows)[None, :] < lengths[:, None]
-        # Work on the real hits only, as flat (n_real, F) rows: padding costs nothing.
-        sample, row = np.nonzero(real)
-        selected = hits[sample, row]
+        hits = batch.get(self.hits_field)
+        if is_ragged(hits):  # the hits back to back already
+            selected, _ = hits.rebased()
+            sample, n_batch = row_event(hits), len(hits)
+        else:
+            hits = get_array(batch, self.hits_field, self)
+            lengths = get_array(batch, self.len_field, self).reshape(-1)
+            n_batch, n_rows = hits.shape[:2]
+            real = np.arange(n_rows)[None, :] < lengths[:, None]
+            # Work on the real hits only, as flat (n_real, F) rows: padding costs nothing.
+            sample, row = np.nonzero(real)
+            selected = hits[sample, row]
         cell = np.zeros(sample.size, dtype=np.int64)  # flat cell index within a sample
         inside = np.ones(sample.size, dtype=bool)
         for axis in range(3):
