@@ -38,10 +38,10 @@ def particles_source(counts: list[int], chunk_len: int, seed: int = 0):
     return fl.from_arrays({"p": parts, "id": np.arange(n, dtype=np.int64)}, chunk_len=chunk_len)
 
 
-def pipeline(n: int, k: int) -> T.Compose:
+def pipeline(n: int, k: int, key: int | None = 2, descending: bool = True) -> T.Compose:
     return T.Compose(
         [
-            T.TruncateRows("p", n, key=2, out="lead"),
+            T.TruncateRows("p", n, key=key, descending=descending, out="lead"),
             T.KnnEdges("lead", k, eta=0, phi=1),
             T.EventSum("p", 2, out="pt_sum"),
             T.MapRows("lead", np.abs, row_shape=(3,), dtype=np.float32, out="abs"),
@@ -86,17 +86,33 @@ def run_against_consumer(source, batch_size, transform, **options) -> int:
     chunk_len=st.integers(1, 16),
     n=st.integers(0, 12),
     k=st.integers(1, 8),
+    key=st.sampled_from([None, 2, -1]),
+    descending=st.booleans(),
     engine=st.sampled_from(FAST_ENGINES),
 )
 def test_worker_transform_equals_the_consumer_side_functions(
-    counts, batch_size, chunk_len, n, k, engine
+    counts, batch_size, chunk_len, n, k, key, descending, engine
 ):
     workers, backend = engine
     source = particles_source(counts, chunk_len)
     batches = run_against_consumer(
-        source, batch_size, pipeline(n, k), workers=workers, backend=backend
+        source, batch_size, pipeline(n, k, key, descending), workers=workers, backend=backend
     )
     assert batches > 0
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    counts=st.lists(st.integers(0, 30), min_size=1, max_size=60),
+    batch_size=st.integers(1, 16),
+    chunk_len=st.integers(1, 12),
+    workers=st.sampled_from([1, 2]),
+)
+def test_process_workers_equal_the_consumer_side_functions(counts, batch_size, chunk_len, workers):
+    source = particles_source(counts, chunk_len, seed=5)
+    assert run_against_consumer(
+        source, batch_size, pipeline(4, 7), workers=workers, backend="process"
+    )
 
 
 @pytest.mark.parametrize("workers", [1, 2])
@@ -324,3 +340,28 @@ def test_tf_ragged_tensors_of_ragged_outputs():
             np.testing.assert_array_equal(
                 tb["edge_index"].row_splits.numpy(), nb["edge_index"].offsets
             )
+
+
+class WritesItsInput(T.Transform):
+    def output_spec(self, inputs):
+        return dict(inputs)
+
+    def __call__(self, batch):
+        batch["p"].values[...] = 0
+        return dict(batch)
+
+
+def test_a_transform_cannot_write_into_the_staged_ragged_field():
+    source = particles_source([2, 3], chunk_len=2)
+    with (
+        fl.Loader(
+            source,
+            2,
+            workers=1,
+            backend="thread",
+            ragged={"p": "offsets"},
+            transform=WritesItsInput(),
+        ) as loader,
+        pytest.raises(ValueError, match="read-only"),
+    ):
+        list(loader)
