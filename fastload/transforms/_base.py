@@ -1,7 +1,8 @@
 """The transform protocol, :class:`Compose`, and helpers shared by all transforms.
 
 A transform maps one batch (``dict[str, np.ndarray]``, every array with the
-batch as its leading axis) to another.  It runs inside a prefetch worker, whose
+batch as its leading axis; a field the loader delivers as values + offsets is a
+``fl.Ragged``, its spec ``ragged=True``) to another.  It runs inside a prefetch worker, whose
 output goes into a fixed-size shared-memory slot, so it must say *before any
 data is seen* which fields it returns and their per-sample shapes and dtypes
 (:meth:`Transform.output_spec`).
