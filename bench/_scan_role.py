@@ -4,7 +4,9 @@
 
 * ``"feed"``: runs ``fl.Feed(store['train'], ...)`` until its stdin closes;
 * ``"loader"``: a training with its own ``fl.Loader`` (2 workers);
-* ``"consumer"``: a training attached to the feed (``fl.attach``).
+* ``"consumer"``: a training attached to the feed (``fl.attach``);
+* with ``spec["model"] == "fcn"`` the trainings are torch FCNs instead of byte
+  sums (``"compute"`` and ``"memory"`` roles too; see :mod:`bench._scan_fcn`).
 
 A training prints ``ready`` once its loader or consumer exists, waits for a
 line on stdin (the parent's start signal, so every training of a setup starts
@@ -39,11 +41,13 @@ def _timed(it: Any, stop: threading.Event) -> Any:
         del batch
 
 
-def _feed(spec: dict[str, Any]) -> int:
+def open_feed(spec: dict[str, Any], source: Any, **options: Any) -> Any:
+    """The scan's broadcast feed (in the feed process, or hosted by a training)."""
+    if spec.get("ahead"):
+        options["ahead"] = spec["ahead"]
     import fastload as fl
 
-    source = fl.open_store(spec["store"])["train"]
-    with fl.Feed(
+    return fl.Feed(
         source,
         spec["batch_size"],
         shuffle=True,
@@ -51,7 +55,20 @@ def _feed(spec: dict[str, Any]) -> int:
         workers=spec["workers"],
         name=spec["name"],
         min_consumers=spec["consumers"],
-    ) as feed:
+        **options,
+    )
+
+
+def _feed(spec: dict[str, Any]) -> int:
+    import fastload as fl
+
+    source = fl.open_store(spec["store"])["train"]
+    options: dict[str, Any] = {}
+    if spec.get("model") == "fcn":
+        from ._scan_fcn import feed_options
+
+        options = feed_options(spec["store"])
+    with open_feed(spec, source, **options) as feed:
         print(json.dumps({"ready": True, "workers": feed.worker_pids()}), flush=True)
         sys.stdin.readline()  # the parent closes stdin (or writes a line) to stop the feed
     return 0
@@ -129,7 +146,13 @@ def _training(spec: dict[str, Any]) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     spec = json.loads(Path(args[0]).read_text())
-    return _feed(spec) if spec["role"] == "feed" else _training(spec)
+    if spec["role"] == "feed":
+        return _feed(spec)
+    if spec.get("model") == "fcn":
+        from ._scan_fcn import training
+
+        return training(spec)
+    return _training(spec)
 
 
 if __name__ == "__main__":

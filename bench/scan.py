@@ -22,12 +22,24 @@ all the setup's processes (``memory_full_info().pss``, sampled mid-window).
 The machine's load average is recorded before and after: other programs on a
 shared machine lower every figure.
 
+``--model fcn`` makes the trainings a learning-rate scan of torch FCNs on
+the pd4ml TopTagging store (bench.train's FCN recipe, its transform in the
+loaders' or the feed's workers; training ``i`` of N has learning rate
+``lr * 2 ** (i - N // 2)``), with three more setups: ``hosted`` (the feed inside training 0), ``compute`` (every step on
+one fixed batch: the step time without any data pipeline, and the memory of
+N trainings without data) and ``memory`` (each training holds the
+preprocessed split in RAM, bench.train's in-memory baseline).  Data wait is
+then a fraction of the step time (wait + forward/backward/optimiser), and
+*data PSS* is a setup's total PSS less the ``compute`` setup's: what the
+data costs on top of the trainings themselves.  See :mod:`bench._scan_fcn`.
+
 Examples
 --------
 ::
 
     python -m bench.scan                       # 4 trainings, 15 s each setup (~1 min)
     python -m bench.scan --consumers 2 --duration 5 --events 4096 --out /tmp/scan
+    python -m bench.scan --model fcn --ahead 8  # 4 FCNs, 5 setups (~2.5 min)
 """
 
 from __future__ import annotations
@@ -44,6 +56,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +67,19 @@ from ._report import environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUPS = ("loaders", "feed")
+#: ``--model fcn`` also runs the data-free and the in-memory setups (in this order)
+FCN_SETUPS = ("compute", "memory", "loaders", "feed", "hosted")
+MODELS = ("bytes", "fcn")
+#: each setup's training role (bench._scan_role)
+_ROLE = {
+    "compute": "compute",
+    "memory": "memory",
+    "loaders": "loader",
+    "feed": "consumer",
+    "hosted": "consumer",  # training 0 hosts the feed ("host")
+}
+#: samples of the TopTagging store the FCN trainings read (bench.train's default)
+FCN_EVENTS = 20000
 _MB = 1e6
 
 
@@ -63,7 +89,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="N trainings on one machine: one broadcast fl.Feed against N fl.Loaders.",
     )
     p.add_argument("--consumers", type=int, default=4, help="trainings per setup (default 4)")
-    p.add_argument("--events", type=int, help="samples of the TopTagging-shaped store (32768)")
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="bytes",
+        help="what each training does: byte sums of every batch (default) or a torch FCN",
+    )
+    p.add_argument(
+        "--events",
+        type=int,
+        help=f"samples of the TopTagging-shaped store (32768; --model fcn: {FCN_EVENTS})",
+    )
     p.add_argument("--batch-size", type=int, default=256, help="samples per batch (default 256)")
     p.add_argument(
         "--workers",
@@ -76,14 +112,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of the shuffle")
     p.add_argument(
         "--setups",
-        default=",".join(SETUPS),
-        help=f"comma-separated setups to run (default {','.join(SETUPS)})",
+        help=f"comma-separated setups to run (default {','.join(SETUPS)}; "
+        f"--model fcn: {','.join(FCN_SETUPS)})",
+    )
+    p.add_argument(
+        "--ahead",
+        type=int,
+        help="the feed's ahead= (batches a consumer may have queued; default fl.Feed's, 32)",
+    )
+    p.add_argument(
+        "--lr", type=float, default=1e-3, help="--model fcn: the scan's middle learning rate"
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="--model fcn: torch intra-op threads of each training (default 1)",
     )
     p.add_argument("--out", type=Path, default=Path("results/scan"), help="output folder")
     p.add_argument(
         "--data-dir", type=Path, help="keep generated data here (default OUT/data, reused)"
     )
     return p
+
+
+@dataclass(frozen=True)
+class _ScanData:
+    """The store the trainings read, its training-split size, and the byte sums' reference."""
+
+    store: str
+    n: int
+    bench: BenchData | None  # None for --model fcn (no byte sums to check)
+
+
+def prepare_data(args: argparse.Namespace, out: Path) -> _ScanData:
+    data_dir = args.data_dir or out / "data"
+    if args.model == "fcn":
+        from ._scan_fcn import fcn_recipe, store_path
+
+        path = store_path(args.events or FCN_EVENTS, args.seed, data_dir)
+        train, rcp = fcn_recipe(str(path))
+        return _ScanData(str(path), len(rcp.view(train)), None)
+    n = args.events or default_events("toptagging", quick=False)
+    data = build_dataset("toptagging", n, data_dir, seed=args.seed, progress=False)
+    return _ScanData(data.store, data.n, data)
 
 
 # --------------------------------------------------------------------------- processes
@@ -177,16 +249,19 @@ def _shm() -> set[str]:
 
 # --------------------------------------------------------------------------- one setup
 def run_setup(
-    setup: str, data: BenchData, args: argparse.Namespace, workdir: Path
+    setup: str, data: _ScanData, args: argparse.Namespace, workdir: Path
 ) -> dict[str, Any]:
-    """Run ``args.consumers`` trainings with their own Loaders or on one feed; measure them."""
+    """Run ``args.consumers`` trainings of one setup (own Loaders, one feed, ...); measure them."""
     feed_dir = tempfile.mkdtemp(prefix="fl-scan-")  # short: a Unix socket path is <108 bytes
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["FASTLOAD_FEED_DIR"] = str(Path(feed_dir) / "d")
     base = {
         "store": data.store,
-        "data": data.to_json(),
+        "data": data.bench.to_json() if data.bench is not None else None,
+        "model": args.model,
+        "threads": args.threads,
+        "ahead": args.ahead,
         "batch_size": args.batch_size,
         "seed": args.seed,
         "workers": args.workers,
@@ -203,11 +278,18 @@ def run_setup(
         if setup == "feed":
             feed = _Proc({**base, "role": "feed"}, workdir, env, f"{setup}-feed")
             feed.line(120.0)
-        role = "consumer" if setup == "feed" else "loader"
         for i in range(args.consumers):
-            spec = {**base, "role": role, "label": f"training{i}"}
+            role = "host" if setup == "hosted" and i == 0 else _ROLE[setup]
+            spec = {
+                **base,
+                "role": role,
+                "label": f"training{i}",
+                "lr": args.lr * 2.0 ** (i - args.consumers // 2),
+            }
             trainings.append(_Proc(spec, workdir, env, f"{setup}-{i}"))
-        for t in trainings:
+            if role == "host":
+                trainings[0].line(120.0)  # its feed exists: the others can attach
+        for t in trainings[1 if setup == "hosted" else 0 :]:
             t.line(120.0)
         for t in trainings:
             t.say(b"go\n")
@@ -223,8 +305,18 @@ def run_setup(
             return [p for t in tops for p in _tree(t.popen.pid)]
 
         cpu0_decode, cpu0_all = _cpu(decode_side()), _cpu(everything())
-        time.sleep(args.duration / 2)
-        pss = _pss(everything())
+        pss, pss_parts = 0, {}
+        for quarter in (1, 2, 3):  # the largest of three samples inside the window
+            time.sleep(
+                max(0.0, go + args.warmup + args.duration * quarter / 4 - time.perf_counter())
+            )
+            parts = {
+                "feed process": _pss([psutil.Process(feed.popen.pid)]) if feed else 0,
+                "workers": _pss(decode_side()),
+                "trainings": _pss([psutil.Process(t.popen.pid) for t in trainings]),
+            }
+            if sum(parts.values()) > pss:
+                pss, pss_parts = sum(parts.values()), parts
         time.sleep(max(0.0, go + args.warmup + args.duration - time.perf_counter()))
         cpu1_decode, cpu1_all = _cpu(decode_side()), _cpu(everything())
         window = time.perf_counter() - go - args.warmup
@@ -252,18 +344,7 @@ def run_setup(
         return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
     decode_cpu = spent(cpu0_decode, cpu1_decode)
-    consumers = []
-    for r in results:
-        rate = r["samples"] / r["window_s"] if r["window_s"] > 0 else 0.0
-        consumers.append(
-            {
-                "samples": r["samples"],
-                "samples_per_s": rate,
-                "data_wait_frac": r["wait_s"] / r["window_s"] if r["window_s"] > 0 else 1.0,
-                "epochs_done": r["epochs_done"],
-                "epoch_verdicts": r["epoch_verdicts"],
-            }
-        )
+    consumers = [_training_record(r) for r in results]
     epochs_each = sum(c["samples_per_s"] for c in consumers) * window / len(consumers) / data.n
     return {
         "setup": setup,
@@ -275,29 +356,95 @@ def run_setup(
         "total_cpu_s": spent(cpu0_all, cpu1_all),
         "decode_cpu_s_per_epoch": decode_cpu / epochs_each if epochs_each else None,
         "pss_total_mb": pss / _MB,
+        "pss_parts_mb": {k: v / _MB for k, v in pss_parts.items()},
         "bad_epochs": [v for c in consumers for v in c["epoch_verdicts"] if v != "ok"],
         "leaked_shm": leaked,
         "killed_lingering": lingered,
     }
 
 
+def _training_record(r: dict[str, Any]) -> dict[str, Any]:
+    """One training's figures from its JSON line (byte sums or FCN steps)."""
+    rate = r["samples"] / r["window_s"] if r["window_s"] > 0 else 0.0
+    if "step_s" not in r:  # byte sums: waiting as a share of the window, epochs checked
+        return {
+            "samples": r["samples"],
+            "samples_per_s": rate,
+            "data_wait_frac": r["wait_s"] / r["window_s"] if r["window_s"] > 0 else 1.0,
+            "epochs_done": r["epochs_done"],
+            "epoch_verdicts": r["epoch_verdicts"],
+        }
+    busy = r["wait_s"] + r["step_s"]  # FCN: waiting as a share of the step time
+    return {
+        "samples": r["samples"],
+        "samples_per_s": rate,
+        "data_wait_frac": r["wait_s"] / busy if busy > 0 else 1.0,
+        "step_ms": 1e3 * busy / r["steps"] if r["steps"] else None,
+        "steps": r["steps"],
+        "lr": r["lr"],
+        "loss_first": r["loss_first"],
+        "loss_last": r["loss_last"],
+        "epoch_verdicts": [],
+    }
+
+
+def _data_memory(records: list[dict[str, Any]], consumers: int) -> dict[str, Any]:
+    """Each setup's PSS less the data-free ``compute`` setup's; the feed against one Loader."""
+    by = {r["setup"]: r for r in records}
+    if "compute" not in by:
+        return {}
+    floor = by["compute"]["pss_total_mb"]
+    for r in records:
+        r["data_pss_mb"] = r["pss_total_mb"] - floor
+    out: dict[str, Any] = {}
+    if "loaders" in by and by["loaders"]["data_pss_mb"] > 0:
+        one_loader = by["loaders"]["data_pss_mb"] / consumers
+        out["one_loader_data_pss_mb"] = one_loader
+        for setup in ("feed", "hosted"):
+            if setup in by:
+                out[f"{setup}_data_pss_vs_one_loader"] = by[setup]["data_pss_mb"] / one_loader
+    return out
+
+
 # --------------------------------------------------------------------------- report
 def format_table(results: dict[str, Any]) -> str:
+    fcn = results["config"]["model"] == "fcn"
     rows = [
         f"{'setup':<8} {'per training samples/s':<34} {'aggregate':>10} {'data wait':<22} "
         f"{'decode CPU s':>12} {'per epoch':>9} {'PSS MB':>7}"
+        + (f" {'data PSS':>8} {'step ms':>8}" if fcn else "")
     ]
     for r in results["setups"]:
-        per = " ".join(f"{c['samples_per_s'] / 1e3:.0f}k" for c in r["consumers"])
-        wait = " ".join(f"{100 * c['data_wait_frac']:.0f}%" for c in r["consumers"])
+        per = " ".join(f"{c['samples_per_s'] / 1e3:.1f}k" for c in r["consumers"])
+        wait = " ".join(f"{100 * c['data_wait_frac']:.1f}%" for c in r["consumers"])
         per_epoch = r["decode_cpu_s_per_epoch"]
-        rows.append(
-            f"{r['setup']:<8} {per:<34} {r['aggregate_samples_per_s'] / 1e3:>9.0f}k {wait:<22} "
+        row = (
+            f"{r['setup']:<8} {per:<34} {r['aggregate_samples_per_s'] / 1e3:>9.1f}k {wait:<22} "
             f"{r['decode_cpu_s']:>12.1f} {per_epoch if per_epoch is None else f'{per_epoch:.2f}':>9} "
             f"{r['pss_total_mb']:>7.0f}"
         )
+        if fcn:
+            steps = [c["step_ms"] for c in r["consumers"] if c["step_ms"] is not None]
+            row += f" {r.get('data_pss_mb', float('nan')):>8.0f} {sum(steps) / max(len(steps), 1):>8.1f}"
+        rows.append(row)
     if results.get("feed_vs_loaders") is not None:
         rows.append(f"aggregate feed / loaders: {results['feed_vs_loaders']:.2f}x")
+    if results.get("hosted_vs_loaders") is not None:
+        rows.append(f"aggregate hosted feed / loaders: {results['hosted_vs_loaders']:.2f}x")
+    memory = results.get("data_memory") or {}
+    for setup in ("feed", "hosted"):
+        if f"{setup}_data_pss_vs_one_loader" in memory:
+            rows.append(
+                f"data PSS: {setup} {memory[f'{setup}_data_pss_vs_one_loader']:.2f}x one Loader's "
+                f"({memory['one_loader_data_pss_mb']:.0f} MB)"
+            )
+    if fcn:
+        losses = " ".join(
+            f"lr {c['lr']:.2g}: {c['loss_first']:.3f} -> {c['loss_last']:.3f}"
+            for c in results["setups"][-1]["consumers"]
+            if c["loss_first"] is not None
+        )
+        rows.append(f"loss over the window ({results['setups'][-1]['setup']}): {losses}")
     env = results["environment"]
     rows.append(
         f"load average before {results['load_before']}, after {results['load_after']} "
@@ -307,18 +454,22 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    setups = [s.strip() for s in args.setups.split(",") if s.strip()]
-    unknown = sorted(set(setups) - set(SETUPS))
+    known = FCN_SETUPS if args.model == "fcn" else SETUPS
+    chosen = args.setups if args.setups is not None else ",".join(known)
+    setups = [s.strip() for s in chosen.split(",") if s.strip()]
+    unknown = sorted(set(setups) - set(known))
     if unknown or not setups:
-        raise SystemExit(f"bench.scan: error: unknown setup(s) {unknown}; choose from {SETUPS}")
+        raise SystemExit(
+            f"bench.scan: error: unknown setup(s) {unknown} for --model {args.model}; "
+            f"choose from {known}"
+        )
     if args.consumers < 1:
         raise SystemExit("bench.scan: error: --consumers must be >= 1")
+    if args.threads < 1:
+        raise SystemExit("bench.scan: error: --threads must be >= 1")
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
-    n = args.events or default_events("toptagging", quick=False)
-    data = build_dataset(
-        "toptagging", n, args.data_dir or out / "data", seed=args.seed, progress=False
-    )
+    data = prepare_data(args, out)
     load_before = [round(x, 2) for x in os.getloadavg()]
     with tempfile.TemporaryDirectory(prefix="scan-", dir=out) as work:
         records = [run_setup(s, data, args, Path(work)) for s in setups]
@@ -326,10 +477,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = None
     if "feed" in by and "loaders" in by and by["loaders"]["aggregate_samples_per_s"]:
         ratio = by["feed"]["aggregate_samples_per_s"] / by["loaders"]["aggregate_samples_per_s"]
+    hosted_ratio = None
+    if "hosted" in by and "loaders" in by and by["loaders"]["aggregate_samples_per_s"]:
+        hosted_ratio = (
+            by["hosted"]["aggregate_samples_per_s"] / by["loaders"]["aggregate_samples_per_s"]
+        )
     results = {
         "benchmark": "scan",
         "command": "python -m bench.scan " + " ".join(sys.argv[1:]),
         "config": {
+            "model": args.model,
             "consumers": args.consumers,
             "events": data.n,
             "batch_size": args.batch_size,
@@ -337,13 +494,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "duration_s": args.duration,
             "warmup_s": args.warmup,
             "seed": args.seed,
-            "sample_nbytes": data.sample_nbytes,
+            "sample_nbytes": data.bench.sample_nbytes if data.bench is not None else None,
+            "threads": args.threads if args.model == "fcn" else None,
+            "lr": args.lr if args.model == "fcn" else None,
         },
         "environment": environment(),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
         "setups": records,
         "feed_vs_loaders": ratio,
+        "hosted_vs_loaders": hosted_ratio,
+        "data_memory": _data_memory(records, args.consumers),
     }
     (out / "scan.json").write_text(json.dumps(results, indent=1))
     return results

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from leaks import shm_segments
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,4 +57,67 @@ def test_scan_runs_both_setups_with_exact_epochs_and_no_leak(tmp_path: Path) -> 
         assert setup["leaked_shm"] == []
         assert not setup["killed_lingering"]
     assert results["feed_vs_loaders"] > 0
+    assert shm_segments() - before == set()
+
+
+def test_scan_fcn_trains_in_every_setup_and_counts_data_memory(tmp_path: Path) -> None:
+    """``--model fcn`` with 2 trainings: every setup trains (steps, losses, learning rates of
+    the scan), the feed setups decode once, data PSS is counted from the data-free setup, and
+    nothing is left in /dev/shm."""
+    pytest.importorskip("torch")
+    before = shm_segments()
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scan",
+            "--model",
+            "fcn",
+            "--consumers",
+            "2",
+            "--events",
+            "1500",
+            "--batch-size",
+            "64",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--ahead",
+            "8",
+            "--out",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    results = json.loads((out / "scan.json").read_text())
+    by = {r["setup"]: r for r in results["setups"]}
+    assert list(by) == ["compute", "memory", "loaders", "feed", "hosted"]
+    for setup, r in by.items():
+        assert [c["lr"] for c in r["consumers"]] == [5e-4, 1e-3], setup
+        for c in r["consumers"]:
+            assert c["steps"] > 0, setup
+            assert c["samples"] == 64 * c["steps"], setup
+            assert 0.0 <= c["data_wait_frac"] <= 1.0
+            assert c["step_ms"] > 0
+            assert c["loss_first"] > 0
+            assert c["loss_last"] > 0
+        assert r["leaked_shm"] == []
+        assert not r["killed_lingering"]
+        assert r["pss_total_mb"] > 0
+    assert by["compute"]["data_pss_mb"] == 0
+    assert by["compute"]["decode_cpu_s"] == 0
+    assert by["memory"]["decode_cpu_s"] == 0
+    for setup in ("loaders", "feed", "hosted"):
+        assert by[setup]["decode_cpu_s"] > 0
+    assert by["feed"]["pss_parts_mb"]["feed process"] > 0
+    assert by["hosted"]["pss_parts_mb"]["feed process"] == 0
+    assert results["data_memory"]["one_loader_data_pss_mb"] > 0
+    assert "data PSS: feed" in proc.stdout
+    assert "aggregate hosted feed / loaders" in proc.stdout
     assert shm_segments() - before == set()
