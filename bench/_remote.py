@@ -4,7 +4,8 @@ A moto S3 server on 127.0.0.1 (``moto[server]``) holds a copy of a
 TopTagging-shaped store (``--events``, default 100,000 jets, ~74 MB); a small
 reverse proxy on 127.0.0.1 in front of it sleeps ``--latency-ms`` (default
 20) before forwarding each request — loopback only, bounded (one thread per
-connection).  The loader reads ``s3://`` through the proxy
+connection).  Both run in a child process (:mod:`bench._remote_server`), as
+a remote store never shares the consumer's interpreter.  The loader reads ``s3://`` through the proxy
 (``AWS_ENDPOINT_URL``), with and without read-ahead, and the same store read
 locally (warm) is the reference: ``--repeats`` epochs each (default 2), the
 consumer touching one value per batch; samples/s medians and the peak RSS of
@@ -17,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import http.client
-import http.server
-import logging
+import json
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -35,57 +36,53 @@ from ._data import build_dataset
 
 REMOTE_EVENTS = 100_000
 BUCKET = "fastload-bench"
-_HOP = {"connection", "keep-alive", "transfer-encoding", "proxy-connection", "upgrade"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
-class _LatencyProxy(http.server.ThreadingHTTPServer):
-    daemon_threads = True
+class _S3Server:
+    """The moto server + latency proxy child process; ``requests()`` asks its count."""
 
-    def __init__(self, upstream: tuple[str, int], latency_s: float) -> None:
-        self.upstream = upstream
-        self.latency_s = latency_s
-        self.requests = 0
-        self.gets: list[str] = []  # paths of the GET requests, in order
-        self._count = threading.Lock()
-        super().__init__(("127.0.0.1", 0), _Handler)
+    def __init__(self, latency_ms: float) -> None:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        self.popen = subprocess.Popen(
+            [sys.executable, "-m", f"{__package__}._remote_server", str(latency_ms)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            cwd=REPO_ROOT,
+            env=env,
+            text=True,
+        )
+        assert self.popen.stdout is not None
+        line = self.popen.stdout.readline()
+        if not line:
+            self.close()
+            raise RuntimeError(
+                "the moto S3 server process did not start (is moto[server] installed?)"
+            )
+        address = json.loads(line)
+        self.host, self.port = address["host"], address["port"]
 
+    def requests(self) -> int:
+        assert self.popen.stdin is not None
+        assert self.popen.stdout is not None
+        self.popen.stdin.write("count\n")
+        self.popen.stdin.flush()
+        return int(self.popen.stdout.readline())
 
-class _Handler(http.server.BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    server: _LatencyProxy
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-    def _forward(self) -> None:
-        server = self.server
-        with server._count:
-            server.requests += 1
-            if self.command == "GET":
-                server.gets.append(self.path)
-        time.sleep(server.latency_s)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else None
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP}
-        upstream = http.client.HTTPConnection(*server.upstream, timeout=60)
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            assert self.popen.stdin is not None
+            self.popen.stdin.close()
         try:
-            upstream.request(self.command, self.path, body=body, headers=headers)
-            reply = upstream.getresponse()
-            data = reply.read()
-        finally:
-            upstream.close()
-        self.send_response(reply.status, reply.reason)
-        for key, value in reply.getheaders():
-            if key.lower() not in _HOP and key.lower() != "content-length":
-                self.send_header(key, value)
-        # a HEAD reply has no body but the object's length (s3fs reads sizes from it)
-        length = reply.getheader("Content-Length") if self.command == "HEAD" else None
-        self.send_header("Content-Length", length or str(len(data)))
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
-
-    do_GET = do_PUT = do_POST = do_HEAD = do_DELETE = _forward
+            self.popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.popen.kill()
+            self.popen.wait()
+        if self.popen.stdout is not None:
+            self.popen.stdout.close()
 
 
 class _PeakRSS:
@@ -137,25 +134,17 @@ def _epochs(loader: fl.Loader, repeats: int, n: int) -> list[float]:
 
 def run_remote(args: argparse.Namespace) -> dict[str, Any]:
     """Serve the store through moto + the latency proxy; local vs remote; print and return."""
-    from moto.server import ThreadedMotoServer
-
     n = args.events or REMOTE_EVENTS
     repeats = args.repeats or 2
-    latency_s = args.latency_ms / 1e3
     temp = None if args.data_dir is not None else Path(tempfile.mkdtemp(prefix="fastload-bench-"))
     root = args.data_dir or temp
     assert root is not None
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    moto.start()
-    proxy = _LatencyProxy(moto.get_host_and_port(), latency_s)
-    serving = threading.Thread(target=proxy.serve_forever, name="bench-proxy", daemon=True)
-    serving.start()
+    server = _S3Server(args.latency_ms)
     cache_root = Path(tempfile.mkdtemp(prefix="fastload-bench-cache-"))
     saved = {k: os.environ.get(k) for k in _ENV}
     load_start = os.getloadavg()
     try:
-        host, port = proxy.server_address[:2]
+        host, port = server.host, server.port
         os.environ.update(
             {
                 "AWS_ENDPOINT_URL": f"http://{host}:{port}",
@@ -187,7 +176,7 @@ def run_remote(args: argparse.Namespace) -> dict[str, Any]:
                 key, split, _ = cases[i]
                 cases[i] = (key, split, {"readahead_bytes": args.readahead_bytes})
         for key, split, options in cases:
-            before = proxy.requests
+            before = server.requests()
             if args.prefetch is not None:
                 options = {**options, "prefetch": args.prefetch}
             with (
@@ -201,13 +190,11 @@ def run_remote(args: argparse.Namespace) -> dict[str, Any]:
                 "samples_per_s": statistics.median(rates),
                 "repeats": rates,
                 "peak_rss_bytes": rss.peak,
-                "requests": proxy.requests - before,
+                "requests": server.requests() - before,
             }
     finally:
         _forget_s3_clients()  # they point at the proxy, which is going away
-        proxy.shutdown()
-        proxy.server_close()
-        moto.stop()
+        server.close()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

@@ -31,7 +31,8 @@ from fastload.store import _cache
 moto_server = pytest.importorskip("moto.server")
 pytest.importorskip("s3fs")
 
-from bench._remote import _forget_s3_clients, _LatencyProxy  # noqa: E402
+from bench._remote import _forget_s3_clients  # noqa: E402
+from bench._remote_server import _LatencyProxy  # noqa: E402
 
 BUCKET = "fastload-cache-test"
 N, CHUNK = 2000, 100
