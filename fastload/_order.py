@@ -17,7 +17,9 @@ Invariants (each is tested in ``tests/test_order.py``):
 - Order is built from chunks: a window of the plan touches at most
   ``window_chunks`` chunks, so workers read whole chunks, never scattered samples.
 - Mixing: every batch holds exactly ``batch_size`` samples, of which exactly
-  ``mix_counts(batch_size, weights)[s]`` come from source ``s``.
+  ``mix_counts(batch_size, weights)[s]`` come from source ``s`` (with
+  ``remainder="random"``: ``floor(batch_size * w_s)`` or one more, drawn per
+  batch, see :mod:`fastload._remainder`).
 
 Randomness is counter based: a 64-bit key per (stream, counter) is obtained by
 mixing a key derived with :class:`numpy.random.SeedSequence` (a documented,
@@ -41,6 +43,13 @@ from fractions import Fraction
 import numpy as np
 
 from fastload import _validate
+from fastload._remainder import (
+    REMAINDERS,
+    RandomRemainder,
+    batch_counts,
+    max_batches,
+    random_remainder,
+)
 from fastload.errors import ConfigError
 
 __all__ = [
@@ -73,6 +82,8 @@ _PURPOSE_CHUNKS = 1  # chunk permutation of one source
 _PURPOSE_WINDOW = 2  # sample shuffle inside windows of one source
 _PURPOSE_INTERLEAVE = 3  # position of each source's samples inside a mixed batch
 _PURPOSE_INTERLEAVE_RESUMED = 4  # the same, in the batches of an elastic resume
+_PURPOSE_REMAINDER = 5  # which sources get a leftover sample (remainder="random")
+_PURPOSE_REMAINDER_RESUMED = 6  # the same, in the batches of an elastic resume
 
 _MAX_SOURCES = int(np.iinfo(np.int16).max)  # EpochPlan.source is int16
 # Window ids up to this many bits are packed with the key into one 64-bit sort
@@ -195,21 +206,30 @@ class MixConfig:
     num_samples : int or None
         ``"cycle"`` only (required there): samples per epoch summed over all
         ranks, rounded to whole batches per rank (up, or down with ``drop_last``).
+    remainder : {"largest", "random"}
+        Who gets the samples that ``floor(batch_size * w_s)`` leaves over in a
+        batch.  ``"largest"``: the sources with the largest fractional parts,
+        the same in every batch (:func:`mix_counts`).  ``"random"``: distinct
+        sources drawn anew for every batch (seeded), source ``s`` with
+        probability equal to its fractional part, so its expected count is
+        ``batch_size * w_s`` (see :mod:`fastload._remainder`).
 
     Raises
     ------
     ConfigError
-        If a weight is not finite and > 0, the policy is unknown, or
+        If a weight is not finite and > 0, the policy or remainder is unknown, or
         ``num_samples`` is missing for ``"cycle"`` or given for ``"first_exhausted"``.
     """
 
     weights: tuple[float, ...]
     policy: str = "first_exhausted"
     num_samples: int | None = None
+    remainder: str = "largest"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weights", _check_weights(self.weights))
         _validate.choice(self.policy, POLICIES, name="policy")
+        _validate.choice(self.remainder, REMAINDERS, name="remainder")
         if self.policy == "cycle":
             if self.num_samples is None:
                 raise ConfigError(
@@ -445,8 +465,16 @@ def _check_inputs(
             "give exactly one weight per source"
         )
     if _uses_mix(sources, mix):
-        counts = mix_counts(cfg.batch_size, mix.weights)
-        starved = [s for s in range(len(sources)) if counts[s] == 0]
+        layout = _random_layout(cfg, mix)
+        if layout is None:
+            counts = mix_counts(cfg.batch_size, mix.weights)
+            starved = [s for s in range(len(sources)) if counts[s] == 0]
+        else:  # a floor of 0 is fine while the source can draw a leftover sample
+            starved = [
+                s
+                for s, (f, r) in enumerate(zip(layout.floors, layout.shares, strict=True))
+                if f == r == 0
+            ]
         if starved:
             raise ConfigError(
                 f"batch_size={cfg.batch_size} is too small for weights {mix.weights}: source(s) "
@@ -463,8 +491,35 @@ def _check_inputs(
     return sources
 
 
+def _random_layout(cfg: OrderConfig, mix: MixConfig) -> RandomRemainder | None:
+    """The random remainder's layout, or None where the counts are :func:`mix_counts`."""
+    if mix.remainder != "random":
+        return None
+    return random_remainder(cfg.batch_size, mix.weights)  # None: nothing left over
+
+
+def _batch_counts(
+    cfg: OrderConfig, epoch: int, mix: MixConfig, n_batches: int, rank: int, purpose: int
+) -> np.ndarray:
+    """``int64 (n_batches, n_sources)``: samples of each source in each batch of ``rank``.
+
+    Largest remainder: :func:`mix_counts` in every batch.  Random remainder:
+    drawn per batch from the stream ``(seed, epoch, purpose, rank)``.
+    """
+    layout = _random_layout(cfg, mix)
+    if layout is None:
+        counts = mix_counts(cfg.batch_size, mix.weights)
+        return np.broadcast_to(counts, (n_batches, len(counts)))
+    key = _stream_key(cfg.seed, epoch, purpose, rank)
+    return batch_counts(layout, n_batches, lambda counters: _mix64(key, counters))
+
+
 def _mix_batches(sources: Sequence[SourceShape], cfg: OrderConfig, mix: MixConfig) -> int:
-    """Batches per epoch of a mix on every rank (equal across ranks)."""
+    """Batches per epoch of a mix on every rank (equal across ranks and epochs)."""
+    if mix.policy == "first_exhausted":
+        layout = _random_layout(cfg, mix)
+        if layout is not None:  # the most that every draw fills: the same in every epoch
+            return max_batches(layout, [shape.n // cfg.world_size for shape in sources])
     counts = mix_counts(cfg.batch_size, mix.weights)
     if mix.policy == "first_exhausted":
         # The smallest rank piece of a source has n // world_size samples;
@@ -559,31 +614,39 @@ def plan_epoch(
         bounds = np.minimum(np.arange(n_batches + 1, dtype=np.int64) * batch_size, total)
         return EpochPlan(np.zeros(total, dtype=np.int16), index, bounds)
 
-    counts = mix_counts(batch_size, mix.weights)
+    counts = _batch_counts(cfg, epoch, mix, n_batches, cfg.rank, _PURPOSE_REMAINDER)
     streams = [
-        _source_stream(shape, cfg, epoch, s, n_batches * k)
-        for s, (shape, k) in enumerate(zip(sources, counts.tolist(), strict=True))
+        _source_stream(shape, cfg, epoch, s, int(total))
+        for s, (shape, total) in enumerate(zip(sources, counts.sum(axis=0), strict=True))
     ]
-    return _mixed_plan(streams, counts, n_batches, cfg, epoch, _PURPOSE_INTERLEAVE)
+    return _mixed_plan(streams, counts, cfg, epoch, _PURPOSE_INTERLEAVE)
 
 
 def _mixed_plan(
     streams: Sequence[np.ndarray],
     counts: np.ndarray,
-    n_batches: int,
     cfg: OrderConfig,
     epoch: int,
     purpose: int,
 ) -> EpochPlan:
-    """Batches taking ``counts[s]`` samples of ``streams[s]`` each, interleaved if shuffling."""
-    batch_size = int(counts.sum())
-    columns = np.repeat(np.arange(len(streams), dtype=np.int16), counts)  # store-order layout
-    source = np.broadcast_to(columns, (n_batches, batch_size))
-    index = np.empty((n_batches, batch_size), dtype=np.int64)
-    col = 0
-    for stream, k in zip(streams, counts.tolist(), strict=True):
-        index[:, col : col + k] = stream[: n_batches * k].reshape(n_batches, k)
-        col += k
+    """Batches taking ``counts[b, s]`` samples of ``streams[s]`` each, interleaved if shuffling.
+
+    ``counts`` is ``(n_batches, n_sources)``, every row summing to the batch
+    size; source ``s`` takes its samples from the start of ``streams[s]``.
+    """
+    n_batches, n_sources = counts.shape
+    batch_size = cfg.batch_size
+    # store-order layout: each batch is source 0's share, then source 1's, ...
+    ids = np.tile(np.arange(n_sources, dtype=np.int16), n_batches)
+    source = np.repeat(ids, counts.reshape(-1))
+    index = np.empty(len(source), dtype=np.int64)
+    taken = [
+        stream[: int(total)] for stream, total in zip(streams, counts.sum(axis=0), strict=True)
+    ]
+    if len(source):  # positions of each source's samples, in batch order
+        index[np.argsort(source, kind="stable")] = np.concatenate(taken)
+    source = source.reshape(n_batches, batch_size)
+    index = index.reshape(n_batches, batch_size)
     if cfg.shuffle and n_batches:
         keys = _mix64(
             _stream_key(cfg.seed, epoch, purpose, cfg.rank),
@@ -606,8 +669,11 @@ _SETTING_NAMES = {
     "seed": "seed",
     "window_chunks": "window_chunks",
     "drop_last": "drop_last",
-    "mix": "the mix (per-batch counts of the weights, policy or num_samples)",
+    "mix": "the mix (per-batch counts of the weights, policy, num_samples or remainder shares)",
+    "remainder": "remainder (fl.Mix(remainder=...))",
 }
+#: the value of a setting that a description leaves out when it has its default
+_DEFAULTS = {"remainder": "largest"}
 
 
 def plan_description(
@@ -640,13 +706,19 @@ def plan_description(
         "mix": None,
     }
     if mix is not None and _uses_mix(sources, mix):
-        described["mix"] = {
+        mixed: dict[str, object] = {
             "counts": mix_counts(cfg.batch_size, mix.weights).tolist(),
             "policy": mix.policy,
             "num_samples": mix.num_samples,
         }
         if mix.policy == "first_exhausted":
             described["drop_last"] = None
+        layout = _random_layout(cfg, mix)
+        if layout is not None:  # absent with "largest": the states saved before it still load
+            described["remainder"] = "random"
+            mixed["remainder"] = layout.describe()
+            described["seed"] = cfg.seed  # the draws are seeded even with shuffle=False
+        described["mix"] = mixed
     return described
 
 
@@ -694,9 +766,10 @@ def changed_settings(saved: Mapping[str, object], current: Mapping[str, object])
     keys = sorted(set(saved) | set(current), key=lambda k: (k not in _SETTING_NAMES, k))
     changed = []
     for key in keys:
-        if saved.get(key) != current.get(key):
+        was, now = saved.get(key, _DEFAULTS.get(key)), current.get(key, _DEFAULTS.get(key))
+        if was != now:
             name = _SETTING_NAMES.get(key, key)
-            changed.append(f"{name} (saved {saved.get(key)!r}, now {current.get(key)!r})")
+            changed.append(f"{name} (saved {was!r}, now {now!r})")
     return changed
 
 
@@ -771,15 +844,22 @@ def _remainder_plan(
     """
     world, rank, batch_size = cfg.world_size, cfg.rank, cfg.batch_size
     if mix is not None and len(remaining) > 1:
-        counts = mix_counts(batch_size, mix.weights)
-        n_batches = min(
-            (len(rem) // world) // int(k) for rem, k in zip(remaining, counts, strict=True)
-        )
-        streams = [
-            rem[rank * n_batches * int(k) : (rank + 1) * n_batches * int(k)]
-            for rem, k in zip(remaining, counts, strict=True)
+        layout = _random_layout(cfg, mix)
+        if layout is None:
+            k = mix_counts(batch_size, mix.weights)
+            n_batches = min(
+                (len(rem) // world) // int(c) for rem, c in zip(remaining, k, strict=True)
+            )
+        else:
+            n_batches = max_batches(layout, [len(rem) // world for rem in remaining])
+        # every rank's counts, for the start of this rank's piece of each source
+        counts = [
+            _batch_counts(cfg, epoch, mix, n_batches, r, _PURPOSE_REMAINDER_RESUMED)
+            for r in range(world if layout is not None else rank + 1)
         ]
-        return _mixed_plan(streams, counts, n_batches, cfg, epoch, _PURPOSE_INTERLEAVE_RESUMED)
+        before = sum((c.sum(axis=0) for c in counts[:rank]), np.zeros(len(remaining), np.int64))
+        streams = [rem[int(lo) :] for rem, lo in zip(remaining, before, strict=True)]
+        return _mixed_plan(streams, counts[rank], cfg, epoch, _PURPOSE_INTERLEAVE_RESUMED)
     rem = remaining[0]
     n = len(rem)
     step = world * batch_size
