@@ -344,6 +344,11 @@ def run_setup(
         return sum(t - before.get(pid, 0.0) for pid, t in after.items())
 
     decode_cpu = spent(cpu0_decode, cpu1_decode)
+    training_pids = {t.popen.pid for t in trainings}
+    training_cpu = spent(
+        {p: c for p, c in cpu0_all.items() if p in training_pids},
+        {p: c for p, c in cpu1_all.items() if p in training_pids},
+    )
     consumers = [_training_record(r) for r in results]
     epochs_each = sum(c["samples_per_s"] for c in consumers) * window / len(consumers) / data.n
     return {
@@ -354,6 +359,8 @@ def run_setup(
         "decode_cpu_s": decode_cpu,
         "decode_processes": len(cpu1_decode),
         "total_cpu_s": spent(cpu0_all, cpu1_all),
+        "feed_process_cpu_s": spent(cpu0_all, cpu1_all) - decode_cpu - training_cpu,
+        "trainings_cpu_s": training_cpu,
         "decode_cpu_s_per_epoch": decode_cpu / epochs_each if epochs_each else None,
         "pss_total_mb": pss / _MB,
         "pss_parts_mb": {k: v / _MB for k, v in pss_parts.items()},
