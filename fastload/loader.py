@@ -26,7 +26,6 @@ from fastload._engine import (
 from fastload._messages import closest
 from fastload._order import (
     EpochPlan,
-    MixConfig,
     OrderConfig,
     SourceShape,
     changed_settings,
@@ -377,9 +376,7 @@ class Loader:
         self._mix = None
         if mix is not None:
             with _validate.on_behalf_of("fl.Mix"):
-                self._mix = MixConfig(
-                    weights=mix.weights, policy=mix.policy, num_samples=mix.num_samples
-                )
+                self._mix = mix.order_config()
         selected = _select_fields(splits, mix, fields)
         packed_rows, packed_counts, bounded = _packed_fields(
             splits, selected, ragged, ragged_rows, pad, self._order.batch_size

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from fastload import _validate
-from fastload._order import POLICIES
+from fastload._order import POLICIES, MixConfig
+from fastload._remainder import REMAINDERS
 from fastload._source import Source, check_source, describe
 from fastload.errors import ConfigError
 
@@ -31,8 +32,8 @@ class Mix:
         own proportions (up to less than a batch per source).  Give weights to
         rebalance, e.g. ``{"gamma": 1, "pi0": 1}`` for equal shares (the larger
         source is then only partly used per epoch with ``"first_exhausted"``).
-        Each batch holds exactly ``batch_size`` samples, split by largest-remainder
-        rounding (see :func:`fastload._order.mix_counts`).
+        Each batch holds exactly ``batch_size`` samples: ``floor(batch_size * w_s)``
+        of source ``s`` and the samples left over as ``remainder`` says.
     label_field : str | None
         Name of an int64 field added to every batch: the source's index in
         ``sources`` (its order), i.e. the class label of a per-class layout.
@@ -42,6 +43,15 @@ class Mix:
         samples and sources that run out start a new pass (new permutation).
     num_samples : int | None
         Samples per epoch with ``policy="cycle"``, counted over all ranks together.
+    remainder : {"largest", "random"}
+        Who gets the samples left over by the floors.  ``"largest"`` (default): the
+        sources with the largest fractional parts of ``batch_size * w_s``, the same
+        in every batch (:func:`fastload._order.mix_counts`; with equal weights the
+        lower source ids).  ``"random"``: distinct sources drawn anew for every
+        batch (seeded by the loader's seed, epoch and rank), each with probability
+        equal to its fractional part, so every source's expected count is
+        ``batch_size * w_s``: LArIAT's "batch size // classes each, the remainder
+        to random classes" (docs/order.md).
     fields : Sequence[str] | None
         Fields to check for agreement now (the loader checks its selection again).
     """
@@ -55,6 +65,7 @@ class Mix:
         policy: str = "first_exhausted",
         num_samples: int | None = None,
         fields: Sequence[str] | None = None,
+        remainder: str = "largest",
     ) -> None:
         if not isinstance(sources, Mapping) or not sources:
             raise ConfigError(
@@ -80,16 +91,27 @@ class Mix:
                 f"fl.Mix: num_samples={num_samples!r} only applies to policy='cycle'; "
                 "with 'first_exhausted' the smallest source ends the epoch"
             )
+        _validate.choice(remainder, REMAINDERS, name="remainder", owner=_OWNER)
         if label_field is not None and (not isinstance(label_field, str) or not label_field):
             raise _validate.problem(_OWNER, "label_field", "a field name or None", label_field)
         self.label_field = label_field
         self.policy = policy
         self.num_samples = num_samples
+        self.remainder = remainder
         self.check_fields(tuple(fields) if fields is not None else self.common_fields())
 
     @property
     def names(self) -> list[str]:
         return list(self.sources)
+
+    def order_config(self) -> MixConfig:
+        """The order layer's view of this mix: weights, policy, ``num_samples``, remainder."""
+        return MixConfig(
+            weights=self.weights,
+            policy=self.policy,
+            num_samples=self.num_samples,
+            remainder=self.remainder,
+        )
 
     def common_fields(self) -> tuple[str, ...]:
         """Fields present in every source, in the first source's order."""
@@ -105,7 +127,8 @@ class Mix:
         parts = ", ".join(
             f"{n}={w / total:.4g}" for n, w in zip(self.names, self.weights, strict=True)
         )
-        return f"Mix({parts}, policy={self.policy!r}, label_field={self.label_field!r})"
+        extra = f", remainder={self.remainder!r}" if self.remainder != "largest" else ""
+        return f"Mix({parts}, policy={self.policy!r}{extra}, label_field={self.label_field!r})"
 
 
 def _resolve_weights(
