@@ -1,12 +1,16 @@
 """``python -m bench.train --model gcn-ragged --dataset TopTagging``: a GCN over ragged batches.
 
-The jets' constituents arrive as ``fl.Ragged`` (``Loader(ragged={"particles":
+The jets' constituents are a ragged field (``Loader(ragged={"particles":
 "offsets"})``): rows back to back plus ``B + 1`` offsets, no padding.  The
-consumer turns a batch into a graph batch (:func:`graph_batch`): pd4ml's four
-features per constituent (log pT, log E, eta and phi relative to the jet), the
-leading 100 by pT, and a k = 7 nearest-neighbour ``edge_index`` in (eta, phi)
-with self-loops (``fastload.transforms.knn_edges``).  The model
-(:class:`TorchRaggedGCN`, :func:`keras_ragged_gcn`) is pd4ml's GCN without the
+loader's workers turn each batch into a graph batch (:func:`graph_transform`,
+:func:`loader_options`): pd4ml's four features per constituent (log pT, log E,
+eta and phi relative to the jet), the leading 100 in stored order (by pT), and a
+k = 7 nearest-neighbour ``edge_index`` in (eta, phi) with self-loops
+(``fastload.transforms.KnnEdges``); the consumer only derives the node-to-jet
+``batch`` and ``counts`` from the offsets (:func:`worker_graph`).  The result
+equals :func:`graph_batch`, the same graph built in the consumer, exactly
+(``tests/test_train_ragged.py``).  The model (``TorchRaggedGCN`` in
+:func:`torch_model`, :class:`TfRunner`'s Keras layers) is pd4ml's GCN without the
 padding: three graph convolutions ``h' = relu(W . mean of h over the
 in-neighbours)`` as a scatter-add over ``edge_index`` (``torch.index_add_`` /
 ``tf.math.unsorted_segment_sum``), a mean over each jet's nodes, a dense head.
@@ -19,6 +23,7 @@ only, in stored order) next to it, the store a user with ragged data has.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +60,13 @@ def ragged_store(padded: Path) -> Path:
     return path
 
 
-def graph_batch(particles: fl.Ragged) -> dict[str, np.ndarray]:
-    """Node features ``x`` (N, 4), ``edge_index`` (2, E), node-to-jet ``batch`` (N,), ``counts`` (B,)."""
-    r = T.truncate_rows(particles, MAX_PARTICLES, key=None)  # stored order: leading pT first
-    values, offsets = r.rebased()
+def node_features(values: np.ndarray, offsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """pd4ml's four features of every constituent and its (eta, phi) relative to the jet.
+
+    ``values`` are (E, px, py, pz) rows, ``offsets`` the jets' ``B + 1`` row offsets from 0
+    (the jet is the sum of the rows given).  Returns ``x`` (N, 4) float32 (log pT, log E,
+    etarel, phirel) and ``coords`` (N, 2) float64 (etarel, phirel, the kNN's coordinates).
+    """
     v = values.astype(np.float64)
     e, px, py, pz = v[:, 0], v[:, 1], v[:, 2], v[:, 3]
     counts = np.diff(offsets)
@@ -76,23 +84,120 @@ def graph_batch(particles: fl.Ragged) -> dict[str, np.ndarray]:
     x = np.stack(
         [np.log(np.maximum(pt, 1e-8)), np.log(np.maximum(e, 1e-8)), etarel, phirel], axis=1
     )
-    graph = fl.Ragged(np.stack([etarel, phirel], axis=1), offsets)
-    edges = T.knn_edges(graph, 0, 1, K_NEIGHBOURS, self_loops=True)
+    return x.astype(np.float32), np.stack([etarel, phirel], axis=1)
+
+
+def graph_batch(particles: fl.Ragged) -> dict[str, np.ndarray]:
+    """Node features ``x`` (N, 4), ``edge_index`` (2, E), node-to-jet ``batch`` (N,), ``counts`` (B,).
+
+    The consumer-side form; :func:`graph_transform` builds the same in the workers.
+    """
+    r = T.truncate_rows(particles, MAX_PARTICLES, key=None)  # stored order: leading pT first
+    values, offsets = r.rebased()
+    x, coords = node_features(values, offsets)
+    counts = np.diff(offsets)
+    edges = T.knn_edges(fl.Ragged(coords, offsets), 0, 1, K_NEIGHBOURS, self_loops=True)
     return {
-        "x": x.astype(np.float32),
+        "x": x,
         "edge_index": edges,
-        "batch": batch.astype(np.int64),
+        "batch": np.repeat(np.arange(counts.size), counts).astype(np.int64),
         "counts": counts.astype(np.int64),
     }
 
 
+class NodeFeatures(T.Transform):
+    """The worker-side :func:`node_features`: ragged ``x`` (rows of 4, float32) and ``coords``.
+
+    Replaces the ragged (E, px, py, pz) field ``field`` by ``x`` and ``coords`` ((etarel,
+    phirel) float64 rows, what :class:`fastload.transforms.KnnEdges` takes: the kNN of
+    :func:`graph_batch` runs on the float64 coordinates, not on ``x``'s float32 copies), with
+    ``field``'s offsets and row bounds.
+    """
+
+    def __init__(self, field: str = "particles") -> None:
+        self.field = field
+
+    def output_spec(self, inputs: Mapping[str, fl.FieldSpec]) -> dict[str, fl.FieldSpec]:
+        spec = inputs.get(self.field)
+        if spec is None or not spec.ragged or spec.shape != (4,) or spec.dtype.kind != "f":
+            raise ConfigError(
+                f"NodeFeatures: needs a ragged float field {self.field!r} of (E, px, py, pz) "
+                f"rows, got {spec}"
+            )
+        bounds = {"ragged": True, "max_len": spec.max_len, "max_rows": spec.max_rows}
+        rest = {k: v for k, v in inputs.items() if k != self.field}
+        return {
+            **rest,
+            "x": fl.FieldSpec((4,), np.float32, **bounds),
+            "coords": fl.FieldSpec((2,), np.float64, **bounds),
+        }
+
+    def __call__(self, batch: Mapping[str, Any]) -> dict[str, Any]:
+        values, offsets = batch[self.field].rebased()
+        x, coords = node_features(values, offsets)
+        rest = {k: v for k, v in batch.items() if k != self.field}
+        return {
+            **rest,
+            "x": fl.Ragged(x, offsets.copy()),
+            "coords": fl.Ragged(coords, offsets.copy()),
+        }
+
+
+def graph_transform() -> T.Compose:
+    """:func:`graph_batch` as a worker transform: ``particles`` -> ragged ``x`` and ``edge_index``.
+
+    ``edge_index`` rows are ``(source, target)`` in batch-wide row numbers of ``x`` (what
+    ``KnnEdges`` emits); :func:`worker_graph` turns a delivered batch into
+    :func:`graph_batch`'s dict.
+    """
+    return T.Compose(
+        [
+            T.TruncateRows("particles", MAX_PARTICLES, key=None),  # stored order: leading pT
+            NodeFeatures("particles"),
+            T.KnnEdges("coords", K_NEIGHBOURS, eta=0, phi=1, self_loops=True),
+            T.Drop(["coords"]),
+        ]
+    )
+
+
+def worker_graph(batch: Mapping[str, Any]) -> dict[str, np.ndarray]:
+    """:func:`graph_batch`'s dict from a batch of a loader with ``transform=graph_transform()``.
+
+    Only conversions: ``batch`` and ``counts`` from ``x``'s offsets; ``edge_index`` is
+    ``batch["edge_index"]``'s rows transposed, already in batch-wide numbers of ``x``'s rows
+    (``KnnEdges``), so no per-jet offset is added.  Copies: nothing keeps the loader's slot.
+    """
+    x, offsets = batch["x"].rebased()
+    edges, edge_offsets = batch["edge_index"].rebased()
+    counts = np.diff(offsets)
+    # jet i's edges join rows of jet i: batch-wide numbers, as KnnEdges documents
+    jet = np.repeat(np.arange(counts.size), np.diff(edge_offsets))
+    lo, hi = offsets[jet, None], offsets[jet + 1, None]
+    if not ((edges >= lo) & (edges < hi)).all():
+        raise ValueError("edge_index: an edge joins rows outside its jet's rows of x")
+    return {
+        "x": x.copy(),
+        "edge_index": np.ascontiguousarray(edges.T),
+        "batch": np.repeat(np.arange(counts.size, dtype=np.int64), counts),
+        "counts": counts.astype(np.int64),
+    }
+
+
+def loader_options(workers: int) -> dict[str, Any]:
+    """``fl.Loader`` options of the ragged GCN: ``particles`` as offsets, the graph built in the workers."""
+    return {"ragged": {"particles": "offsets"}, "transform": graph_transform(), "workers": workers}
+
+
 def batches(loader: fl.Loader, *, repeat: bool) -> Any:
-    """Graph batches and labels from ``loader`` (epoch after epoch with ``repeat``)."""
+    """Graph batches and labels (epoch after epoch with ``repeat``) from ``loader``.
+
+    ``loader`` runs :func:`graph_transform` in its workers (:func:`loader_options`).
+    """
     epoch = 0
     while True:
         loader.set_epoch(epoch)
         for b in loader:
-            yield graph_batch(b["particles"]), np.asarray(b["y"]).copy()
+            yield worker_graph(b), np.asarray(b["y"]).copy()
         if not repeat:
             return
         epoch += 1

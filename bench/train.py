@@ -624,7 +624,7 @@ def _run_ragged(cfg: TrainConfig, padded: Path) -> dict[str, Any]:
     store = fl.open_store(store_path)
     train, test = store["train"], store["test"]
     runner = R.runner(cfg.framework, cfg.seed, cfg.lr, compute_threads(cfg))
-    options = {"ragged": {"particles": "offsets"}, "workers": cfg.workers}
+    options = R.loader_options(cfg.workers)
     result: dict[str, Any] = {
         "config": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()},
         "host": {**_host(), **runner.versions(), "compute_threads": runner.threads},
