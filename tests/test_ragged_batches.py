@@ -492,6 +492,104 @@ def test_knn_edges_equal_a_loop(counts, k, self_loops, seed):
     )
 
 
+def _knn_per_event(ragged: fl.Ragged, k: int, self_loops: bool) -> np.ndarray:
+    """knn_edges as it was before the blocks: one stable numpy sort per event (the reference)."""
+    from fastload.transforms import wrap_angle
+
+    values, offsets = ragged.rebased()
+    e, p = values[:, 0].astype(np.float64), values[:, 1].astype(np.float64)
+    sources, targets = [], []
+    for lo, hi in itertools.pairwise(offsets.tolist()):
+        m = hi - lo
+        if m == 0:
+            continue
+        rows = np.arange(lo, hi, dtype=np.int64)
+        neighbours = np.zeros((m, 0), dtype=np.int64)
+        if min(k, m - 1) > 0:
+            de = e[lo:hi, None] - e[None, lo:hi]
+            dp = wrap_angle(p[lo:hi, None] - p[None, lo:hi])
+            dist = de * de + dp * dp
+            np.fill_diagonal(dist, np.inf)
+            cols = np.broadcast_to(np.arange(m), (m, m))
+            neighbours = lo + np.lexsort((cols, dist), axis=-1)[:, : min(k, m - 1)]
+        if self_loops:
+            neighbours = np.concatenate([rows[:, None], neighbours], axis=1)
+        sources.append(neighbours.reshape(-1))
+        targets.append(np.repeat(rows, neighbours.shape[1]))
+    if not sources:
+        return np.zeros((2, 0), dtype=np.int64)
+    return np.stack([np.concatenate(sources), np.concatenate(targets)]).astype(np.int64)
+
+
+_COORDS = st.sampled_from(["normal", "grid", "wide", "nonfinite"])
+
+
+def _coords(counts: list[int], kind: str, seed: int) -> fl.Ragged:
+    rng = np.random.default_rng(seed)
+    total = int(np.sum(counts))
+    if kind == "grid":  # many equal distances: ties decided by the lower row
+        values = rng.integers(-3, 4, (total, 2)) * np.array([0.5, np.pi / 4])
+    elif kind == "wide":  # phi far outside [-pi, pi): np.mod's general path
+        values = rng.normal(size=(total, 2)) * np.array([1.0, 40.0])
+    else:
+        values = np.stack([rng.normal(size=total), rng.uniform(-np.pi, np.pi, total)], axis=1)
+    if kind == "nonfinite" and total:
+        bad = rng.integers(0, total, max(1, total // 20))
+        values[bad, rng.integers(0, 2, bad.size)] = rng.choice(
+            [np.nan, np.inf, -np.inf, 1e200], bad.size
+        )
+    return fl.Ragged.from_counts(values, np.asarray(counts, dtype=np.int64))
+
+
+@PROPERTY
+@given(
+    counts=st.lists(st.one_of(st.integers(0, 10), st.integers(11, 130)), min_size=1, max_size=12),
+    k=st.integers(1, 20),
+    self_loops=st.booleans(),
+    kind=_COORDS,
+    block=st.sampled_from([1, 64, 1 << 16]),
+    seed=st.integers(0, 5),
+)
+def test_knn_edges_blocks_equal_the_per_event_sort(counts, k, self_loops, kind, block, seed):
+    """The blocked knn_edges gives the per-event stable sort's edges exactly (ties, nan, inf)."""
+    from unittest import mock
+
+    from fastload.transforms import _ragged, knn_edges
+
+    ragged = _coords(counts, kind, seed)
+    with np.errstate(all="ignore"), mock.patch.object(_ragged, "_BLOCK_DISTANCES", block):
+        got = knn_edges(ragged, 0, 1, k, self_loops=self_loops)
+        want = _knn_per_event(ragged, k, self_loops)
+    assert got.dtype == want.dtype
+    np.testing.assert_array_equal(got, want)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=st.lists(
+        st.one_of(
+            st.floats(allow_nan=True, allow_infinity=True),
+            st.floats(-4 * np.pi, 4 * np.pi),
+            # np.nextafter(-pi, -4): x + pi = -4.4e-16, np.mod rounds it up to 2 pi
+            st.sampled_from(
+                [np.pi, -np.pi, np.nextafter(-np.pi, -4), 2 * np.pi, -2 * np.pi, 3 * np.pi, -0.0]
+            ),
+        ),
+        min_size=1,
+        max_size=50,
+    )
+)
+def test_fast_wrap_equals_wrap_angle_bit_for_bit(x):
+    from fastload.transforms import _ragged, wrap_angle
+
+    a = np.asarray(x, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        want, got = wrap_angle(a), _ragged._wrapped(a)
+    nan = np.isnan(want)
+    assert np.isnan(got).tolist() == nan.tolist()
+    assert got[~nan].view(np.int64).tolist() == want[~nan].view(np.int64).tolist()  # -0.0 too
+
+
 def test_knn_edges_wrap_phi_around():
     """Two rows at phi = +-(pi - 0.01) are nearer than one at phi = 0 with the same eta."""
     from fastload.transforms import knn_edges

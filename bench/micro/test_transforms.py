@@ -5,7 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fastload.transforms import FourVectorFeatures, KNNAdjacency, PadTruncate, Standardize
+import fastload as fl
+from fastload.transforms import (
+    FourVectorFeatures,
+    KNNAdjacency,
+    PadTruncate,
+    Standardize,
+    knn_edges,
+    wrap_angle,
+)
 
 
 def _jets(rng: np.random.Generator, batch: int = 1024) -> dict[str, np.ndarray]:
@@ -49,3 +57,37 @@ def test_standardize(benchmark, rng: np.random.Generator) -> None:
     batch = _jets(rng)
     out = benchmark(Standardize("X", mean=np.zeros(4), std=np.ones(4)), batch)
     assert out["X"].shape == (1024, 200, 4)
+
+
+def _knn_per_event(graph: fl.Ragged, k: int) -> np.ndarray:
+    """knn_edges as it was before its blocks (with self-loops): a stable numpy sort per event."""
+    values, offsets = graph.rebased()
+    e, p = values[:, 0].astype(np.float64), values[:, 1].astype(np.float64)
+    sources, targets = [], []
+    for lo, hi in zip(offsets[:-1].tolist(), offsets[1:].tolist(), strict=True):
+        m, kk = hi - lo, min(k, hi - lo - 1)
+        rows = np.arange(lo, hi, dtype=np.int64)
+        de = e[lo:hi, None] - e[None, lo:hi]
+        dp = wrap_angle(p[lo:hi, None] - p[None, lo:hi])
+        dist = de * de + dp * dp
+        np.fill_diagonal(dist, np.inf)
+        cols = np.broadcast_to(np.arange(m), (m, m))
+        neighbours = lo + np.lexsort((cols, dist), axis=-1)[:, :kk]
+        neighbours = np.concatenate([rows[:, None], neighbours], axis=1)
+        sources.append(neighbours.reshape(-1))
+        targets.append(np.repeat(rows, neighbours.shape[1]))
+    return np.stack([np.concatenate(sources), np.concatenate(targets)]).astype(np.int64)
+
+
+@pytest.mark.bench
+@pytest.mark.parametrize("path", ["blocks", "per_event"])
+def test_knn_edges_ragged(benchmark, rng: np.random.Generator, path: str) -> None:
+    """k=7 kNN edges with self-loops for 256 ragged jets of Poisson(40) (2..100) constituents."""
+    counts = rng.poisson(40, 256).clip(2, 100)
+    coords = np.stack([rng.normal(0, 0.3, counts.sum()), rng.normal(0, 0.3, counts.sum())], axis=1)
+    graph = fl.Ragged.from_counts(coords, counts)
+    if path == "blocks":
+        edges = benchmark(knn_edges, graph, 0, 1, 7, self_loops=True)
+    else:
+        edges = benchmark(_knn_per_event, graph, 7)
+    np.testing.assert_array_equal(edges, knn_edges(graph, 0, 1, 7, self_loops=True))
