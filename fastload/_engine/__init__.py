@@ -11,7 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from fastload._engine._arena import Arena, Layout, Region
-    from fastload._engine._engine import Engine, EngineSpec, chunk_key_offsets, input_specs
+    from fastload._engine._engine import (
+        Engine,
+        EngineSpec,
+        chunk_key_offsets,
+        copied_batch,
+        input_specs,
+        slot_batch,
+    )
     from fastload._engine._pool import BACKENDS
     from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
 
@@ -24,6 +31,8 @@ _EXPORTS = {
     "Engine": "fastload._engine._engine",
     "EngineSpec": "fastload._engine._engine",
     "chunk_key_offsets": "fastload._engine._engine",
+    "copied_batch": "fastload._engine._engine",
+    "slot_batch": "fastload._engine._engine",
     "chunk_table": "fastload._engine._scheduler",
     "input_specs": "fastload._engine._engine",
     "within_batch_order": "fastload._engine._scheduler",
@@ -39,7 +48,9 @@ __all__ = [
     "Region",
     "chunk_key_offsets",
     "chunk_table",
+    "copied_batch",
     "input_specs",
+    "slot_batch",
     "within_batch_order",
 ]
 

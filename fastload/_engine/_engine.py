@@ -6,13 +6,13 @@ import contextlib
 import math
 import os
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from fastload._engine._arena import Layout, LocalArena, SharedArena
+from fastload._engine._arena import Arena, Layout, LocalArena, SharedArena
 from fastload._engine._pool import Pool, make_pool
 from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._slots import SlotRing
@@ -222,6 +222,26 @@ class Engine:
         """Size of the arena: batch ring and reserve for kept batches (untouched pages cost nothing)."""
         return self.layout.size
 
+    def produce(
+        self, plan: EpochPlan, table: ChunkTable, start_batch: int = 0
+    ) -> Iterator[tuple[int, int]]:
+        """Fill slots with batches ``start_batch..`` of ``plan``; yield each as ``(slot, n)``.
+
+        What every consumer of the engine iterates (a loader through :meth:`run`,
+        a feed's producer directly): the scheduler's run with the offsets of the
+        packed ragged fields written into each slot before its chunk tasks are
+        sent.  Checks the plan's batches against the slots' row bounds first
+        (:class:`~fastload.errors.ConfigError`, before any task).  Closing the
+        result abandons the epoch (its tasks are drained).
+        """
+        on_slot = self._packed_offsets(plan) if self.packed else None
+        return self.scheduler.run(plan, table, start_batch, on_slot=on_slot)
+
+    def check_plan(self, plan: EpochPlan) -> None:
+        """Raise :class:`~fastload.errors.ConfigError` if a batch of ``plan`` overflows a slot."""
+        if self.packed:
+            self._packed_offsets(plan)
+
     def run(
         self, plan: EpochPlan, table: ChunkTable, start_batch: int, *, copy: bool = False
     ) -> Iterator[dict[str, np.ndarray]]:
@@ -231,21 +251,16 @@ class Engine:
         (``_slots.py``).  Copies are made with ``copy=True`` and while kept
         batches pin ``max_kept_bytes`` (``copied_for_kept`` tells the loader).
         """
-        on_slot = self._packed_offsets(plan) if self.packed else None
-        for slot, n in self.scheduler.run(plan, table, start_batch, on_slot=on_slot):
+        for slot, n in self.produce(plan, table, start_batch):
             if not copy and self.slots.can_keep():
-                yield self._lend(slot, n)
+                batch, roots = slot_batch(self.arena, self.output_specs, slot, n)
+                self.slots.keep(slot, roots)
+                yield batch
+                del batch
                 continue
             if not copy:
                 self.copied_for_kept = True
-            batch: dict[str, Any] = {}
-            for name in self.output_specs:
-                if name in self.ragged_out:
-                    offsets = self.arena[f"batch/{name}/offsets"][slot, : n + 1].copy()
-                    values = self.arena[f"batch/{name}/values"][slot, : int(offsets[n])].copy()
-                    batch[name] = Ragged(values, offsets)
-                else:
-                    batch[name] = self.arena[f"batch/{name}"][slot, :n].copy()
+            batch = copied_batch(self.arena, self.output_specs, slot, n)
             self.slots.release(slot)
             yield batch
             del batch  # copies pin no slot, but need not outlive the consumer's reference
@@ -284,28 +299,51 @@ class Engine:
 
         return write
 
-    def _lend(self, slot: int, n: int) -> dict[str, Any]:
-        batch: dict[str, Any] = {}
-        roots = []
-        for name in self.output_specs:
-            if name in self.ragged_out:
-                offsets = self.arena.slot_array(f"batch/{name}/offsets", slot, n + 1)
-                values = self.arena.slot_array(f"batch/{name}/values", slot, int(offsets[n]))
-                roots += [weakref.ref(values), weakref.ref(offsets)]
-                batch[name] = Ragged(values.view(), offsets.view())
-                continue
-            root = self.arena.slot_array(f"batch/{name}", slot, n)
-            roots.append(weakref.ref(root))
-            batch[name] = root.view()  # the consumer gets views: ``root`` is what they keep alive
-        self.slots.keep(slot, roots)
-        return batch
-
     def worker_pids(self) -> list[int]:
         pool = self._res.pool
         return [] if pool is None else pool.worker_pids()
 
     def close(self) -> None:
         self._finalizer()
+
+
+def slot_batch(
+    arena: Arena, specs: Mapping[str, FieldSpec], slot: int, n: int
+) -> tuple[dict[str, Any], list[weakref.ref]]:
+    """The batch of ``n`` samples in ``slot``: read-only views, and weak refs to their roots.
+
+    A ragged field (``specs[name].ragged``) is a :class:`~fastload.Ragged` over
+    the slot's ``values`` and ``offsets`` regions (``offsets[n]`` value rows).
+    The roots are new arrays over the mapping (:meth:`Arena.slot_array`): the
+    slot is read as long as one of them is alive.  A loader's engine and a feed's
+    consumers read slots with this, so both deliver the same batches.
+    """
+    batch: dict[str, Any] = {}
+    roots: list[weakref.ref] = []
+    for name, fspec in specs.items():
+        if fspec.ragged:
+            offsets = arena.slot_array(f"batch/{name}/offsets", slot, n + 1)
+            values = arena.slot_array(f"batch/{name}/values", slot, int(offsets[n]))
+            roots += [weakref.ref(values), weakref.ref(offsets)]
+            batch[name] = Ragged(values.view(), offsets.view())
+            continue
+        root = arena.slot_array(f"batch/{name}", slot, n)
+        roots.append(weakref.ref(root))
+        batch[name] = root.view()  # the consumer gets views: ``root`` is what they keep alive
+    return batch, roots
+
+
+def copied_batch(arena: Arena, specs: Mapping[str, FieldSpec], slot: int, n: int) -> dict[str, Any]:
+    """The batch of ``n`` samples in ``slot`` as owned, writable copies (ragged: ``Ragged``)."""
+    batch: dict[str, Any] = {}
+    for name, fspec in specs.items():
+        if fspec.ragged:
+            offsets = arena.slot_array(f"batch/{name}/offsets", slot, n + 1).copy()
+            values = arena.slot_array(f"batch/{name}/values", slot, int(offsets[n])).copy()
+            batch[name] = Ragged(values, offsets)
+        else:
+            batch[name] = arena.slot_array(f"batch/{name}", slot, n).copy()
+    return batch
 
 
 #: the spec of one offsets entry (for slot alignment)

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from fastload._engine import Arena, Layout, Region
+from fastload._engine import Arena, Layout, Region, copied_batch, slot_batch
 from fastload._spec import FieldSpec
 from fastload.errors import (
     ConfigError,
@@ -688,18 +688,12 @@ class FeedConsumer:
             if len(channel.lent) >= self._keep_limit:
                 keep = False
                 self._warn_kept()
-        batch: Batch = {}
         if not keep:
-            for name in self._feed_specs:
-                batch[name] = arena.slot_array(f"batch/{name}", slot, n).copy()
+            batch = copied_batch(arena, self._feed_specs, slot, n)
             with channel.lock:
                 channel.released.append(lid)
             return batch
-        roots = []
-        for name in self._feed_specs:
-            root = arena.slot_array(f"batch/{name}", slot, n)
-            roots.append(weakref.ref(root))
-            batch[name] = root.view()
+        batch, roots = slot_batch(arena, self._feed_specs, slot, n)
         with channel.lock:
             channel.lent.append((lid, tuple(roots)))
         return batch
@@ -835,7 +829,7 @@ def attach(
     **expected
         Settings the training relies on (``source``, ``batch_size``, ``shuffle``,
         ``seed``, ``window_chunks``, ``drop_last``, ``fields``, ``transform``,
-        ``pad``, ``mode``): each is compared with the feed's.
+        ``pad``, ``ragged``, ``mode``): each is compared with the feed's.
 
     Raises
     ------

@@ -2,7 +2,8 @@
 
 Only settings that change which samples a batch holds, or what its arrays are,
 are compared: the sources (where, how many samples, chunking), batch size,
-shuffle, seed, window, drop_last, ranks, fields, padding and the transform.
+shuffle, seed, window, drop_last, ranks, fields, padding, which ragged fields
+arrive as values + offsets, and the transform.
 Worker count, prefetch and timeouts do not change batches and are not compared.
 """
 
@@ -29,6 +30,7 @@ COMPARED = (
     "fields",
     "transform",
     "pad",
+    "ragged",
     "mode",
 )
 
@@ -64,16 +66,35 @@ def describe_config(loader: Loader, source: Any, options: Mapping[str, Any]) -> 
         "fields": list(loader.fields),
         "transform": describe_transform(options.get("transform")),
         "pad": {k: int(v) for k, v in loader._spec.ragged_lengths.items()},
+        "ragged": {k: "offsets" for k in loader._spec.packed_rows},
     }
 
 
-def describe_specs(specs: Mapping[str, FieldSpec]) -> dict[str, list[Any]]:
-    return {name: [list(s.shape), np.dtype(s.dtype).str] for name, s in specs.items()}
+def describe_specs(specs: Mapping[str, FieldSpec]) -> dict[str, dict[str, Any]]:
+    """Every field's :class:`FieldSpec` as JSON: shape, dtype, ragged flag and row bounds."""
+    return {
+        name: {
+            "shape": list(s.shape),
+            "dtype": np.dtype(s.dtype).str,
+            "ragged": s.ragged,
+            "max_len": s.max_len,
+            "max_rows": s.max_rows,
+        }
+        for name, s in specs.items()
+    }
 
 
 def read_specs(described: Mapping[str, Any]) -> dict[str, FieldSpec]:
+    """The specs :func:`describe_specs` wrote (equal, bounds included)."""
     return {
-        name: FieldSpec(tuple(shape), np.dtype(dtype)) for name, (shape, dtype) in described.items()
+        name: FieldSpec(
+            tuple(d["shape"]),
+            np.dtype(d["dtype"]),
+            ragged=bool(d["ragged"]),
+            max_len=d["max_len"],
+            max_rows=d["max_rows"],
+        )
+        for name, d in described.items()
     }
 
 
@@ -95,6 +116,10 @@ def check_request(name: str, info: Mapping[str, Any], asked: Mapping[str, Any]) 
         elif key == "pad":
             theirs = config["pad"]
             mine = {**theirs, **{k: int(v) for k, v in value.items()}}
+        elif key == "ragged":  # fields not named keep the feed's mode; "pad" is the default
+            theirs = config["ragged"]
+            merged = {**theirs, **{k: str(v) for k, v in value.items()}}
+            mine = {k: v for k, v in merged.items() if v != "pad"}
         else:
             theirs, mine = config[key], value
         if mine != theirs:

@@ -108,8 +108,10 @@ class Feed:
     Parameters
     ----------
     source, batch_size, shuffle, seed, workers, prefetch, fields, transform, drop_last,
-    window_chunks, backend, pad, timeout_s, max_worker_restarts, max_kept_bytes
-        As for :class:`~fastload.Loader`; they define the batches.
+    window_chunks, backend, pad, ragged, ragged_rows, timeout_s, max_worker_restarts,
+    max_kept_bytes
+        As for :class:`~fastload.Loader`; they define the batches (a ragged field with
+        ``ragged={f: "offsets"}`` reaches consumers as :class:`~fastload.Ragged`).
     name : str
         What consumers attach to (per user: two users' feeds never collide).
     mode : {"broadcast", "split"}
@@ -246,6 +248,8 @@ class Feed:
         plan, table = epoch_work(self._lanes, self._first_epoch)
         self._engine = self._lanes[0]._engine_for(plan, table)
         self._gen = 1
+        # a batch above a ragged field's ragged_rows= bound: refused here, not by the producer
+        self._engine.check_plan(plan)
         keep = self._engine.slots.keep_limit
         share = (keep - len(self._lanes) * self.ahead - 1) // self.max_consumers
         if share < 1:
@@ -463,7 +467,9 @@ class Feed:
         self._wake()
         slots = engine.slots
         n_lanes = len(lanes)
-        run = engine.scheduler.run(plan, table, 0)
+        # the engine's own run of slots (ragged fields' offsets written into each), as a
+        # Loader's; its batches are read back by the consumers with the same slot_batch
+        run = engine.produce(plan, table, 0)
         complete = False
         try:
             for j, (slot, n) in enumerate(run):

@@ -25,7 +25,7 @@ from typing import Any
 from fastload.errors import FeedError
 
 #: protocol version; a consumer and a feed of different versions refuse each other
-PROTOCOL = 2
+PROTOCOL = 3
 #: longest message accepted (a status reply with many consumers stays far below)
 MAX_LINE = 1 << 20
 

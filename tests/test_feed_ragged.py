@@ -1,0 +1,335 @@
+"""Feeds of ragged fields delivered as values + offsets (``fl.Feed(..., ragged={f: "offsets"})``).
+
+Every consumer must get exactly the batches of a plain ``fl.Loader`` of the same
+settings (``fl.Ragged`` values, offsets and the other fields), in broadcast and
+split modes, shuffled or not, with thread and process workers, with and without a
+worker transform of the ragged field; ``output_specs`` (ragged flag and row
+bounds), ``.torch()``, ``.tf()``, ``copy=True`` and ``state_dict`` as the loader's.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import fastload as fl
+import fastload.transforms as T
+from fastload.errors import ConfigError, FeedConfigError
+
+RAGGED = {"hits": "offsets"}
+
+
+@pytest.fixture(autouse=True)
+def feed_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Each test's feeds in a private directory."""
+    path = tmp_path_factory.mktemp("feeds") / "d"
+    monkeypatch.setenv("FASTLOAD_FEED_DIR", str(path))
+    return path
+
+
+def hits_source(counts: list[int], chunk_len: int, seed: int = 0) -> fl.MemorySplit:
+    """Sample ``i`` has ``counts[i]`` rows (eta, phi, pT) of ``hits`` and ``id = i``."""
+    rng = np.random.default_rng(seed)
+    total = int(np.sum(counts))
+    rows = np.stack(
+        [rng.normal(size=total), rng.uniform(-np.pi, np.pi, total), rng.exponential(10, total)],
+        axis=1,
+    ).astype(np.float32)
+    hits = fl.Ragged.from_counts(rows, np.asarray(counts, dtype=np.int64))
+    ids = np.arange(len(counts), dtype=np.int64)
+    return fl.from_arrays({"hits": hits, "id": ids}, chunk_len=chunk_len)
+
+
+def pipeline() -> T.Compose:
+    """A worker transform of the ragged field: ragged outputs (with bounds) and dense ones."""
+    return T.Compose(
+        [
+            T.TruncateRows("hits", 3, key=2, out="lead"),
+            T.KnnEdges("lead", 2, eta=0, phi=1),
+            T.EventSum("hits", 2, out="pt_sum"),
+        ]
+    )
+
+
+def snapshot(batch: dict[str, Any]) -> dict[str, Any]:
+    """Owned copies of a batch: ``(values, offsets)`` for ragged fields (offsets from 0)."""
+    out: dict[str, Any] = {}
+    for name, value in batch.items():
+        if isinstance(value, fl.Ragged):
+            values, offsets = value.rebased()
+            out[name] = ("ragged", values.copy(), offsets.copy())
+        else:
+            out[name] = np.array(value)
+    return out
+
+
+def assert_same(got: list[dict[str, Any]], want: list[dict[str, Any]], what: str = "") -> None:
+    assert len(got) == len(want), f"{what}: {len(got)} batches, want {len(want)}"
+    for k, (g, w) in enumerate(zip(got, want, strict=True)):
+        assert set(g) == set(w), f"{what} batch {k}"
+        for name, value in w.items():
+            msg = f"{what} batch {k} field {name}"
+            if isinstance(value, tuple):
+                assert isinstance(g[name], tuple), msg
+                np.testing.assert_array_equal(g[name][2], value[2], err_msg=msg)
+                np.testing.assert_array_equal(g[name][1], value[1], err_msg=msg)
+                assert g[name][1].dtype == value[1].dtype, msg
+            else:
+                np.testing.assert_array_equal(g[name], value, err_msg=msg)
+                assert g[name].dtype == value.dtype, msg
+
+
+def loader_epochs(source, batch_size, epochs, **options) -> list[list[dict[str, Any]]]:
+    with fl.Loader(source, batch_size, workers=0, ragged=RAGGED, **options) as loader:
+        return [[snapshot(b) for b in loader] for _ in range(epochs)]
+
+
+def consume(name: str, epochs: int, out: dict, key: object, **attach: Any) -> None:
+    """Attach and record ``epochs`` epochs, checking each batch is read-only ``fl.Ragged``."""
+    try:
+        with fl.attach(name, **attach) as consumer:
+            got = []
+            for _ in range(epochs):
+                epoch = []
+                for batch in consumer:
+                    for value in batch.values():
+                        if isinstance(value, fl.Ragged):
+                            assert not value.values.flags.writeable
+                            assert not value.offsets.flags.writeable
+                            assert int(value.offsets[0]) == 0
+                        else:
+                            assert not value.flags.writeable
+                    epoch.append(snapshot(batch))
+                got.append(epoch)
+            out[key] = (got, consumer.state_dict(), consumer.output_specs)
+    except BaseException as exc:  # reported by the test thread
+        out[key] = exc
+
+
+def run_threads(targets: list) -> None:
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a consumer hung"
+
+
+def assert_specs_equal(got: dict, want: dict) -> None:
+    assert got == want
+    for name, spec in want.items():  # the bounds take no part in ==
+        assert got[name].ragged == spec.ragged, name
+        assert (got[name].max_len, got[name].max_rows) == (spec.max_len, spec.max_rows), name
+
+
+def check_feed_equals_loaders(
+    source, batch_size, *, mode: str, n_consumers: int, epochs: int = 2, workers: int = 0, **options
+) -> None:
+    """Every consumer of a feed gets its plain Loader's epochs (rank ``i`` of N when split)."""
+    split = mode == "split"
+    wants, specs = [], []
+    for i in range(n_consumers):
+        ranks = {"rank": i, "world_size": n_consumers} if split else {}
+        wants.append(loader_epochs(source, batch_size, epochs, **ranks, **options))
+        with fl.Loader(source, batch_size, workers=0, ragged=RAGGED, **ranks, **options) as plain:
+            specs.append(plain.output_specs)
+    feed_options = {"mode": "split", "consumers": n_consumers} if split else {}
+    out: dict = {}
+    with fl.Feed(
+        source,
+        batch_size,
+        name="rg",
+        workers=workers,
+        min_consumers=1 if split else n_consumers,
+        ragged=RAGGED,
+        **feed_options,
+        **options,
+    ):
+        run_threads(
+            [
+                lambda i=i: consume("rg", epochs, out, i, **({"rank": i} if split else {}))
+                for i in range(n_consumers)
+            ]
+        )
+    for i in range(n_consumers):
+        assert not isinstance(out[i], BaseException), out[i]
+        got, state, output_specs = out[i]
+        for e in range(epochs):
+            assert_same(got[e], wants[i][e], f"consumer {i} epoch {e}")
+        assert state["epoch"] == epochs
+        assert_specs_equal(output_specs, specs[i])
+
+
+# --------------------------------------------------------------------------- exact batches
+@settings(
+    max_examples=15,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    counts=st.lists(st.integers(0, 9), min_size=1, max_size=90),
+    chunk_len=st.integers(1, 13),
+    batch_size=st.integers(1, 20),
+    mode=st.sampled_from(["broadcast", "split"]),
+    n_consumers=st.integers(1, 3),
+    shuffle=st.booleans(),
+    drop_last=st.booleans(),
+    transform=st.booleans(),
+    seed=st.integers(0, 2**16),
+)
+def test_consumers_get_the_plain_loaders_ragged_batches(
+    counts, chunk_len, batch_size, mode, n_consumers, shuffle, drop_last, transform, seed
+):
+    if mode == "split":
+        drop_last = True  # equal batch counts per rank
+    n = len(counts)
+    world = n_consumers if mode == "split" else 1
+    assume(n >= batch_size * world if drop_last else n >= world)
+    source = hits_source(counts, chunk_len, seed)
+    options: dict[str, Any] = {"shuffle": shuffle, "seed": seed, "drop_last": drop_last}
+    if transform:
+        options["transform"] = pipeline()
+    check_feed_equals_loaders(source, batch_size, mode=mode, n_consumers=n_consumers, **options)
+
+
+@pytest.mark.parametrize("mode", ["broadcast", "split"])
+@pytest.mark.parametrize("transform", [False, True])
+def test_process_workers_serve_the_plain_loaders_ragged_batches(mode, transform, no_leaks):
+    counts = [int(k * 7 % 11) for k in range(150)]
+    source = hits_source(counts, chunk_len=9, seed=3)
+    options: dict[str, Any] = {"shuffle": True, "seed": 5, "drop_last": mode == "split"}
+    if transform:
+        options["transform"] = pipeline()
+    check_feed_equals_loaders(source, 8, mode=mode, n_consumers=2, workers=2, **options)
+
+
+def test_a_store_with_process_workers(split_a, no_leaks):
+    """The conftest store (ragged ``hits`` of 0..4 rows, chunks of 7) read by two workers."""
+    check_feed_equals_loaders(split_a, 6, mode="broadcast", n_consumers=2, workers=2, seed=2)
+
+
+def test_kept_batches_stay_correct_while_the_ring_turns():
+    """Every batch of two epochs kept: pinned ones, and copies past the share, stay exact."""
+    counts = [int(k * 5 % 8) for k in range(240)]
+    source = hits_source(counts, chunk_len=10)
+    want = loader_epochs(source, 4, 2, seed=1)
+    with (
+        fl.Feed(source, 4, name="keep", workers=0, seed=1, ragged=RAGGED, max_kept_bytes=1 << 16),
+        fl.attach("keep") as consumer,
+    ):
+        with pytest.warns(UserWarning, match="receives copies"):
+            kept = [list(consumer) for _ in range(2)]
+        for e in range(2):
+            assert_same([snapshot(b) for b in kept[e]], want[e], f"epoch {e}")
+
+
+def test_copy_true_gives_owned_ragged_copies():
+    source = hits_source([3, 0, 5, 2, 7, 1, 4], chunk_len=3)
+    want = loader_epochs(source, 3, 1, seed=0)
+    with (
+        fl.Feed(source, 3, name="cp", workers=0, ragged=RAGGED),
+        fl.attach("cp", copy=True) as consumer,
+    ):
+        got = list(consumer)
+    for batch in got:
+        hits = batch["hits"]
+        assert isinstance(hits, fl.Ragged)
+        for array in (hits.values, hits.offsets):
+            assert array.flags.writeable
+            assert array.flags.owndata
+    assert_same([snapshot(b) for b in got], want[0])
+
+
+def test_state_dict_resumes_a_plain_loader_and_a_consumer_skips_forward():
+    source = hits_source([int(k * 3 % 7) for k in range(100)], chunk_len=6)
+    want = loader_epochs(source, 8, 6, seed=9)
+    with fl.Feed(source, 8, name="st", workers=0, seed=9, ragged=RAGGED):
+        with fl.attach("st") as consumer:
+            it = iter(consumer)
+            head = [snapshot(next(it)) for _ in range(3)]
+            state = consumer.state_dict()
+            it.close()
+        assert_same(head, want[0][:3])
+        with fl.Loader(source, 8, workers=0, seed=9, ragged=RAGGED) as plain:
+            plain.load_state_dict(state)
+            assert_same([snapshot(b) for b in plain], want[0][3:])
+        # (the feed may have run on a few epochs for the first consumer; it never goes back)
+        later = {"epoch": 5, "batch": 5, "fingerprint": state["fingerprint"]}
+        with fl.attach("st") as consumer:
+            consumer.load_state_dict(later)
+            assert_same([snapshot(b) for b in consumer], want[5][5:])
+
+
+# --------------------------------------------------------------------------- adapters
+@pytest.mark.torch
+def test_consumer_torch_gives_the_loaders_nested_tensors():
+    torch = pytest.importorskip("torch")
+    source = hits_source([int(k * 7 % 11) for k in range(60)], chunk_len=8)
+    options = {"seed": 4, "ragged": RAGGED}
+    with (
+        fl.Loader(source, 10, workers=0, **options) as plain,
+        fl.Feed(source, 10, name="tt", workers=0, **options),
+        fl.attach("tt") as consumer,
+    ):
+        with plain.torch() as want_it, consumer.torch() as got_it:
+            n = 0
+            for got, want in zip(got_it, want_it, strict=True):
+                assert got["hits"].is_nested
+                assert want["hits"].is_nested
+                for a, b in zip(got["hits"].unbind(), want["hits"].unbind(), strict=True):
+                    assert torch.equal(a, b)
+                assert torch.equal(got["id"], want["id"])
+                n += 1
+        assert n == len(plain)
+
+
+@pytest.mark.tf
+def test_consumer_tf_gives_the_loaders_ragged_tensors():
+    tf = pytest.importorskip("tensorflow")
+    source = hits_source([int(k * 7 % 11) for k in range(60)], chunk_len=8)
+    # drop_last: a consumer's .tf() declares a static batch dimension only then (docs/feed.md)
+    options = {"seed": 4, "ragged": RAGGED, "drop_last": True}
+    with (
+        fl.Loader(source, 10, workers=0, **options) as plain,
+        fl.Feed(source, 10, name="tf", workers=0, **options),
+        fl.attach("tf") as consumer,
+    ):
+        want_ds, got_ds = plain.tf(), consumer.tf()
+        assert isinstance(got_ds.element_spec["hits"], tf.RaggedTensorSpec)
+        assert got_ds.element_spec["hits"] == want_ds.element_spec["hits"]
+        n = 0
+        for got, want in zip(got_ds, want_ds, strict=True):
+            assert isinstance(got["hits"], tf.RaggedTensor)
+            np.testing.assert_array_equal(got["hits"].flat_values, want["hits"].flat_values)
+            np.testing.assert_array_equal(got["hits"].row_splits, want["hits"].row_splits)
+            np.testing.assert_array_equal(got["id"], want["id"])
+            n += 1
+        assert n == len(plain)
+
+
+# --------------------------------------------------------------------------- settings
+def test_attach_compares_the_ragged_setting():
+    source = hits_source([1, 2, 3, 4], chunk_len=2)
+    with fl.Feed(source, 2, name="cmp", workers=0, ragged=RAGGED) as feed:
+        with fl.attach("cmp", ragged=RAGGED) as consumer:
+            assert consumer.config["ragged"] == RAGGED
+        with pytest.raises(FeedConfigError, match="ragged="):
+            fl.attach("cmp", ragged={"hits": "pad"})
+        feed.close()
+    with fl.Feed(source, 2, name="pad", workers=0):
+        with pytest.raises(FeedConfigError, match="ragged="):
+            fl.attach("pad", ragged=RAGGED)
+        with fl.attach("pad", ragged={"hits": "pad"}) as consumer:
+            assert not consumer.output_specs["hits"].ragged
+
+
+def test_a_ragged_rows_bound_the_first_epoch_exceeds_is_refused_at_construction(no_leaks):
+    source = hits_source([5] * 20, chunk_len=4)
+    with pytest.raises(ConfigError, match=r"ragged_rows\['hits'\]"):
+        fl.Feed(source, 4, name="small", workers=2, ragged=RAGGED, ragged_rows={"hits": 12})
