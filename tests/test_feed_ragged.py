@@ -333,3 +333,17 @@ def test_a_ragged_rows_bound_the_first_epoch_exceeds_is_refused_at_construction(
     source = hits_source([5] * 20, chunk_len=4)
     with pytest.raises(ConfigError, match=r"ragged_rows\['hits'\]"):
         fl.Feed(source, 4, name="small", workers=2, ragged=RAGGED, ragged_rows={"hits": 12})
+
+
+def test_a_consumer_transform_of_the_ragged_field_equals_the_loaders_worker_transform():
+    """``consumer_transform=`` gets the feed's ``fl.Ragged`` batches (read-only views)."""
+    source = hits_source([int(k * 7 % 11) for k in range(80)], chunk_len=8)
+    options = {"seed": 3, "ragged": RAGGED}
+    want = loader_epochs(source, 8, 1, seed=3, transform=pipeline())
+    with (
+        fl.Loader(source, 8, workers=0, transform=pipeline(), **options) as plain,
+        fl.Feed(source, 8, name="ct", workers=0, **options),
+        fl.attach("ct", consumer_transform=pipeline()) as consumer,
+    ):
+        assert_specs_equal(consumer.output_specs, plain.output_specs)
+        assert_same([snapshot(b) for b in consumer], want[0])
