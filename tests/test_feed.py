@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -601,39 +600,59 @@ def _alive(pid: int) -> bool:
 
 
 # --------------------------------------------------------------------------- isolation
-def _as_nobody(action) -> tuple[int, str]:
-    """Run ``action()`` in a forked child under uid 65534; return its exit code and message."""
-    read, write = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        code = 1
-        try:
-            os.close(read)
-            os.setgid(65534)
-            os.setuid(65534)
-            message = action()
-            code = 0
-        except BaseException as exc:
-            message = f"{type(exc).__name__}: {exc}"
-        finally:
-            os.write(write, message.encode()[:4000])
-            os._exit(code)
-    os.close(write)
-    with os.fdopen(read) as f:
-        message = f.read()
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status), message
+_NOBODY = textwrap.dedent(
+    """
+    import os, socket, sys
+    import fastload as fl
+    import fastload.feed._consumer  # imported while root: uid 65534 may not read the install
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+    {action}
+    try:
+        message, code = action(*sys.argv[1:]), 0
+    except BaseException as exc:
+        message, code = f"{{type(exc).__name__}}: {{exc}}", 1
+    sys.stdout.write(message[:4000])
+    sys.exit(code)
+    """
+)
+
+
+def _as_nobody(action: str, *args: str) -> tuple[int, str]:
+    """Run ``action(*args)`` (the source of a function of that name) under uid 65534.
+
+    In a fresh interpreter (a subprocess), never a fork of this one: a fork of a
+    process that imported JAX (or any library running threads) is unsafe, and
+    pytest reports JAX's at-fork handler (tests/test_jax.py before this file).
+    The child imports fastload's feed modules as root (uid 65534 may not read the
+    installation, as a forked child did not need to), then drops to uid/gid 65534;
+    it inherits the environment (``FASTLOAD_FEED_DIR``).  Returns its exit code
+    (0: ``action`` returned, 1: it raised) and its message (the return value, or
+    ``"ExceptionType: message"``).
+    """
+    script = _NOBODY.format(action=textwrap.dedent(action).strip())
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode in (0, 1), done.stderr
+    return done.returncode, done.stdout
 
 
 @pytest.mark.skipif(os.getuid() != 0, reason="needs root to switch to another uid")
 def test_another_user_cannot_attach():
     with fl.Feed(numbered(40, 5), 4, name="mine", workers=0):
-
-        def attach() -> str:
-            fl.attach("mine", timeout_s=5)
-            return "attached"
-
-        code, message = _as_nobody(attach)
+        code, message = _as_nobody(
+            """
+            def action() -> str:
+                fl.attach("mine", timeout_s=5)
+                return "attached"
+            """
+        )
     assert code == 1
     assert message.startswith(FeedAccessError.__name__), message
 
@@ -648,14 +667,16 @@ def test_feed_refuses_another_uid_even_through_an_open_socket(monkeypatch):
             directory.chmod(0o755)
             (directory / "feeds").chmod(0o711)
             feed.path.chmod(0o777)
-
-            def connect() -> str:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.settimeout(5)
-                sock.connect(str(feed.path))
-                return sock.recv(65536).decode()
-
-            code, message = _as_nobody(connect)
+            code, message = _as_nobody(
+                """
+                def action(path: str) -> str:
+                    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                    sock.settimeout(5)
+                    sock.connect(path)
+                    return sock.recv(65536).decode()
+                """,
+                str(feed.path),
+            )
             assert code == 0, message
             assert '"op":"refused"' in message
             assert "uid 65534 may not attach" in message
