@@ -9,7 +9,6 @@ bounds), ``.torch()``, ``.tf()``, ``copy=True`` and ``state_dict`` as the loader
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from test_feed import run_threads
 
 import fastload as fl
 import fastload.transforms as T
@@ -110,15 +110,6 @@ def consume(name: str, epochs: int, out: dict, key: object, **attach: Any) -> No
             out[key] = (got, consumer.state_dict(), consumer.output_specs)
     except BaseException as exc:  # reported by the test thread
         out[key] = exc
-
-
-def run_threads(targets: list) -> None:
-    threads = [threading.Thread(target=t) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-        assert not t.is_alive(), "a consumer hung"
 
 
 def assert_specs_equal(got: dict, want: dict) -> None:
