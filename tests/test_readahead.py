@@ -9,6 +9,7 @@ as ``s3://``: bounded GETs through fsspec, here without a network).
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +30,16 @@ pytestmark = pytest.mark.filterwarnings("error")
 
 
 @pytest.fixture(autouse=True)
-def advise_small_files(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The test stores' chunk files are tiny: read them ahead locally too."""
+def advise_small_files(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test stores' chunk files are tiny and freshly written (cached): read them ahead anyway."""
     monkeypatch.setattr(_readahead, "LOCAL_MIN_BYTES", 0)
+    if "real_page_cache" not in request.fixturenames:
+        monkeypatch.setattr(_readahead, "_cached", lambda fd, size: False)
+
+
+@pytest.fixture
+def real_page_cache() -> None:
+    """Requested by the tests that ask the page cache whether a file is cached."""
 
 
 @pytest.fixture
@@ -313,3 +321,40 @@ def test_store_copy_is_independent(tmp_path: Path, split_a: fl.Split) -> None:
     assert decoder.read_ahead(0, 1 << 20)
     np.testing.assert_array_equal(decoder.read_chunk(0), split_a.reader("X").read_chunk(0))
     decoder.close_read_ahead()
+
+
+def test_cached_files_are_not_advised(tmp_path: Path, real_page_cache: None) -> None:
+    """Advising a cached file walks all its pages for nothing: a one-byte RWF_NOWAIT read says."""
+    path = tmp_path / "chunk"
+    path.write_bytes(np.random.default_rng(0).bytes(1 << 20))
+    path.read_bytes()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert _readahead._cached(fd, path.stat().st_size)
+        assert not _readahead._cached(fd, 0)  # an empty file has no byte to ask about
+    finally:
+        os.close(fd)
+    split = write_store(tmp_path / "s.zarr", n=40, chunk_len=8)
+    decoder = split.decoder("X")
+    for chunk in range(decoder.n_chunks):
+        decoder.read_chunk(chunk)  # every chunk file cached now
+    ahead = decoder.files.read_ahead(1 << 20)
+    try:
+        assert all(decoder.read_ahead(chunk, 1 << 20) for chunk in range(decoder.n_chunks))
+        assert ahead.started == 0
+        assert ahead.held_bytes == 0
+    finally:
+        decoder.close_read_ahead()
+
+
+def test_uncached_files_are_advised(split_a: fl.Split, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The same files, reported not cached: each is advised and held until read."""
+    monkeypatch.setattr(_readahead, "_cached", lambda fd, size: False)
+    decoder = split_a.decoder("X")
+    ahead = decoder.files.read_ahead(1 << 20)
+    try:
+        assert decoder.read_ahead(0, 1 << 20)
+        assert ahead.started == 1
+        assert ahead.held_bytes > 0
+    finally:
+        decoder.close_read_ahead()
