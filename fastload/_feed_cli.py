@@ -3,8 +3,10 @@
 ``fastload serve STORE SPLIT --name scan --batch-size 256 [...]`` runs
 ``fl.Feed(open_store(STORE)[SPLIT], ...)`` until Ctrl-C or SIGTERM, then
 closes it (workers stopped, shared memory unlinked, socket removed) and exits
-0.  ``fastload status`` prints this user's feeds, their consumers, positions
-and lag (``fl.feed.feed_status()``; ``--json`` for the raw entries).
+0; ``--ragged hits`` (repeatable) serves a ragged field as values + offsets,
+as ``ragged={"hits": "offsets"}`` does.  ``fastload status`` prints this
+user's feeds, their consumers, positions and lag (``fl.feed.feed_status()``;
+``--json`` for the raw entries).
 """
 
 from __future__ import annotations
@@ -51,6 +53,13 @@ def _serve_parser() -> argparse.ArgumentParser:
     p.add_argument("--window-chunks", type=int, help="shuffle window in chunks (loader default)")
     p.add_argument("--drop-last", action="store_true", help="drop the last incomplete batch")
     p.add_argument("--fields", help="comma-separated fields to deliver (default: all)")
+    p.add_argument(
+        "--ragged",
+        action="append",
+        metavar="FIELD",
+        help="deliver this ragged field as values + offsets (fl.Ragged), as "
+        'ragged={FIELD: "offsets"} does; repeat for several (default: padded)',
+    )
     p.add_argument("--epoch", type=int, default=0, help="first epoch to produce (default 0)")
     p.add_argument("--ahead", type=int, default=32, help="batches a consumer may have queued (32)")
     p.add_argument("--max-consumers", type=int, default=16, help="consumers attached at once (16)")
@@ -82,6 +91,9 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         options["window_chunks"] = args.window_chunks
     if args.fields:
         options["fields"] = [f.strip() for f in args.fields.split(",") if f.strip()]
+    if args.ragged:
+        # checked by the feed's loaders (ConfigError naming the field and the ragged ones)
+        options["ragged"] = {field: "offsets" for field in args.ragged}
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         source = open_store(args.store)[args.split]
@@ -99,9 +111,12 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
             epoch=args.epoch,
             **options,
         ) as feed:
+            ragged = feed.status()["ragged"]
             print(
                 f"serving feed {feed.name!r} ({feed.mode}, {len(feed)} batches of "
-                f"{args.batch_size} per epoch per consumer, workers {feed.worker_pids()}) at "
+                f"{args.batch_size} per epoch per consumer, workers {feed.worker_pids()}"
+                + (f", ragged {', '.join(ragged)} as values + offsets" if ragged else "")
+                + f") at "
                 f"{feed.path}; attach with fl.attach({feed.name!r}); Ctrl-C stops it",
                 flush=True,
             )
@@ -137,6 +152,7 @@ def format_status(feeds: list[dict[str, Any]]) -> str:
             f"{f['name']}  pid {f['pid']}  {f['mode']}  epoch {f['epoch']} batch "
             f"{f['batch']}/{f['n_batches']}  batch_size {f['batch_size']}  workers "
             f"{f['workers']}  consumers {len(f['consumers'])}"
+            + (f"  ragged {','.join(f['ragged'])}" if f.get("ragged") else "")
             + (f"  error {f['error']}" if f.get("error") else "")
         )
         for c in f["consumers"]:

@@ -360,6 +360,8 @@ class Feed:
                 "batch": self._produced // len(self._lanes),
                 "n_batches": len(self),
                 "batch_size": self._lanes[0].batch_size,
+                # fields delivered as values + offsets (ragged={f: "offsets"}); others padded
+                "ragged": sorted(self._config["ragged"]),
                 "workers": self.worker_pids(),
                 "pinned": len(self._pinned),
                 "shared_nbytes": int(self._engine.nbytes) if self._engine is not None else 0,

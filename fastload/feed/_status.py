@@ -39,7 +39,8 @@ def feed_status(timeout_s: float = 5.0) -> list[dict[str, Any]]:
     """The state of every feed of this user (a stale socket, left by a dead feed, is removed).
 
     Each entry has ``name``, ``pid``, ``mode``, ``epoch``, ``batch`` (produced
-    in that epoch), ``n_batches``, ``workers`` and ``consumers``: for each its
+    in that epoch), ``n_batches``, ``batch_size``, ``ragged`` (the fields
+    delivered as values + offsets), ``workers`` and ``consumers``: for each its
     ``id``, ``pid``, ``label``, ``rank`` (split), ``epoch``, ``batch`` (taken)
     and ``lag`` (batches announced to it and not taken yet).
     """
