@@ -9,6 +9,7 @@ bounds), ``.torch()``, ``.tf()``, ``copy=True`` and ``state_dict`` as the loader
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,13 @@ from test_feed import run_threads
 
 import fastload as fl
 import fastload.transforms as T
-from fastload.errors import ConfigError, FeedConfigError
+from fastload.errors import (
+    ConfigError,
+    FeedClosedError,
+    FeedConfigError,
+    FeedError,
+    RaggedBoundError,
+)
 
 RAGGED = {"hits": "offsets"}
 
@@ -338,3 +345,120 @@ def test_a_consumer_transform_of_the_ragged_field_equals_the_loaders_worker_tran
     ):
         assert_specs_equal(consumer.output_specs, plain.output_specs)
         assert_same([snapshot(b) for b in consumer], want[0])
+
+
+# --------------------------------------------------------------------------- slot bounds
+#: 12 empty samples and 4 of 9 rows, batches of 4: with seed 1, epoch 0's fullest batch
+#: holds 18 rows (two long samples), epoch 1's 27 (three)
+BOUND_COUNTS = [0] * 12 + [9] * 4
+BOUND_SEED = 1
+
+
+def fullest_batches(source, epochs: int, **options: Any) -> list[int]:
+    """Most rows of ``hits`` in one batch of each epoch of a plain Loader."""
+    with fl.Loader(source, 4, workers=0, ragged=RAGGED, seed=BOUND_SEED, **options) as plain:
+        return [max(len(b["hits"].values) for b in plain) for _ in range(epochs)]
+
+
+def test_default_ragged_slots_hold_the_longest_samples_so_no_epoch_overflows(no_leaks):
+    """Unbounded, a slot holds the batch_size longest samples of the store: a later epoch
+    with fuller batches than epoch 0's (27 rows against 18) is served whole."""
+    source = hits_source(BOUND_COUNTS, chunk_len=4)
+    assert fullest_batches(source, 2) == [18, 27]
+    with fl.Feed(source, 4, name="wide", workers=2, seed=BOUND_SEED, ragged=RAGGED) as feed:
+        assert feed._engine.spec.packed_rows["hits"] == 4 * 9  # the 4 longest samples
+        check_epochs = loader_epochs(source, 4, 3, seed=BOUND_SEED)
+        with fl.attach("wide") as consumer:
+            for e in range(3):
+                assert_same([snapshot(b) for b in consumer], check_epochs[e], f"epoch {e}")
+
+
+def test_a_later_epoch_above_ragged_rows_tells_every_consumer_the_field_rows_and_bound(
+    no_leaks,
+):
+    """ragged_rows={'hits': 18} fits epoch 0 (checked at construction) but not epoch 1:
+    every consumer gets FeedClosedError naming the field, the rows needed, the bound and
+    the fix, with the Loader's ConfigError as its cause; close() re-raises it; nothing leaks."""
+    source = hits_source(BOUND_COUNTS, chunk_len=4)
+    bound = {"hits": 18}
+    with fl.Loader(
+        source, 4, workers=0, ragged=RAGGED, seed=BOUND_SEED, ragged_rows=bound
+    ) as plain:
+        list(plain)
+        with pytest.raises(ConfigError) as loader_error:
+            list(plain)
+    want = str(loader_error.value)
+    assert "27 rows of ragged field 'hits'" in want
+    assert "ragged_rows['hits'] to at least 27" in want
+    epoch0 = loader_epochs(source, 4, 1, seed=BOUND_SEED, ragged_rows=bound)[0]
+    out: dict = {}
+    feed = fl.Feed(
+        source, 4, name="tight", workers=2, seed=BOUND_SEED, ragged=RAGGED,
+        ragged_rows=bound, min_consumers=2,
+    )  # fmt: skip
+    try:
+
+        def consumer(key: int) -> None:
+            got: list = []
+            try:
+                with fl.attach("tight") as c:
+                    for _ in range(2):
+                        got.append([snapshot(b) for b in c])
+            except BaseException as exc:
+                out[key] = (got, exc)
+
+        run_threads([lambda i=i: consumer(i) for i in range(2)])
+        assert feed.wait(30)
+    finally:
+        with pytest.raises(FeedError, match=r"failed in epoch 1: .*27 rows"):
+            feed.close()
+    for key in range(2):
+        got, exc = out[key]
+        assert len(got) == 1  # epoch 0 whole, epoch 1 not delivered
+        assert_same(got[0], epoch0, f"consumer {key} epoch 0")
+        assert isinstance(exc, FeedClosedError), exc
+        text = str(exc)
+        assert "feed 'tight' failed in epoch 1: ConfigError" in text
+        assert want in text  # the field, the rows needed, the bound and what to do
+        assert isinstance(exc.__cause__, ConfigError)
+        assert str(exc.__cause__) == want
+
+
+class DeclaresTooFewRows(T.Transform):
+    """Passes ``hits`` and ``id`` through, declaring at most 18 rows of ``hits`` per batch."""
+
+    def output_spec(self, inputs):
+        return {
+            "hits": dataclasses.replace(inputs["hits"], max_rows=18),
+            "id": inputs["id"],
+        }
+
+    def __call__(self, batch):
+        return {"hits": batch["hits"], "id": batch["id"]}
+
+
+def test_a_transforms_ragged_bound_exceeded_in_a_later_epoch_is_the_consumers_cause():
+    """A transform's declared max_rows that a batch of epoch 1 exceeds: the Loader raises
+    RaggedBoundError; the feed's consumer gets FeedClosedError with it as the cause."""
+    source = hits_source(BOUND_COUNTS, chunk_len=4)
+    with fl.Loader(
+        source, 4, workers=0, ragged=RAGGED, seed=BOUND_SEED, transform=DeclaresTooFewRows()
+    ) as plain:
+        list(plain)
+        with pytest.raises(RaggedBoundError, match="'hits'"):
+            list(plain)
+    feed = fl.Feed(
+        source, 4, name="tb", workers=0, seed=BOUND_SEED, ragged=RAGGED,
+        transform=DeclaresTooFewRows(),
+    )  # fmt: skip
+    try:
+        with fl.attach("tb") as consumer:
+            assert len(list(consumer)) == 4
+            with pytest.raises(FeedClosedError, match="failed in epoch 1: RaggedBoundError") as e:
+                list(consumer)
+        assert isinstance(e.value.__cause__, RaggedBoundError)
+        assert "ragged output 'hits'" in str(e.value.__cause__)
+        assert "raise the bound" in str(e.value)
+    finally:
+        with pytest.raises(FeedError, match=r"failed in epoch 1: transform .*ragged output 'hits'"):
+            feed.close()

@@ -550,7 +550,10 @@ class FeedConsumer:
                 )
                 raise self._failure
             op = message.get("op")
-            if op in ("closed", "failed"):
+            if op == "failed":
+                self._failure = _failed(message)
+                raise self._failure
+            if op == "closed":
                 self._failure = FeedClosedError(
                     f"{message.get('message', 'the feed closed')}; attach again once it runs"
                 )
@@ -775,6 +778,34 @@ def _checked_transform(
     except BaseException:
         channel.close()
         raise
+
+
+def _failed(message: _wire.Message) -> FeedClosedError:
+    """The error of a feed whose producer failed: its cause named, rebuilt as ``__cause__``.
+
+    The feed sends the failure's class name, text and notes (``_server._failure_message``);
+    a :mod:`fastload.errors` class is rebuilt by name (e.g. the ``ConfigError`` of a batch
+    above a ragged field's ``ragged_rows=`` bound, a transform's ``RaggedBoundError``), so
+    ``except FeedClosedError`` still catches it and ``exc.__cause__`` is what a plain
+    Loader of the configuration raises.
+    """
+    import fastload.errors as errors
+
+    text = str(message.get("message", "the feed failed"))
+    error = FeedClosedError(
+        f"{text}. The feed stopped producing; batches already received stay valid: fix "
+        "its configuration, restart it and attach again"
+    )
+    cause = message.get("cause")
+    if isinstance(cause, dict):
+        kind = getattr(errors, str(cause.get("type")), None)
+        if isinstance(kind, type) and issubclass(kind, errors.FastloadError):
+            with contextlib.suppress(Exception):
+                rebuilt = kind(str(cause.get("message", "")))
+                for note in cause.get("notes", ()):
+                    rebuilt.add_note(str(note))
+                error.__cause__ = rebuilt
+    return error
 
 
 def _refused(name: str, message: _wire.Message) -> None:

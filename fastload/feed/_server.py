@@ -228,6 +228,7 @@ class Feed:
         self._members: list[_Conn] = []  # the running epoch's members (start="now" joins it)
         self._epoch_sent = False  # whether they were told the running epoch started
         self._error: BaseException | None = None
+        self._error_epoch = self._first_epoch  # the epoch the producer failed in
         self._threads: list[threading.Thread] = []
         self._listener: socket.socket | None = None
         self._wake_r, self._wake_w = socket.socketpair()
@@ -420,8 +421,8 @@ class Feed:
                     self._producing = False
         except BaseException as exc:  # reported to the consumers, re-raised by close()
             if not self._stop.is_set():
-                self._error = exc
-                _log.error("fastload feed %r stopped: %r", self.name, exc)
+                self._error, self._error_epoch = exc, epoch
+                _log.error("fastload feed %r stopped in epoch %d: %r", self.name, epoch, exc)
         finally:
             self._stop.set()
             self._wake()
@@ -842,7 +843,7 @@ class Feed:
         message = (
             {"op": "closed", "message": f"feed {self.name!r} closed"}
             if error is None
-            else {"op": "failed", "message": f"feed {self.name!r} failed: {error!r}"}
+            else _failure_message(self.name, self._error_epoch, error)
         )
         with self._cond:
             conns = list(self._conns.values())
@@ -873,7 +874,9 @@ class Feed:
         _open_feeds.discard(self)
         error, self._error = self._error, None
         if error is not None:
-            raise FeedError(f"feed {self.name!r} failed: {error}") from error
+            raise FeedError(
+                f"feed {self.name!r} failed in epoch {self._error_epoch}: {error}"
+            ) from error
 
     def _release(self) -> None:
         with contextlib.suppress(OSError):
@@ -904,6 +907,35 @@ class Feed:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+#: longest error text a "failed" message carries (the wire's messages are at most 1 MiB)
+_CAUSE_CHARS = 16_384
+
+
+def _failure_message(name: str, epoch: int, error: BaseException) -> dict[str, Any]:
+    """What the consumers receive when the producer failed: the error's class, text and notes.
+
+    JSON, never a pickle: the consumer rebuilds a :mod:`fastload.errors` class by name
+    (a slot's row bound exceeded in a later epoch: the engine's ``ConfigError`` naming
+    the field, the rows needed and the bound; a transform's ``RaggedBoundError``) as
+    the ``__cause__`` of its :class:`~fastload.errors.FeedClosedError`.  The notes a
+    worker's error carries (which worker, chunk or batch) travel too; its traceback
+    stays in the feed's process (``close()`` re-raises the error itself).
+    """
+    text = str(error)[:_CAUSE_CHARS]
+    notes = [
+        str(note)[:_CAUSE_CHARS]
+        for note in getattr(error, "__notes__", ())
+        if not str(note).startswith("worker traceback")
+    ]
+    kind = type(error).__name__
+    return {
+        "op": "failed",
+        "message": f"feed {name!r} failed in epoch {epoch}: {kind}: {text}",
+        "cause": {"type": kind, "message": text, "notes": notes[:8]},
+        "epoch": epoch,
+    }
 
 
 def _refusal(error: str, message: str) -> dict[str, Any]:
