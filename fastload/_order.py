@@ -11,7 +11,8 @@ Invariants (each is tested in ``tests/test_order.py``):
   except the rank and world size.
 - Elastic resume: :func:`plan_resumed` continues an epoch that other worlds of
   ranks began; what they consumed plus what it delivers is each sample of the
-  epoch at most once (exactly once for one source without ``drop_last``).
+  epoch at most once (exactly once for one source without ``drop_last``; for
+  ``policy="cycle"``, at most once per pass of its source).
 - Single source: every sample of the source is delivered exactly once per epoch
   by exactly one rank (unless ``drop_last`` drops the tail of a rank's stream).
 - Order is built from chunks: a window of the plan touches at most
@@ -877,6 +878,141 @@ def _remainder_plan(
     return EpochPlan(np.zeros(size, dtype=np.int16), index, bounds)
 
 
+def _check_consumed(world: int, batches: int, epoch: int, most: int) -> None:
+    """Refuse a segment that consumed more batches than its plans have."""
+    if batches > most:
+        raise ConfigError(
+            f"the resume state says each of {world} ranks consumed {batches} batches of epoch "
+            f"{epoch}, but their plans have at most {most}; the state does not belong to "
+            "this configuration"
+        )
+
+
+def _mark_passes(mask: np.ndarray, n: int, passes: np.ndarray, samples: np.ndarray) -> np.ndarray:
+    """Mark the ``(pass, sample)`` pairs consumed in ``mask`` (flat, pass-major, ``n`` per pass).
+
+    Returns the mask, grown to the highest marked pass.  Marking a pair twice is
+    an AssertionError: the construction rules it out.
+    """
+    if len(samples) == 0:
+        return mask
+    need = (int(passes.max()) + 1) * n
+    if need > len(mask):
+        mask = np.concatenate([mask, np.zeros(need - len(mask), dtype=bool)])
+    before = np.count_nonzero(mask)
+    mask[passes * n + samples] = True
+    if np.count_nonzero(mask) - before != len(samples):
+        raise AssertionError("elastic resume would deliver a (pass, sample) of a cycle twice")
+    return mask
+
+
+def _cycle_supply(
+    shape: SourceShape,
+    single_rank: OrderConfig,
+    epoch: int,
+    source_id: int,
+    mask: np.ndarray,
+    demand: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(sample, pass)`` of what is left of one cycling source, at least ``demand`` long.
+
+    Pass after pass, the samples of pass ``q`` in the single-rank order that
+    ``mask`` does not mark consumed in pass ``q``; passes past the marked ones
+    are whole.  The passes drawn are the marked ones plus as many as ``demand``
+    needs beyond them, so the result is a function of ``mask`` and ``demand``
+    (the window sort's key truncation depends on the number of passes drawn, so
+    a later resume that recomputes this supply must draw the same number).
+    """
+    n = shape.n
+    marked = len(mask) // n  # passes up to the highest one holding a mark
+    free = marked * n - int(np.count_nonzero(mask))
+    n_passes = marked + -(-max(demand - free, 0) // n)
+    order = _source_stream(shape, single_rank, epoch, source_id, n_passes * n)
+    position = np.arange(n_passes * n, dtype=np.int64)
+    pass_of = position // n
+    consumed = np.zeros(n_passes * n, dtype=bool)
+    consumed[: len(mask)] = mask
+    keep = np.flatnonzero(~consumed[pass_of * n + order])
+    return order[keep], pass_of[keep]
+
+
+def _cycle_batches(left: int, cfg: OrderConfig, world: int) -> int:
+    """Batches per rank of ``world`` ranks for ``left`` samples of a cycle epoch (as a normal epoch)."""
+    step = world * cfg.batch_size
+    left = max(left, 0)
+    return left // step if cfg.drop_last else -(-left // step)
+
+
+def _cycle_resumed(
+    sources: Sequence[SourceShape],
+    cfg: OrderConfig,
+    epoch: int,
+    mix: MixConfig,
+    segments: Sequence[Segment],
+) -> EpochPlan:
+    """:func:`plan_resumed` of a ``policy="cycle"`` mix (one source or several).
+
+    Per source, ``mask`` marks the consumed ``(pass, sample)`` pairs.  The first
+    segment ran the normal plans: rank ``r``'s stream of a source is pass 0's
+    piece ``r``, pass 1's piece ``r``, ...; its first ``c`` elements were
+    consumed, element ``i`` in pass ``i // piece``.  Every later world (and the
+    new one) plans what is left of the epoch's length, ``num_samples`` minus the
+    segments' ``batches * world * batch_size``, as a normal cycle epoch rounds
+    it; its rank ``r`` takes per-batch counts drawn for ``(rank r, resumed)`` and
+    a contiguous piece of each source's supply (:func:`_cycle_supply`), right
+    after the pieces of ranks ``0 .. r-1``.
+    """
+    assert mix.num_samples is not None  # MixConfig guarantees it for "cycle"
+    single_rank = replace(cfg, rank=0, world_size=1)
+    masks = [np.zeros(0, dtype=bool) for _ in sources]
+    left = mix.num_samples
+    worlds: list[tuple[int, int | None]] = [*segments, (cfg.world_size, None)]
+    for i, (world, batches) in enumerate(worlds):
+        world_cfg = replace(cfg, rank=0, world_size=world)
+        _check_inputs(sources, world_cfg, mix)  # one sample per rank of every world
+        if i == 0:
+            n_batches = _mix_batches(sources, world_cfg, mix)
+            purpose = _PURPOSE_REMAINDER
+        else:
+            n_batches = _cycle_batches(left, cfg, world)
+            purpose = _PURPOSE_REMAINDER_RESUMED
+        if batches is not None:
+            _check_consumed(world, batches, epoch, n_batches)
+        counts = [_batch_counts(cfg, epoch, mix, n_batches, r, purpose) for r in range(world)]
+        totals = [c.sum(axis=0) for c in counts]  # per rank: samples of each source
+        if i == 0:  # the normal plans: each rank's own stream of every source
+            assert batches is not None
+            for r in range(world):
+                rank_cfg = replace(cfg, rank=r, world_size=world)
+                taken = counts[r][:batches].sum(axis=0)
+                for s, shape in enumerate(sources):
+                    lo, hi = _rank_bounds(shape.n, world, r)
+                    # the normal plan's length: its window order, exactly
+                    stream = _source_stream(shape, rank_cfg, epoch, s, int(totals[r][s]))
+                    used = stream[: int(taken[s])]
+                    passes = np.arange(len(used), dtype=np.int64) // (hi - lo)
+                    masks[s] = _mark_passes(masks[s], shape.n, passes, used)
+        else:
+            demand = sum(totals, np.zeros(len(sources), dtype=np.int64))
+            supply = [
+                _cycle_supply(shape, single_rank, epoch, s, masks[s], int(demand[s]))
+                for s, shape in enumerate(sources)
+            ]
+            starts = np.cumsum([np.zeros(len(sources), dtype=np.int64), *totals], axis=0)
+            if batches is None:  # the new world: this rank's plan
+                rank = cfg.rank
+                streams = [sample[int(starts[rank][s]) :] for s, (sample, _) in enumerate(supply)]
+                return _mixed_plan(streams, counts[rank], cfg, epoch, _PURPOSE_INTERLEAVE_RESUMED)
+            for r in range(world):
+                taken = counts[r][:batches].sum(axis=0)
+                for s, (shape, (sample, pass_of)) in enumerate(zip(sources, supply, strict=True)):
+                    lo, hi = int(starts[r][s]), int(starts[r][s] + taken[s])
+                    masks[s] = _mark_passes(masks[s], shape.n, pass_of[lo:hi], sample[lo:hi])
+        assert batches is not None
+        left -= batches * world * cfg.batch_size
+    raise AssertionError("unreachable: the last world returns its plan")
+
+
 def plan_resumed(
     sources: Sequence[SourceShape],
     cfg: OrderConfig,
@@ -908,12 +1044,30 @@ def plan_resumed(
     its exact per-batch counts; its epoch ends when a source cannot fill every
     rank's next batch (as without a resume, not every sample is delivered).
 
+    A ``policy="cycle"`` mix (one source or several) counts consumption per
+    *pass*: pass ``q`` of a source is one chunk permutation keyed by ``(seed,
+    epoch, source, q)``, whatever the world, and a rank of the first world read
+    its piece of pass 0, then of pass 1, ...; so what was consumed is a set of
+    ``(pass, sample)`` pairs.  What is left of a source is, pass after pass, the
+    samples of pass ``q`` in its single-rank order that were not consumed in
+    pass ``q`` (passes nobody reached are whole): a pass's leftover comes before
+    any sample of a later pass.  The epoch keeps its fixed length: the new
+    world delivers ``num_samples - sum(batches * world_size * batch_size)``
+    over the segments, rounded to whole global steps as a normal cycle epoch
+    (down with ``drop_last``, else up; nothing if that is <= 0), every batch
+    with exact per-batch counts (with ``remainder="random"`` drawn from
+    ``(seed, epoch, new rank)``, a stream apart from the normal epoch's), and
+    rank ``r`` takes a contiguous piece of each source's leftover right after
+    ranks ``0 .. r-1``.  A later segment consumed the start of its ranks' pieces,
+    pairs that carry their pass.  Guarantee: within each pass of each source,
+    no sample is delivered twice over all segments and the new world.
+
     Raises
     ------
     ConfigError
-        If the inputs are inconsistent (as :func:`plan_epoch`), a segment
-        consumed more batches than its plans have, or the mix cycles
-        (``policy="cycle"`` has no elastic resume).
+        If the inputs are inconsistent (as :func:`plan_epoch`; for a cycle mix
+        also for a segment's world size), or a segment consumed more batches
+        than its plans have.
     """
     sources = _check_inputs(sources, cfg, mix)
     epoch = _validate.integer(epoch, name="epoch", minimum=0, owner="plan_resumed")
@@ -922,11 +1076,7 @@ def plan_resumed(
         return plan_epoch(sources, cfg, epoch, mix)
     mixed = mix is not None and _uses_mix(sources, mix)
     if mixed and mix is not None and mix.policy == "cycle":
-        raise ConfigError(
-            "a policy='cycle' mix cannot resume mid-epoch under another world_size (its "
-            "samples repeat across passes, so 'the rest of the epoch' is not defined); resume "
-            "with the saved world_size, or start the next epoch with set_epoch(epoch + 1)"
-        )
+        return _cycle_resumed(sources, cfg, epoch, mix, segments)
     effective = mix if mixed else None
     consumed = [np.zeros(shape.n, dtype=bool) for shape in sources]
     single_rank = replace(cfg, rank=0, world_size=1)
@@ -947,13 +1097,7 @@ def plan_resumed(
                 )
                 for rank in range(world)
             ]
-        most = max(plan.n_batches for plan in plans)
-        if batches > most:
-            raise ConfigError(
-                f"the resume state says each of {world} ranks consumed {batches} batches of epoch "
-                f"{epoch}, but their plans have at most {most}; the state does not belong to "
-                "this configuration"
-            )
+        _check_consumed(world, batches, epoch, max(plan.n_batches for plan in plans))
         for plan in plans:
             _mark(consumed, plan, min(batches, plan.n_batches))
     remaining = [o[~c[o]] for o, c in zip(order, consumed, strict=True)]
