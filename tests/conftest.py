@@ -22,6 +22,7 @@ loaders of other processes sharing the machine do not disturb the check.
 from __future__ import annotations
 
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,6 +33,12 @@ import pytest
 from leaks import fastload_threads, shm_segments, wait_until, worker_processes
 
 import fastload as fl
+
+# A shell starts a background job (`nohup pytest &`, some CI runners) with SIGINT
+# ignored, and exec'd children inherit that: the Ctrl-C tests' subprocesses would then
+# never see their SIGINT and hang.  A handler here resets to the default on exec.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 #: value offset of each test source, so a sample also tells which source it came from
 SOURCE_BASE = (0.0, 100_000.0)
