@@ -272,3 +272,26 @@ def check_buffer(
         f"buffer for {what} must be a writeable C-contiguous {np.dtype(dtype)} array of shape "
         f"({min_rows}, *{tuple(row_shape)}) or more rows; got {got}"
     )
+
+
+def known_row_counts(source: object, field: str) -> np.ndarray | None:
+    """Rows of every sample of ragged ``field``, from ``source.offsets(field)`` (read-only).
+
+    ``None`` when the source has no ``offsets`` method (it is optional in the
+    contract); a :class:`ConfigError` when what it returns is not ``len + 1``
+    non-decreasing offsets.
+    """
+    offsets_of = getattr(source, "offsets", None)
+    if not callable(offsets_of):
+        return None
+    offsets = np.asarray(offsets_of(field), dtype=np.int64)
+    n = len(source)  # type: ignore[arg-type]
+    if offsets.shape != (n + 1,):
+        raise ConfigError(
+            f"{describe(source)}.offsets({field!r}) has shape {offsets.shape}, expected ({n + 1},)"
+        )
+    counts = np.diff(offsets)
+    if counts.size and int(counts.min()) < 0:
+        raise ConfigError(f"{describe(source)}.offsets({field!r}) decreases")
+    counts.flags.writeable = False
+    return counts

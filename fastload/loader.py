@@ -15,6 +15,7 @@ import numpy as np
 from fastload import _validate
 from fastload._engine import (
     BACKENDS,
+    MEMORY_CACHE_AUTO,
     ChunkTable,
     Engine,
     EngineSpec,
@@ -36,7 +37,7 @@ from fastload._order import (
     plan_resumed,
     resume_history,
 )
-from fastload._source import Source, check_source, describe
+from fastload._source import Source, check_source, describe, known_row_counts
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError, FieldNotFoundError
 from fastload.mix import Mix
@@ -89,6 +90,17 @@ def _check_engine_options(
     _validate.number(timeout_s, name="timeout_s", above=0, owner=owner)
     _validate.integer(max_worker_restarts, name="max_worker_restarts", minimum=0, owner=owner)
     _validate.flag(copy, name="copy", owner=owner)
+
+
+def _memory_cache_bytes(memory_cache: object) -> int:
+    """``memory_cache`` as the engine's setting: 0 off, ``AUTO`` for True, else a bound in bytes."""
+    if isinstance(memory_cache, (bool, np.bool_)):
+        return MEMORY_CACHE_AUTO if memory_cache else 0
+    if not _validate.is_integer(memory_cache):
+        raise _validate.problem(
+            "fl.Loader", "memory_cache", "True, False or a number of bytes >= 0", memory_cache
+        )
+    return _validate.integer(memory_cache, name="memory_cache", minimum=0, owner="fl.Loader")
 
 
 def _select_fields(
@@ -184,23 +196,13 @@ def _packed_fields(
 
 def _row_counts(split: Source, fname: str) -> np.ndarray:
     """Rows of every sample of a ragged field, from the source's ``offsets(field)``."""
-    offsets_of = getattr(split, "offsets", None)
-    if not callable(offsets_of):
+    counts = known_row_counts(split, fname)
+    if counts is None:
         raise ConfigError(
             f'fl.Loader: ragged={{{fname!r}: "offsets"}} needs every sample\'s row count before '
             f"reading; {describe(split)} has no offsets(field) method (optional in the Source "
             "contract): add one, or let the field arrive padded"
         )
-    offsets = np.asarray(offsets_of(fname), dtype=np.int64)
-    if offsets.shape != (len(split) + 1,):
-        raise ConfigError(
-            f"{describe(split)}.offsets({fname!r}) has shape {offsets.shape}, expected "
-            f"({len(split) + 1},)"
-        )
-    counts = np.diff(offsets)
-    if counts.size and int(counts.min()) < 0:
-        raise ConfigError(f"{describe(split)}.offsets({fname!r}) decreases")
-    counts.flags.writeable = False
     return counts
 
 
@@ -322,6 +324,16 @@ class Loader:
         ``posix_fadvise(WILLNEED)`` (the bytes wait in the page cache), remote
         ones concurrent GETs whose bytes the worker holds.  What is decoded
         does not change.  ``workers=0`` reads nothing ahead.
+    memory_cache : bool | int
+        Keep decoded chunks in shared memory (default ``False``).  ``True``:
+        the first epoch decodes each chunk once into the loader's arena and
+        later epochs copy rows from there, with no file read, decompression or
+        checksum (each chunk was verified when first decoded); every chunk is
+        kept if they fit in half of the free ``/dev/shm`` (process workers) or
+        memory, else the same leading fraction of each source's chunks, with a
+        warning.  An integer bounds the bytes kept.  For stores that fit in
+        RAM and are read for many epochs (docs/architecture.md, "Memory
+        cache"); batches are the same with and without it.
     """
 
     def __init__(
@@ -348,6 +360,7 @@ class Loader:
         max_worker_restarts: int = 3,
         max_kept_bytes: int | None = None,
         readahead_bytes: int = DEFAULT_READAHEAD_BYTES,
+        memory_cache: bool | int = False,
     ) -> None:
         splits, names, mix = _sources_of(source)
         _check_engine_options(
@@ -361,6 +374,7 @@ class Loader:
             copy,
         )
         _validate.integer(readahead_bytes, name="readahead_bytes", minimum=0, owner="fl.Loader")
+        cache_bytes = _memory_cache_bytes(memory_cache)
         if rank is None and world_size is None:
             _warn_if_unsharded_in_distributed_job()
         with _validate.on_behalf_of("fl.Loader"):
@@ -400,6 +414,7 @@ class Loader:
             packed_counts=packed_counts,
             packed_bounded=bounded,
             readahead_bytes=int(readahead_bytes),
+            memory_cache=cache_bytes,
         )
         self._chunk_lens = np.array([s.chunk_len for s in splits], dtype=np.int64)
         self._key_offsets = chunk_key_offsets(splits)

@@ -197,17 +197,23 @@ def test_missing_or_broken_packages_are_skipped_with_a_note() -> None:
 
 
 def test_ragged_mode_compares_ragged_batches_with_ram(tmp_path: Path) -> None:
-    """`--ragged`: the three feeds run, their epoch sums check out, the ratio is written."""
+    """`--ragged`: the four feeds run, their epoch sums check out, the ratios are written."""
     from bench.throughput import main
 
     out = tmp_path / "out"
     argv = ["--ragged", "--events", "600", "--batch-size", "64", "--workers", "1"]
     assert main([*argv, "--max-seconds", "0", "--out", str(out), "--data-dir", str(tmp_path)]) == 0
     results = json.loads((out / "ragged.json").read_text())
-    for key in ("in-memory ragged", "fastload ragged", "fastload padded"):
+    for key in (
+        "in-memory ragged",
+        "fastload ragged",
+        "fastload ragged, memory_cache",
+        "fastload padded",
+    ):
         assert results[key]["samples_per_s"] > 0
         assert results[key]["epochs"] >= 1
     assert results["ratio"] > 0
+    assert results["ratio_cached"] > 0
 
 
 def test_lariat_mode_compares_reduced_batches_with_ram(tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ if TYPE_CHECKING:
         input_specs,
         slot_batch,
     )
+    from fastload._engine._memcache import MEMORY_CACHE_AUTO
     from fastload._engine._pool import BACKENDS
     from fastload._engine._scheduler import ChunkTable, chunk_table, within_batch_order
 
@@ -27,6 +28,7 @@ _EXPORTS = {
     "Layout": "fastload._engine._arena",
     "Region": "fastload._engine._arena",
     "BACKENDS": "fastload._engine._pool",
+    "MEMORY_CACHE_AUTO": "fastload._engine._memcache",
     "ChunkTable": "fastload._engine._scheduler",
     "Engine": "fastload._engine._engine",
     "EngineSpec": "fastload._engine._engine",
@@ -40,6 +42,7 @@ _EXPORTS = {
 
 __all__ = [
     "BACKENDS",
+    "MEMORY_CACHE_AUTO",
     "Arena",
     "ChunkTable",
     "Engine",

@@ -13,12 +13,13 @@ from typing import Any
 import numpy as np
 
 from fastload._engine._arena import Arena, Layout, LocalArena, SharedArena
+from fastload._engine._memcache import AUTO, CachePlan, plan_cache
 from fastload._engine._pool import Pool, make_pool
 from fastload._engine._scheduler import ChunkTable, Scheduler
 from fastload._engine._slots import SlotRing
 from fastload._engine._worker import WorkerConfig
 from fastload._order import EpochPlan
-from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source
+from fastload._source import DenseChunkDecoder, RaggedChunkDecoder, Source, known_row_counts
 from fastload._spec import FieldSpec
 from fastload.errors import ConfigError
 from fastload.store import Ragged
@@ -51,6 +52,8 @@ class EngineSpec:
     shared: bool = False
     #: compressed bytes each worker may read ahead per store (0: none)
     readahead_bytes: int = 0
+    #: decoded chunks kept in the arena: 0 none, AUTO as many as fit, else a bound in bytes
+    memory_cache: int = 0
 
 
 #: default bound on the shared memory batches kept by the consumer may pin
@@ -168,6 +171,8 @@ class Engine:
                     continue
                 rows = _aligned_rows(spec.batch_size, fspec)
                 layout.add(f"{prefix}/{name}", (self.slots.size, rows, *fspec.shape), fspec.dtype)
+        self.cache = _cache_plan(spec, layout.size, use_shm)
+        self.cache.add_regions(layout, spec.sources, spec.fields)
         self.layout = layout
         #: set once a batch was copied because kept batches reached the bound
         self.copied_for_kept = False
@@ -176,6 +181,7 @@ class Engine:
         self._finalizer = weakref.finalize(self, self._res.release)
         arena = SharedArena(layout) if use_shm else LocalArena(layout)
         self._res.arena = arena
+        self.cache.write_offsets(arena)
         cfg = WorkerConfig(
             layout=layout,
             sources=_describe_sources(spec),
@@ -189,6 +195,7 @@ class Engine:
             label_field=spec.label_field,
             transform=spec.transform,
             readahead_bytes=spec.readahead_bytes,
+            cached_chunks=self.cache.chunks,
         )
         pool = make_pool(spec.backend, spec.workers, cfg, arena)
         self._res.pool = pool
@@ -202,6 +209,7 @@ class Engine:
             transform=spec.transform is not None,
             timeout_s=spec.timeout_s,
             max_restarts=spec.max_restarts,
+            cached_chunks=self.cache.chunks,
         )
         self.arena = arena
 
@@ -420,6 +428,24 @@ def _spare_memory(shared: bool) -> int:
         return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (OSError, ValueError, AttributeError):
         return DEFAULT_MAX_KEPT_BYTES * 4
+
+
+def _cache_plan(spec: EngineSpec, arena_bytes: int, shared: bool) -> CachePlan:
+    """The chunks kept decoded in the arena (none unless ``spec.memory_cache``)."""
+    if not spec.memory_cache:
+        return CachePlan(tuple(0 for _ in spec.sources), 0)
+    # what the slots leave of half the memory that can back the arena: tmpfs pages past
+    # /dev/shm's size would be a SIGBUS when first written
+    budget = max(_spare_memory(shared) // 2 - arena_bytes, 0)
+    if spec.memory_cache != AUTO:
+        budget = min(budget, spec.memory_cache)
+    counts: dict[str, tuple[np.ndarray | None, ...]] = {}
+    for fname in spec.fields:
+        if fname in spec.packed_counts:
+            counts[fname] = spec.packed_counts[fname]
+        elif spec.sources[0].fields[fname].ragged:
+            counts[fname] = tuple(known_row_counts(s, fname) for s in spec.sources)
+    return plan_cache(spec.sources, spec.fields, counts, budget)
 
 
 def chunk_key_offsets(sources: tuple[Source, ...] | list[Source]) -> np.ndarray:

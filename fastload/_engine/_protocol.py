@@ -32,12 +32,16 @@ class ChunkTask(NamedTuple):
 
     Each run ``(slot, entry_lo, entry_hi, dest_lo)`` copies the chunk rows
     ``plan_rows[entry_lo:entry_hi]`` to positions ``dest_lo..`` of batch slot ``slot``.
+    ``cache`` (``fastload._engine._memcache``): 0 decode into the scratch buffer,
+    1 decode into the chunk's place in the arena's memory cache, 2 the chunk is
+    there already (copy from it, read nothing).
     """
 
     id: int
     source: int
     chunk: int
     runs: tuple[Run, ...]
+    cache: int = 0
 
 
 class TransformTask(NamedTuple):

@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from fastload._engine._launcher import exit_description
+from fastload._engine._memcache import FILL, HIT, NO_CACHE
 from fastload._engine._pool import Pool, WorkerDied
 from fastload._engine._protocol import ChunkTask, Done, Task, TransformTask, failure
 from fastload._engine._slots import SlotRing
@@ -180,6 +181,7 @@ class Scheduler:
         transform: bool,
         timeout_s: float,
         max_restarts: int,
+        cached_chunks: tuple[int, ...] = (),
     ) -> None:
         self.pool = pool
         self.arena = arena
@@ -192,6 +194,10 @@ class Scheduler:
         self.max_restarts = max_restarts
         self._task_id = 0
         self._pending: dict[int, Task] = {}  # task id -> task, until done
+        #: per source: chunks below this have a place in the memory cache (_memcache.py)
+        self.cached_chunks = tuple(cached_chunks) or tuple(0 for _ in chunk_lens)
+        self._cached: set[int] = set()  # keys of chunks whose fill is done: hits from now on
+        self._filling: set[int] = set()  # keys of chunks with a fill task in flight
 
     def run(
         self,
@@ -222,10 +228,28 @@ class Scheduler:
         # loader discards this engine instead
 
     # ------------------------------------------------------------ task messages
-    def _chunk_task(self, source: int, chunk: int, runs: tuple[Any, ...]) -> int:
+    def _chunk_task(self, key: int, source: int, chunk: int, runs: tuple[Any, ...]) -> int:
         task_id = self._next_id()
-        self._send(ChunkTask(task_id, source, chunk, runs))
+        self._send(ChunkTask(task_id, source, chunk, runs, self._cache_mode(key, source, chunk)))
         return task_id
+
+    def _cache_mode(self, key: int, source: int, chunk: int) -> int:
+        """Read a cached chunk from memory, fill a cacheable one, decode the others as usual."""
+        if key in self._cached:
+            return HIT
+        if chunk < self.cached_chunks[source] and key not in self._filling:
+            self._filling.add(key)
+            return FILL
+        return NO_CACHE
+
+    def _settled(self, task_id: int, *, done: bool) -> None:
+        """Record a finished (``done``) or failed fill: its chunk is cached, or may be filled again."""
+        task = self._pending.get(task_id)
+        if isinstance(task, ChunkTask) and task.cache == FILL:
+            key = self.key_offset_list[task.source] + task.chunk
+            self._filling.discard(key)
+            if done:
+                self._cached.add(key)
 
     def _transform_task(self, slot: int, n: int, batch: int) -> None:
         self._send(TransformTask(self._next_id(), slot, n, batch))
@@ -255,6 +279,7 @@ class Scheduler:
                 continue
             message = event.message
             worker.outstanding.pop(message.id, None)
+            self._settled(message.id, done=isinstance(message, Done))
             if isinstance(message, Done):
                 on_done(message.id)
             else:
@@ -274,6 +299,7 @@ class Scheduler:
         if worker.restarts >= self.max_restarts:  # no restart left
             # its tasks will never finish: stop waiting for them
             for task_id in worker.outstanding:
+                self._settled(task_id, done=False)
                 self._pending.pop(task_id, None)
             worker.outstanding.clear()
             what += f"; giving up after {worker.restarts + 1} deaths (max_worker_restarts={self.max_restarts})"
@@ -317,6 +343,16 @@ class Scheduler:
                 self._poll(lambda task_id: self._pending.pop(task_id, None), 0.5)
             except Exception:  # a failed task is finished too
                 continue
+        if self._pending and (self._cached or self._filling):
+            # a task still running after the wait may yet write into the cache: stop using it
+            logger.warning(
+                "%d tasks still running after %.0f s; the memory cache is no longer used",
+                len(self._pending),
+                self.timeout_s,
+            )
+            self.cached_chunks = tuple(0 for _ in self.cached_chunks)
+            self._cached.clear()
+        self._filling.clear()
         self._pending.clear()
         for worker in self.pool.workers:
             worker.outstanding.clear()
@@ -418,7 +454,7 @@ class _EpochRun:
                 )
             )
             chunk = key - scheduler.key_offset_list[source]
-            self.batches_of_task[scheduler._chunk_task(source, chunk, runs)] = tuple(batches)
+            self.batches_of_task[scheduler._chunk_task(key, source, chunk, runs)] = tuple(batches)
             self.next_task += 1
 
     def abandon(self) -> None:

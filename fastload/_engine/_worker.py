@@ -34,6 +34,7 @@ from typing import Any, cast
 import numpy as np
 
 from fastload._engine._arena import Arena, Layout
+from fastload._engine._memcache import FILL, HIT, NO_CACHE
 from fastload._engine._protocol import (
     ChunkTask,
     Done,
@@ -74,6 +75,8 @@ class WorkerConfig:
     transform: Any = None
     #: compressed bytes each worker may read ahead per store (0: no read-ahead)
     readahead_bytes: int = 0
+    #: per source: chunks 0 .. n - 1 have a place in the arena's memory cache
+    cached_chunks: tuple[int, ...] = ()
 
     @property
     def gather_prefix(self) -> str:
@@ -92,7 +95,13 @@ class Executor:
         self._read_ahead: set[int] = set()  # ids of queued tasks whose chunks are read ahead
 
     # ------------------------------------------------------------- chunk task
-    def chunk(self, source: int, chunk: int, runs: tuple[tuple[int, int, int, int], ...]) -> None:
+    def chunk(
+        self,
+        source: int,
+        chunk: int,
+        runs: tuple[tuple[int, int, int, int], ...],
+        cache: int = NO_CACHE,
+    ) -> None:
         cfg = self.cfg
         plan_rows = self.arena["plan_rows"]
         prefix = cfg.gather_prefix
@@ -100,10 +109,11 @@ class Executor:
             reader = cfg.sources[source][fname]
             # raggedness from the configuration (the field's spec), not from the decoder:
             # the contract asks nothing more of a decoder than decoding
+            if fname in cfg.packed or fname in cfg.ragged_lengths:
+                values, offsets = self._ragged_chunk(
+                    source, fname, chunk, cast(RaggedChunkDecoder, reader), cache
+                )
             if fname in cfg.packed:
-                ragged = cast(RaggedChunkDecoder, reader)
-                values, offsets = self._ragged_scratch(fname, ragged)
-                ragged.decode_into(chunk, values, offsets)
                 counts = _copy_packed(
                     values,
                     offsets,
@@ -113,16 +123,8 @@ class Executor:
                     self.arena[f"{prefix}/{fname}/values"],
                 )
                 if counts is not None:
-                    raise StoreChangedError(
-                        f"ragged field {fname!r} of source {cfg.source_names[source]!r}: "
-                        f"chunk {chunk} decodes samples of {counts} rows where the loader, "
-                        "when built, read other row counts; the data changed under the "
-                        "loader: rebuild it"
-                    )
+                    raise self._changed(source, fname, chunk, counts)
             elif fname in cfg.ragged_lengths:
-                ragged = cast(RaggedChunkDecoder, reader)
-                values, offsets = self._ragged_scratch(fname, ragged)
-                ragged.decode_into(chunk, values, offsets)
                 slots_out = self.arena[f"{prefix}/{fname}"]
                 slots_len = self.arena[f"{prefix}/{fname}_len"]
                 for slot, lo, hi, dest in runs:
@@ -137,20 +139,33 @@ class Executor:
             else:
                 dense = cast(DenseChunkDecoder, reader)
                 slots_out = self.arena[f"{prefix}/{fname}"]
-                if _whole_chunk_run(runs, plan_rows, dense.chunk_len):
+                whole = _whole_chunk_run(runs, plan_rows, dense.chunk_len)
+                if cache != NO_CACHE:
+                    length = dense.chunk_len
+                    decoded = self.arena[f"cache/{source}/{fname}"][
+                        chunk * length : (chunk + 1) * length
+                    ]
+                    if cache == FILL:
+                        dense.decode_into(chunk, decoded)
+                    if whole:
+                        slot, _lo, _hi, dest = runs[0]
+                        slots_out[slot, dest : dest + length] = decoded
+                        continue
+                elif whole:
                     # the run is the whole chunk, rows in order (always so with one-sample
                     # chunks): decode straight into the slot, one pass over the bytes
                     slot, _lo, _hi, dest = runs[0]
                     dense.decode_into(chunk, slots_out[slot, dest : dest + dense.chunk_len])
                     continue
-                scratch = self._dense_scratch(fname, dense)
-                dense.decode_into(chunk, scratch)
+                else:
+                    decoded = self._dense_scratch(fname, dense)
+                    dense.decode_into(chunk, decoded)
                 for slot, lo, hi, dest in runs:
                     # mode="clip": with the default "raise", numpy gathers into a hidden
                     # temporary and copies that into `out` (3x slower, measured); the rows
                     # come from the chunk table and are in range by construction
                     np.take(
-                        scratch,
+                        decoded,
                         plan_rows[lo:hi],
                         axis=0,
                         out=slots_out[slot, dest : dest + hi - lo],
@@ -160,6 +175,43 @@ class Executor:
             labels = self.arena[f"{prefix}/{cfg.label_field}"]
             for slot, lo, hi, dest in runs:
                 labels[slot, dest : dest + hi - lo] = source
+
+    def _ragged_chunk(
+        self, source: int, fname: str, chunk: int, reader: RaggedChunkDecoder, cache: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Values and offsets of a ragged chunk: decoded into scratch, and kept, or from the cache.
+
+        From the cache, ``values`` is the source's whole cached region and
+        ``offsets`` the chunk's absolute offsets into it (offsets need not start at 0).
+        """
+        if cache == HIT:
+            return self._cached_ragged(source, fname, chunk, reader.chunk_len)
+        values, offsets = self._ragged_scratch(fname, reader)
+        rows = reader.decode_into(chunk, values, offsets)
+        if cache == FILL:
+            kept_values, kept_offsets = self._cached_ragged(source, fname, chunk, reader.chunk_len)
+            counts = np.diff(offsets[: rows + 1])
+            if rows + 1 != kept_offsets.size or not np.array_equal(counts, np.diff(kept_offsets)):
+                raise self._changed(source, fname, chunk, counts.tolist()[:8])
+            lo, hi = int(kept_offsets[0]), int(kept_offsets[-1])
+            kept_values[lo:hi] = values[int(offsets[0]) : int(offsets[rows])]
+        return values, offsets
+
+    def _cached_ragged(
+        self, source: int, fname: str, chunk: int, chunk_len: int
+    ) -> tuple[np.ndarray, np.ndarray]:
+        offsets = self.arena[f"cache/{source}/{fname}/offsets"]
+        first = chunk * chunk_len
+        last = min(first + chunk_len, offsets.size - 1)
+        return self.arena[f"cache/{source}/{fname}/values"], offsets[first : last + 1]
+
+    def _changed(self, source: int, fname: str, chunk: int, counts: list[int]) -> StoreChangedError:
+        return StoreChangedError(
+            f"ragged field {fname!r} of source {self.cfg.source_names[source]!r}: "
+            f"chunk {chunk} decodes samples of {counts} rows where the loader, "
+            "when built, read other row counts; the data changed under the "
+            "loader: rebuild it"
+        )
 
     def _dense_scratch(self, fname: str, reader: DenseChunkDecoder) -> np.ndarray:
         buf = self._scratch.get(fname)
@@ -242,8 +294,8 @@ class Executor:
         done = self._read_ahead
         try:
             for task in tasks:
-                if not isinstance(task, ChunkTask) or task.id in done:
-                    continue
+                if not isinstance(task, ChunkTask) or task.id in done or task.cache == HIT:
+                    continue  # a cached chunk reads nothing
                 for fname in self.cfg.fields:
                     hint = getattr(self.cfg.sources[task.source][fname], "read_ahead", None)
                     if hint is not None and not hint(task.chunk, window):
@@ -265,7 +317,7 @@ class Executor:
     def run(self, task: Task) -> None:
         self._read_ahead.discard(task.id)
         if isinstance(task, ChunkTask):
-            self.chunk(task.source, task.chunk, task.runs)
+            self.chunk(task.source, task.chunk, task.runs, task.cache)
         else:
             self.transform(task.slot, task.n)
 
