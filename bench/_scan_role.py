@@ -55,6 +55,7 @@ def open_feed(spec: dict[str, Any], source: Any, **options: Any) -> Any:
         workers=spec["workers"],
         name=spec["name"],
         min_consumers=spec["consumers"],
+        memory_cache=bool(spec.get("memory_cache")),
         **options,
     )
 
@@ -85,6 +86,7 @@ def _training(spec: dict[str, Any]) -> int:
             shuffle=True,
             seed=spec["seed"],
             workers=spec["workers"],
+            memory_cache=bool(spec.get("memory_cache")),
         )
     else:
         source = fl.attach(

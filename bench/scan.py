@@ -8,7 +8,10 @@ completed epoch's sums), each in its own process, side by side:
 * ``loaders``: each training builds its own ``fl.Loader`` (``--workers``
   worker processes each), so every training decodes every chunk;
 * ``feed``: one ``fl.Feed`` process (``--workers`` workers in all) broadcasts
-  every batch to the N trainings attached with ``fl.attach``.
+  every batch to the N trainings attached with ``fl.attach``;
+* ``loaders+cache``, ``feed+cache`` (only when named in ``--setups``): the same
+  with ``memory_cache=True``, every Loader keeping its own decoded copy, the
+  feed one for all its trainings.
 
 Same synthetic TopTagging-shaped store (bench._data), batch size, seed and
 shuffle.  Every training starts on the same signal, warms up for
@@ -39,6 +42,7 @@ Examples
 
     python -m bench.scan                       # 4 trainings, 15 s each setup (~1 min)
     python -m bench.scan --consumers 2 --duration 5 --events 4096 --out /tmp/scan
+    python -m bench.scan --setups loaders,feed,loaders+cache,feed+cache
     python -m bench.scan --model fcn --ahead 8  # 4 FCNs, 5 setups (~2.5 min)
 """
 
@@ -67,6 +71,10 @@ from ._report import environment
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SETUPS = ("loaders", "feed")
+#: a setup name's suffix: the same setup with ``memory_cache=True`` (decode once, then copy)
+CACHED = "+cache"
+#: the byte-summing setups ``--setups`` may also name
+BYTES_SETUPS = (*SETUPS, f"loaders{CACHED}", f"feed{CACHED}")
 #: ``--model fcn`` also runs the data-free and the in-memory setups (in this order)
 FCN_SETUPS = ("compute", "memory", "loaders", "feed", "hosted")
 MODELS = ("bytes", "fcn")
@@ -112,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the data and of the shuffle")
     p.add_argument(
         "--setups",
-        help=f"comma-separated setups to run (default {','.join(SETUPS)}; "
-        f"--model fcn: {','.join(FCN_SETUPS)})",
+        help=f"comma-separated setups to run (default {','.join(SETUPS)}; also "
+        f"{','.join(BYTES_SETUPS[len(SETUPS) :])}; --model fcn: {','.join(FCN_SETUPS)})",
     )
     p.add_argument(
         "--ahead",
@@ -265,6 +273,7 @@ def run_setup(
         "batch_size": args.batch_size,
         "seed": args.seed,
         "workers": args.workers,
+        "memory_cache": setup.endswith(CACHED),
         "name": "scan",
         "consumers": args.consumers,
         "warmup_s": args.warmup,
@@ -275,11 +284,11 @@ def run_setup(
     trainings: list[_Proc] = []
     lingered = False
     try:
-        if setup == "feed":
+        if setup.removesuffix(CACHED) == "feed":
             feed = _Proc({**base, "role": "feed"}, workdir, env, f"{setup}-feed")
             feed.line(120.0)
         for i in range(args.consumers):
-            role = "host" if setup == "hosted" and i == 0 else _ROLE[setup]
+            role = "host" if setup == "hosted" and i == 0 else _ROLE[setup.removesuffix(CACHED)]
             spec = {
                 **base,
                 "role": role,
@@ -417,7 +426,7 @@ def _data_memory(records: list[dict[str, Any]], consumers: int) -> dict[str, Any
 def format_table(results: dict[str, Any]) -> str:
     fcn = results["config"]["model"] == "fcn"
     rows = [
-        f"{'setup':<8} {'per training samples/s':<34} {'aggregate':>10} {'data wait':<22} "
+        f"{'setup':<13} {'per training samples/s':<34} {'aggregate':>10} {'data wait':<22} "
         f"{'decode CPU s':>12} {'per epoch':>9} {'PSS MB':>7}"
         + (f" {'data PSS':>8} {'step ms':>8}" if fcn else "")
     ]
@@ -426,7 +435,7 @@ def format_table(results: dict[str, Any]) -> str:
         wait = " ".join(f"{100 * c['data_wait_frac']:.1f}%" for c in r["consumers"])
         per_epoch = r["decode_cpu_s_per_epoch"]
         row = (
-            f"{r['setup']:<8} {per:<34} {r['aggregate_samples_per_s'] / 1e3:>9.1f}k {wait:<22} "
+            f"{r['setup']:<13} {per:<34} {r['aggregate_samples_per_s'] / 1e3:>9.1f}k {wait:<22} "
             f"{r['decode_cpu_s']:>12.1f} {per_epoch if per_epoch is None else f'{per_epoch:.2f}':>9} "
             f"{r['pss_total_mb']:>7.0f}"
         )
@@ -436,6 +445,9 @@ def format_table(results: dict[str, Any]) -> str:
         rows.append(row)
     if results.get("feed_vs_loaders") is not None:
         rows.append(f"aggregate feed / loaders: {results['feed_vs_loaders']:.2f}x")
+    for key, ratio in (results.get("cached_ratios") or {}).items():
+        feed, base = key.split("_vs_")
+        rows.append(f"aggregate {feed} / {base}: {ratio:.2f}x")
     if results.get("hosted_vs_loaders") is not None:
         rows.append(f"aggregate hosted feed / loaders: {results['hosted_vs_loaders']:.2f}x")
     memory = results.get("data_memory") or {}
@@ -461,8 +473,9 @@ def format_table(results: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    known = FCN_SETUPS if args.model == "fcn" else SETUPS
-    chosen = args.setups if args.setups is not None else ",".join(known)
+    known = FCN_SETUPS if args.model == "fcn" else BYTES_SETUPS
+    default = FCN_SETUPS if args.model == "fcn" else SETUPS
+    chosen = args.setups if args.setups is not None else ",".join(default)
     setups = [s.strip() for s in chosen.split(",") if s.strip()]
     unknown = sorted(set(setups) - set(known))
     if unknown or not setups:
@@ -484,6 +497,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     ratio = None
     if "feed" in by and "loaders" in by and by["loaders"]["aggregate_samples_per_s"]:
         ratio = by["feed"]["aggregate_samples_per_s"] / by["loaders"]["aggregate_samples_per_s"]
+    cached = {  # the cached feed against the plain loaders and against cached loaders
+        f"feed{CACHED}_vs_{base}": by[f"feed{CACHED}"]["aggregate_samples_per_s"]
+        / by[base]["aggregate_samples_per_s"]
+        for base in ("loaders", f"loaders{CACHED}")
+        if f"feed{CACHED}" in by and base in by and by[base]["aggregate_samples_per_s"]
+    }
     hosted_ratio = None
     if "hosted" in by and "loaders" in by and by["loaders"]["aggregate_samples_per_s"]:
         hosted_ratio = (
@@ -511,6 +530,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "setups": records,
         "feed_vs_loaders": ratio,
         "hosted_vs_loaders": hosted_ratio,
+        "cached_ratios": cached,
         "data_memory": _data_memory(records, args.consumers),
     }
     (out / "scan.json").write_text(json.dumps(results, indent=1))

@@ -4,7 +4,8 @@
 ``fl.Feed(open_store(STORE)[SPLIT], ...)`` until Ctrl-C or SIGTERM, then
 closes it (workers stopped, shared memory unlinked, socket removed) and exits
 0; ``--ragged hits`` (repeatable) serves a ragged field as values + offsets,
-as ``ragged={"hits": "offsets"}`` does.  ``fastload status`` prints this
+as ``ragged={"hits": "offsets"}`` does; ``--memory-cache`` keeps the decoded
+chunks in shared memory (``memory_cache=True``).  ``fastload status`` prints this
 user's feeds, their consumers, positions and lag (``fl.feed.feed_status()``;
 ``--json`` for the raw entries).
 """
@@ -60,6 +61,12 @@ def _serve_parser() -> argparse.ArgumentParser:
         help="deliver this ragged field as values + offsets (fl.Ragged), as "
         'ragged={FIELD: "offsets"} does; repeat for several (default: padded)',
     )
+    p.add_argument(
+        "--memory-cache",
+        action="store_true",
+        help="keep the decoded chunks in shared memory (memory_cache=True): later epochs "
+        "read and decode nothing",
+    )
     p.add_argument("--epoch", type=int, default=0, help="first epoch to produce (default 0)")
     p.add_argument("--ahead", type=int, default=32, help="batches a consumer may have queued (32)")
     p.add_argument("--max-consumers", type=int, default=16, help="consumers attached at once (16)")
@@ -91,6 +98,8 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
         options["window_chunks"] = args.window_chunks
     if args.fields:
         options["fields"] = [f.strip() for f in args.fields.split(",") if f.strip()]
+    if args.memory_cache:
+        options["memory_cache"] = True
     if args.ragged:
         # checked by the feed's loaders (ConfigError naming the field and the ragged ones)
         options["ragged"] = {field: "offsets" for field in args.ragged}
@@ -139,6 +148,15 @@ def serve_main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _cache_column(cache: dict[str, int] | None) -> str:
+    if not cache:
+        return ""
+    return (
+        f"  memory_cache {cache['filled']}/{cache['chunks']} chunks filled "
+        f"({cache['chunks']} of {cache['of']} cached, {cache['nbytes'] / 1e6:.0f} MB)"
+    )
+
+
 def format_status(feeds: list[dict[str, Any]]) -> str:
     """The table ``fastload status`` prints."""
     if not feeds:
@@ -153,6 +171,7 @@ def format_status(feeds: list[dict[str, Any]]) -> str:
             f"{f['batch']}/{f['n_batches']}  batch_size {f['batch_size']}  workers "
             f"{f['workers']}  consumers {len(f['consumers'])}"
             + (f"  ragged {','.join(f['ragged'])}" if f.get("ragged") else "")
+            + _cache_column(f.get("memory_cache"))
             + (f"  error {f['error']}" if f.get("error") else "")
         )
         for c in f["consumers"]:

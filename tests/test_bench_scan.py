@@ -60,6 +60,46 @@ def test_scan_runs_both_setups_with_exact_epochs_and_no_leak(tmp_path: Path) -> 
     assert shm_segments() - before == set()
 
 
+def test_scan_cached_setups_deliver_exact_epochs_and_report_their_ratios(tmp_path: Path) -> None:
+    """``feed+cache`` (memory_cache=True in the feed) beside plain loaders: exact epochs, the
+    spec says the cache was asked for, and the ratio against the loaders is reported."""
+    before = shm_segments()
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.scan",
+            "--consumers",
+            "2",
+            "--events",
+            "1024",
+            "--duration",
+            "1.5",
+            "--warmup",
+            "0.5",
+            "--setups",
+            "loaders,feed+cache",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "aggregate feed+cache / loaders:" in proc.stdout
+    results = json.loads((tmp_path / "out" / "scan.json").read_text())
+    assert [r["setup"] for r in results["setups"]] == ["loaders", "feed+cache"]
+    for setup in results["setups"]:
+        for c in setup["consumers"]:
+            assert c["epochs_done"] >= 1
+            assert set(c["epoch_verdicts"]) == {"ok"}
+    assert set(results["cached_ratios"]) == {"feed+cache_vs_loaders"}
+    assert results["cached_ratios"]["feed+cache_vs_loaders"] > 0
+    assert shm_segments() - before == set()
+
+
 def test_scan_fcn_trains_in_every_setup_and_counts_data_memory(tmp_path: Path) -> None:
     """``--model fcn`` with 2 trainings: every setup trains (steps, losses, learning rates of
     the scan), the feed setups decode once, data PSS is counted from the data-free setup, and

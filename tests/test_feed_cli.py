@@ -169,7 +169,7 @@ def test_serve_ragged_gives_the_loaders_values_and_offsets(
     `fl.Ragged` rows and offsets; attach checks the setting; status names the field."""
     serve = fastload_cli(
         "serve", str(ragged_store), "train", "--name", "rg", "--batch-size", "8",
-        "--workers", "2", "--seed", "4", "--ragged", "hits",
+        "--workers", "2", "--seed", "4", "--ragged", "hits", "--memory-cache",
     )  # fmt: skip
     workers: list[int] = []
     try:
@@ -197,7 +197,13 @@ def test_serve_ragged_gives_the_loaders_values_and_offsets(
                 got.append(((values.copy(), offsets.copy()), batch["id"].copy()))
             entry = json.loads(run_cli("status", "--json").stdout)[0]
             assert entry["ragged"] == ["hits"]
-            assert "ragged hits" in run_cli("status").stdout
+            # the epoch is over: every chunk was decoded once into the cache
+            cache = entry["memory_cache"]
+            assert cache["chunks"] == cache["of"] == cache["filled"] == 8, cache
+            assert cache["nbytes"] > 0
+            table = run_cli("status").stdout
+            assert "ragged hits" in table
+            assert "memory_cache 8/8 chunks filled" in table
             workers = entry["workers"]
         assert len(got) == len(want) == 15
         for k, (((gv, go), gi), ((wv, wo), wi)) in enumerate(zip(got, want, strict=True)):
@@ -235,7 +241,9 @@ def test_serve_without_ragged_serves_padded_and_refuses_an_offsets_consumer(
             fl.attach("pad", ragged={"hits": "offsets"})
         with fl.attach("pad") as consumer:
             assert not consumer.output_specs["hits"].ragged
-        assert json.loads(run_cli("status", "--json").stdout)[0]["ragged"] == []
+        entry = json.loads(run_cli("status", "--json").stdout)[0]
+        assert entry["ragged"] == []
+        assert entry["memory_cache"] is None
         _, err = stop_serving(serve)
         assert serve.returncode == 0, err
     finally:

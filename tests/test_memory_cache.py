@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import warnings
 from pathlib import Path
 
@@ -210,3 +211,85 @@ def test_a_cached_loader_releases_its_shared_memory_and_workers(store_path) -> N
     loader.close()
     assert wait_until(lambda: not worker_processes())
     assert shm_segments() == before
+
+
+# --------------------------------------------------------------------------- feeds
+@pytest.fixture
+def feed_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    path = tmp_path / "feeds"
+    monkeypatch.setenv("FASTLOAD_FEED_DIR", str(path))
+    return path
+
+
+def _consume(name: str, epochs: int, out: dict, key: object, gate, **attach) -> None:
+    """``epochs`` epochs from feed ``name``, waiting at ``gate`` after the first one."""
+    try:
+        with fl.attach(name, **attach) as consumer:
+            got = [[_copied(b) for b in consumer]]
+            gate.wait(60)
+            got += [[_copied(b) for b in consumer] for _ in range(epochs - 1)]
+            out[key] = got
+    except BaseException as exc:  # reported by the test thread
+        out[key] = exc
+
+
+def _run(targets: list) -> None:
+    threads = [threading.Thread(target=t) for t in targets]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+        assert not t.is_alive(), "a consumer hung"
+
+
+def test_a_broadcast_feed_decodes_once_and_later_epochs_read_nothing(
+    tmp_path: Path, feed_dir: Path
+) -> None:
+    path = tmp_path / "s.zarr"
+    fl.write_arrays(path, {"train": _arrays(500, seed=2)}, chunk_len=40)
+    split = fl.open_store(path)["train"]
+    options = {"seed": 3, "ragged": {"hits": "offsets"}}
+    with fl.Loader(split, 32, workers=2, **options) as plain:
+        want = _epochs(plain, 3)
+    out: dict = {}
+    both_done = threading.Barrier(3)
+    with fl.Feed(
+        split, 32, name="cached", workers=2, min_consumers=2, memory_cache=True, **options
+    ) as feed:
+        threads = [
+            threading.Thread(target=lambda i=i: _consume("cached", 3, out, i, both_done))
+            for i in range(2)
+        ]
+        for t in threads:
+            t.start()
+        both_done.wait(60)  # both consumers took epoch 0: every chunk is cached
+        for chunk in (path / "train").rglob("c/*"):
+            if chunk.is_file():
+                chunk.write_bytes(b"\0" * chunk.stat().st_size)
+        for t in threads:
+            t.join(120)
+            assert not t.is_alive(), "a consumer hung"
+        assert feed._engine.cache.chunks == (split.n_chunks,)
+        cache = feed.status()["memory_cache"]
+        assert cache["chunks"] == cache["of"] == cache["filled"] == split.n_chunks
+    for i in range(2):
+        assert not isinstance(out[i], BaseException), out[i]
+        _assert_same(out[i], want)
+
+
+def test_split_feed_consumers_with_the_cache_get_their_rank_shards(store_path, feed_dir) -> None:
+    split = fl.open_store(store_path)["train"]
+    options = {"seed": 4, "drop_last": True}
+    wants = []
+    for r in range(2):
+        with fl.Loader(split, 48, workers=0, rank=r, world_size=2, **options) as plain:
+            wants.append(_epochs(plain, 2))
+    out: dict = {}
+    gate = threading.Barrier(1)  # nobody waits
+    with fl.Feed(
+        split, 48, name="ddp", mode="split", consumers=2, workers=2, memory_cache=True, **options
+    ):
+        _run([lambda r=r: _consume("ddp", 2, out, r, gate, rank=r, **options) for r in range(2)])
+    for r in range(2):
+        assert not isinstance(out[r], BaseException), out[r]
+        _assert_same(out[r], wants[r])

@@ -226,6 +226,11 @@ class Engine:
         return [self.ragged_out, self.packed]
 
     @property
+    def cached_chunks_filled(self) -> int:
+        """Chunks of the memory cache decoded so far (hits from now on)."""
+        return self.scheduler.cached_count
+
+    @property
     def nbytes(self) -> int:
         """Size of the arena: batch ring and reserve for kept batches (untouched pages cost nothing)."""
         return self.layout.size

@@ -227,6 +227,11 @@ class Scheduler:
         # draining: waiting for queued work would delay Ctrl-C by all of it; the
         # loader discards this engine instead
 
+    @property
+    def cached_count(self) -> int:
+        """Chunks whose fill is done (read from another thread: a snapshot)."""
+        return len(self._cached)
+
     # ------------------------------------------------------------ task messages
     def _chunk_task(self, key: int, source: int, chunk: int, runs: tuple[Any, ...]) -> int:
         task_id = self._next_id()

@@ -109,9 +109,12 @@ class Feed:
     ----------
     source, batch_size, shuffle, seed, workers, prefetch, fields, transform, drop_last,
     window_chunks, backend, pad, ragged, ragged_rows, timeout_s, max_worker_restarts,
-    max_kept_bytes
+    max_kept_bytes, readahead_bytes, memory_cache
         As for :class:`~fastload.Loader`; they define the batches (a ragged field with
         ``ragged={f: "offsets"}`` reaches consumers as :class:`~fastload.Ragged`).
+        ``memory_cache=True`` keeps the decoded chunks in the feed's arena, one copy
+        for every consumer: from the second epoch on the feed reads and decodes
+        nothing (consumers need not, and cannot, ask for it: it changes no batch).
     name : str
         What consumers attach to (per user: two users' feeds never collide).
     mode : {"broadcast", "split"}
@@ -366,11 +369,24 @@ class Feed:
                 "workers": self.worker_pids(),
                 "pinned": len(self._pinned),
                 "shared_nbytes": int(self._engine.nbytes) if self._engine is not None else 0,
+                "memory_cache": self._cache_status(),
                 "consumers": [
                     self._describe_conn(c) for c in self._conns.values() if c.state != "new"
                 ],
                 "error": None if self._error is None else repr(self._error),
             }
+
+    def _cache_status(self) -> dict[str, int] | None:
+        """Chunks kept decoded (planned, and filled so far) and their bytes; None: no cache."""
+        engine = self._engine
+        if engine is None or not engine.cache.active:
+            return None
+        return {
+            "chunks": sum(engine.cache.chunks),
+            "of": sum(s.n_chunks for s in engine.spec.sources),
+            "filled": engine.cached_chunks_filled,
+            "nbytes": int(engine.cache.nbytes),
+        }
 
     def _info(self) -> dict[str, Any]:
         lanes = self._lanes

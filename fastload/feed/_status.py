@@ -40,7 +40,9 @@ def feed_status(timeout_s: float = 5.0) -> list[dict[str, Any]]:
 
     Each entry has ``name``, ``pid``, ``mode``, ``epoch``, ``batch`` (produced
     in that epoch), ``n_batches``, ``batch_size``, ``ragged`` (the fields
-    delivered as values + offsets), ``workers`` and ``consumers``: for each its
+    delivered as values + offsets), ``memory_cache`` (None, or the ``chunks``
+    kept decoded ``of`` all, how many are ``filled`` and their ``nbytes``),
+    ``workers`` and ``consumers``: for each its
     ``id``, ``pid``, ``label``, ``rank`` (split), ``epoch``, ``batch`` (taken)
     and ``lag`` (batches announced to it and not taken yet).
     """
