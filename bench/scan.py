@@ -329,9 +329,15 @@ def run_setup(
         time.sleep(max(0.0, go + args.warmup + args.duration - time.perf_counter()))
         cpu1_decode, cpu1_all = _cpu(decode_side()), _cpu(everything())
         window = time.perf_counter() - go - args.warmup
-        for t in trainings:
+        # a hosting training stops last: its feed closes when it does, and a training still
+        # waiting for a batch would get FeedClosedError instead of finishing its window
+        first = trainings[1:] if setup == "hosted" else trainings
+        for t in first:
             t.say(b"stop\n")
-        results = [t.line(60.0) for t in trainings]
+        results = [t.line(60.0) for t in first]
+        if setup == "hosted":
+            trainings[0].say(b"stop\n")
+            results.insert(0, trainings[0].line(60.0))
     finally:
         for t in trainings:
             lingered |= t.close()
