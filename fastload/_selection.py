@@ -14,6 +14,11 @@ view chunk touches are decoded into a scratch buffer (per decoder, reused) and
 the selected rows gathered from it, so a sparse selection of a store with long
 chunks decodes more than it delivers.
 
+Row counts: a view has ``offsets(field)`` exactly when its base has it (the
+base's counts of the selected samples, summed from 0), so a ragged field of a
+view can arrive as values + offsets and a view's chunks can be kept in a
+loader's memory cache, as the base's can.
+
 This module sits beside ``_source.py`` and imports only it (and errors).
 """
 
@@ -33,6 +38,7 @@ from fastload._source import (
     check_chunk,
     check_source,
     describe,
+    known_row_counts,
 )
 from fastload.errors import ConfigError
 
@@ -108,6 +114,29 @@ class Selection:
 
     def max_len(self, field: str) -> int:
         return int(self.base.max_len(field))
+
+    def __getattr__(self, name: str) -> Any:
+        # ``offsets`` is optional in the Source contract: the view has it iff its base does,
+        # so that loaders asking ``getattr(source, "offsets", None)`` learn the truth
+        if name == "offsets" and callable(getattr(self.__dict__.get("base"), "offsets", None)):
+            return self._offsets
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "_offsets_of"}
+
+    def _offsets(self, field: str) -> np.ndarray:
+        """Offsets ``(len + 1,)`` of the selected samples' value rows of ragged ``field``, from 0."""
+        cache: dict[str, np.ndarray] = self.__dict__.setdefault("_offsets_of", {})
+        if field not in cache:
+            counts = known_row_counts(self.base, field)
+            if counts is None:  # pragma: no cover - __getattr__ checked the base has offsets
+                raise AttributeError("offsets")
+            offsets = np.zeros(len(self) + 1, dtype=np.int64)
+            np.cumsum(counts[self.rows], out=offsets[1:])
+            offsets.flags.writeable = False
+            cache[field] = offsets
+        return cache[field]
 
     def select(self, rows: object, *, name: str | None = None) -> Selection:
         """A selection of this selection (indices into this view)."""

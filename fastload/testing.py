@@ -308,6 +308,19 @@ class SourceTests:
             else:
                 assert source.max_len(field) == 0, field
 
+    def test_offsets_when_present_are_the_row_counts(self, case: SourceCase) -> None:
+        """``offsets(field)`` is optional; a source that has it gives ``len + 1`` offsets
+        from 0 of every ragged field (what ``ragged={f: "offsets"}`` and the memory cache use)."""
+        offsets_of = getattr(case.source, "offsets", None)
+        if not callable(offsets_of):
+            return
+        for field in case.expected:
+            if not case.is_ragged(field):
+                continue
+            want = np.zeros(case.n + 1, dtype=np.int64)
+            np.cumsum(case.counts(field), out=want[1:])
+            np.testing.assert_array_equal(np.asarray(offsets_of(field)), want, err_msg=field)
+
     def test_decoders_describe_their_field(self, case: SourceCase) -> None:
         source = case.source
         for field in case.expected:

@@ -390,6 +390,40 @@ def test_energy_cut_view_delivers_each_selected_event_once(premixed, workers):
         )
 
 
+def test_energy_cut_view_gives_ragged_deposits_and_caches_its_chunks(premixed):
+    """A view has its base's row counts: its ragged deposits arrive as values + offsets, and
+    memory_cache keeps its chunks (batches equal the padded, uncached loader's)."""
+    split = premixed["train"]
+    view = split.select(split.read("energy") > 0.61)
+    fields = ("origin", "deposits")
+    with fl.Loader(view, 4, workers=0, seed=1, fields=fields) as padded:
+        padded.set_epoch(1)
+        want = [
+            (
+                b["origin"].copy(),
+                [b["deposits"][i, :n].copy() for i, n in enumerate(b["deposits_len"])],
+            )
+            for b in padded
+        ]
+    ragged = {"deposits": "offsets"}
+    with fl.Loader(
+        view, 4, workers=2, seed=1, fields=fields, ragged=ragged, memory_cache=True
+    ) as loader:
+        for epoch in (0, 1):
+            loader.set_epoch(epoch)
+            got = [
+                (b["origin"].copy(), [b["deposits"][i].copy() for i in range(len(b["origin"]))])
+                for b in loader
+            ]
+        assert loader._engine.cache.chunks == (view.n_chunks,)
+    assert len(got) == len(want)
+    for (go, gr), (wo, wr) in zip(got, want, strict=True):
+        np.testing.assert_array_equal(go, wo)
+        assert len(gr) == len(wr)
+        for a, b in zip(gr, wr, strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
 def test_select_refuses_bad_rows(premixed):
     from fastload.errors import ConfigError
 
