@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
+from leaks import wait_until
 from test_feed import run_threads
 
 import fastload as fl
@@ -407,8 +409,12 @@ def test_a_later_epoch_above_ragged_rows_tells_every_consumer_the_field_rows_and
             except BaseException as exc:
                 out[key] = (got, exc)
 
+        workers = feed.worker_pids()
+        assert workers
         run_threads([lambda i=i: consumer(i) for i in range(2)])
         assert feed.wait(30)
+        # a failed feed stops its workers at once, before close()
+        assert wait_until(lambda: not any(psutil.pid_exists(p) for p in workers), 10.0)
     finally:
         with pytest.raises(FeedError, match=r"failed in epoch 1: .*27 rows"):
             feed.close()

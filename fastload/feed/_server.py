@@ -439,6 +439,12 @@ class Feed:
             if not self._stop.is_set():
                 self._error, self._error_epoch = exc, epoch
                 _log.error("fastload feed %r stopped in epoch %d: %r", self.name, epoch, exc)
+                # nothing more will be produced: stop the workers now rather than at close()
+                # (a notebook's feed may stay open for long); consumers keep the batches they
+                # hold, their mappings outlive the segment's name
+                for lane in self._lanes:
+                    with contextlib.suppress(Exception):
+                        lane.close()
         finally:
             self._stop.set()
             self._wake()
