@@ -13,31 +13,25 @@ from leaks import shm_segments
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_scan_runs_both_setups_with_exact_epochs_and_no_leak(tmp_path: Path) -> None:
-    """2 trainings on a tiny store: every training delivers, completed epochs check out, the
-    table and the JSON say so, and no /dev/shm segment of the run's processes is left."""
-    before = shm_segments()
-    proc = subprocess.run(
+def _tiny_scan(tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.scan`` with 2 trainings on 1024 samples for 1.5 s, results in OUT."""
+    return subprocess.run(
         [
-            sys.executable,
-            "-m",
-            "bench.scan",
-            "--consumers",
-            "2",
-            "--events",
-            "1024",
-            "--duration",
-            "1.5",
-            "--warmup",
-            "0.5",
-            "--out",
-            str(tmp_path / "out"),
+            *(sys.executable, "-m", "bench.scan", "--consumers", "2", "--events", "1024"),
+            *("--duration", "1.5", "--warmup", "0.5", *extra, "--out", str(tmp_path / "out")),
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=180,
     )
+
+
+def test_scan_runs_both_setups_with_exact_epochs_and_no_leak(tmp_path: Path) -> None:
+    """2 trainings on a tiny store: every training delivers, completed epochs check out, the
+    table and the JSON say so, and no /dev/shm segment of the run's processes is left."""
+    before = shm_segments()
+    proc = _tiny_scan(tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "aggregate feed / loaders" in proc.stdout
     results = json.loads((tmp_path / "out" / "scan.json").read_text())
@@ -61,32 +55,10 @@ def test_scan_runs_both_setups_with_exact_epochs_and_no_leak(tmp_path: Path) -> 
 
 
 def test_scan_cached_setups_deliver_exact_epochs_and_report_their_ratios(tmp_path: Path) -> None:
-    """``feed+cache`` (memory_cache=True in the feed) beside plain loaders: exact epochs, the
-    spec says the cache was asked for, and the ratio against the loaders is reported."""
+    """``feed+cache`` (memory_cache=True in the feed) beside plain loaders: exact epochs, and
+    the ratio against the loaders is reported in the table and the JSON."""
     before = shm_segments()
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.scan",
-            "--consumers",
-            "2",
-            "--events",
-            "1024",
-            "--duration",
-            "1.5",
-            "--warmup",
-            "0.5",
-            "--setups",
-            "loaders,feed+cache",
-            "--out",
-            str(tmp_path / "out"),
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = _tiny_scan(tmp_path, "--setups", "loaders,feed+cache")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "aggregate feed+cache / loaders:" in proc.stdout
     results = json.loads((tmp_path / "out" / "scan.json").read_text())

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from leaks import shm_segments, wait_until, worker_processes
+from test_feed import run_threads
 
 import fastload as fl
 from fastload.errors import ConfigError, FastloadError, StoreChangedError
@@ -221,25 +222,19 @@ def feed_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return path
 
 
-def _consume(name: str, epochs: int, out: dict, key: object, gate, **attach) -> None:
-    """``epochs`` epochs from feed ``name``, waiting at ``gate`` after the first one."""
+def _consume(
+    name: str, epochs: int, out: dict, key: object, gate: threading.Barrier | None, **attach
+) -> None:
+    """``epochs`` epochs from feed ``name``, waiting at ``gate`` (if any) after the first one."""
     try:
         with fl.attach(name, **attach) as consumer:
             got = [[_copied(b) for b in consumer]]
-            gate.wait(60)
+            if gate is not None:
+                gate.wait(60)
             got += [[_copied(b) for b in consumer] for _ in range(epochs - 1)]
             out[key] = got
     except BaseException as exc:  # reported by the test thread
         out[key] = exc
-
-
-def _run(targets: list) -> None:
-    threads = [threading.Thread(target=t) for t in targets]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(120)
-        assert not t.is_alive(), "a consumer hung"
 
 
 def test_a_broadcast_feed_decodes_once_and_later_epochs_read_nothing(
@@ -285,11 +280,12 @@ def test_split_feed_consumers_with_the_cache_get_their_rank_shards(store_path, f
         with fl.Loader(split, 48, workers=0, rank=r, world_size=2, **options) as plain:
             wants.append(_epochs(plain, 2))
     out: dict = {}
-    gate = threading.Barrier(1)  # nobody waits
     with fl.Feed(
         split, 48, name="ddp", mode="split", consumers=2, workers=2, memory_cache=True, **options
     ):
-        _run([lambda r=r: _consume("ddp", 2, out, r, gate, rank=r, **options) for r in range(2)])
+        run_threads(
+            [lambda r=r: _consume("ddp", 2, out, r, None, rank=r, **options) for r in range(2)]
+        )
     for r in range(2):
         assert not isinstance(out[r], BaseException), out[r]
         _assert_same(out[r], wants[r])
