@@ -241,6 +241,21 @@ def test_signed_log_tanh_matches_math(n: int) -> None:
             assert math.isclose(got[b, i], want, rel_tol=1e-12, abs_tol=1e-15)
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64, np.int32])
+@pytest.mark.parametrize("zeros", [0.0, 0.9, 0.995])
+def test_signed_log_tanh_mostly_zero_inputs_give_the_dense_bits(dtype, zeros: float) -> None:
+    """Computing only the non-zero values (the sparse path) changes no bit, -0.0 and NaN included."""
+    rng = _rng(14)
+    x = (rng.normal(0, 300, size=(3, 7, 64)) * (rng.random((3, 7, 64)) >= zeros)).astype(dtype)
+    if x.dtype.kind == "f":
+        x[0, 0, :3] = [-0.0, np.nan, -np.inf]
+    xf = x.astype(np.result_type(x.dtype, np.float16) if x.dtype.kind == "f" else np.float32)
+    dense = np.tanh(np.sign(xf) * np.log1p(np.abs(xf)) / 2)
+    got = T.SignedLogTanh("x")({"x": x})["x"]
+    assert got.dtype == dense.dtype
+    assert got.tobytes() == dense.tobytes()
+
+
 # --- structural transforms --------------------------------------------------------
 
 

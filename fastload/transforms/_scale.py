@@ -24,6 +24,7 @@ from fastload.transforms._base import (
     mask_as_bool,
     require_field,
 )
+from fastload.transforms._sparse import nonzero_rows
 
 
 def _finite_array(value: ArrayLike, what: str, owner: str) -> np.ndarray:
@@ -376,5 +377,16 @@ class SignedLogTanh(Transform):
     def __call__(self, batch: Batch) -> dict[str, np.ndarray]:
         x = get_array(batch, self.field, self)
         xf = x.astype(float_dtype(x.dtype), copy=False)
-        # log1p keeps precision for small |x|, where log(|x| + 1) would round.
-        return {**batch, self.out: np.tanh(np.sign(xf) * np.log1p(np.abs(xf)) / 2)}
+        # +0 maps to +0: where most values are zero (wire images, calorimeter cells below
+        # threshold) only the others are computed, bit for bit as the dense arithmetic would
+        nonzero = nonzero_rows(xf.reshape(-1, 1)) if xf.flags.c_contiguous else None
+        if nonzero is None:
+            return {**batch, self.out: _signed_log_tanh(xf)}
+        out = np.zeros(xf.shape, dtype=xf.dtype)
+        out.reshape(-1)[nonzero] = _signed_log_tanh(xf.reshape(-1)[nonzero])
+        return {**batch, self.out: out}
+
+
+def _signed_log_tanh(xf: np.ndarray) -> np.ndarray:
+    # log1p keeps precision for small |x|, where log(|x| + 1) would round.
+    return np.tanh(np.sign(xf) * np.log1p(np.abs(xf)) / 2)

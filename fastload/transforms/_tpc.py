@@ -26,6 +26,7 @@ from fastload.transforms._base import (
     require_field,
 )
 from fastload.transforms._scale import SignedLogTanh
+from fastload.transforms._sparse import nonzero_rows
 
 
 def _positive(value: object, what: str, owner: str) -> int:
@@ -58,13 +59,26 @@ class TickDownsample(Transform):
 
     def __call__(self, batch: Batch) -> dict[str, np.ndarray]:
         x = get_array(batch, self.field, self)
-        grouped = x.reshape(*x.shape[:-1], x.shape[-1] // self.factor, self.factor)
-        # one strided add per tick of the group into a float32 accumulator: ~1.7x faster on
-        # float16 than a reduction over an axis of 8 (numpy's inner loop is then 8 long)
-        total = grouped[..., 0].astype(np.float32)
-        for k in range(1, self.factor):
-            total += grouped[..., k]
-        return {**batch, self.out: total}
+        shape = (*x.shape[:-1], x.shape[-1] // self.factor)
+        groups = x.reshape(-1, self.factor)
+        nonzero = nonzero_rows(groups)
+        if nonzero is None:
+            return {**batch, self.out: _group_sums(groups).reshape(shape)}
+        # an all-zero group sums to +0.0; the others by the same float32 additions in the same
+        # order as the dense path (~6x faster on a synthetic event, bit for bit the same)
+        total = np.zeros(len(groups), dtype=np.float32)
+        total[nonzero] = _group_sums(groups[nonzero])
+        return {**batch, self.out: total.reshape(shape)}
+
+
+def _group_sums(groups: np.ndarray) -> np.ndarray:
+    """float32 sums of the rows of ``(G, factor)``, added left to right."""
+    # one strided add per column into a float32 accumulator: ~1.7x faster on float16 than a
+    # reduction over an axis of 8 (numpy's inner loop is then 8 long)
+    total = groups[:, 0].astype(np.float32)
+    for k in range(1, groups.shape[1]):
+        total += groups[:, k]
+    return total
 
 
 class MaxChargeCrop(Transform):
@@ -108,10 +122,10 @@ class MaxChargeCrop(Transform):
         csum = np.concatenate([np.zeros((n, 1)), np.cumsum(per_tick, axis=1)], axis=1)
         windows = csum[:, self.window :] - csum[:, : ticks - self.window + 1]
         start = np.argmax(windows, axis=1)
-        idx = start[:, None] + np.arange(self.window)[None, :]
-        flat = x.reshape(n, -1, ticks)
-        cropped = np.take_along_axis(flat, idx[:, None, :], axis=2)
-        out = {**batch, self.out: cropped.reshape(*x.shape[:-1], self.window)}
+        cropped = np.empty((*x.shape[:-1], self.window), dtype=x.dtype)
+        for i, first in enumerate(start.tolist()):  # a slice copy per sample, not a gather
+            cropped[i] = x[i, ..., first : first + self.window]
+        out = {**batch, self.out: cropped}
         if self.start_out is not None:
             out[self.start_out] = start.astype(np.int64)
         return out
