@@ -108,7 +108,8 @@ def _checksum(array: np.ndarray) -> float:
     return float(array.sum(dtype=np.float64))
 
 
-def _in_memory(split: fl.Split, batch_size: int, seed: int) -> Feed:
+def _in_memory(split: fl.Split, batch_size: int, seed: int) -> tuple[Feed, float]:
+    """The in-memory feed, and the checksum of the raw events it holds (what the raw feed must sum to)."""
     features = split.read("features")  # raw float16 events in RAM
     labels = split.read("y")
     transform = lariat_preprocess(outs=PLANES)
@@ -120,7 +121,7 @@ def _in_memory(split: fl.Split, batch_size: int, seed: int) -> Feed:
             idx = np.sort(order[lo : lo + batch_size])
             yield transform({"features": features[idx], "y": labels[idx]})
 
-    return epoch
+    return epoch, _checksum(features)
 
 
 class LariatH5Reader:
@@ -267,11 +268,10 @@ def run_lariat(args: argparse.Namespace) -> dict[str, Any]:
             "chunk_len": split.chunk_len,
             "data_s": time.perf_counter() - t0,
         }
-        memory = _in_memory(split, bs, args.seed)
+        memory, want_raw = _in_memory(split, bs, args.seed)
         results["in-memory"] = _measure(memory, seconds, None)
         want = results["in-memory"]["epoch_sum"]
         del memory
-        want_raw = _checksum(split.read("features"))
         reduce = lariat_preprocess(outs=PLANES)
         with fl.Loader(
             split, bs, workers=workers, seed=args.seed, fields=("features", "y"), transform=reduce

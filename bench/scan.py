@@ -478,6 +478,13 @@ def format_table(results: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _aggregate_ratio(by: dict[str, dict[str, Any]], setup: str, base: str) -> float | None:
+    """Aggregate samples/s of ``setup`` over ``base``'s, when both ran (and ``base`` delivered)."""
+    if setup not in by or base not in by or not by[base]["aggregate_samples_per_s"]:
+        return None
+    return by[setup]["aggregate_samples_per_s"] / by[base]["aggregate_samples_per_s"]
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     known = FCN_SETUPS if args.model == "fcn" else BYTES_SETUPS
     default = FCN_SETUPS if args.model == "fcn" else SETUPS
@@ -500,20 +507,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="scan-", dir=out) as work:
         records = [run_setup(s, data, args, Path(work)) for s in setups]
     by = {r["setup"]: r for r in records}
-    ratio = None
-    if "feed" in by and "loaders" in by and by["loaders"]["aggregate_samples_per_s"]:
-        ratio = by["feed"]["aggregate_samples_per_s"] / by["loaders"]["aggregate_samples_per_s"]
+    ratio = _aggregate_ratio(by, "feed", "loaders")
     cached = {  # the cached feed against the plain loaders and against cached loaders
-        f"feed{CACHED}_vs_{base}": by[f"feed{CACHED}"]["aggregate_samples_per_s"]
-        / by[base]["aggregate_samples_per_s"]
+        f"feed{CACHED}_vs_{base}": r
         for base in ("loaders", f"loaders{CACHED}")
-        if f"feed{CACHED}" in by and base in by and by[base]["aggregate_samples_per_s"]
+        if (r := _aggregate_ratio(by, f"feed{CACHED}", base)) is not None
     }
-    hosted_ratio = None
-    if "hosted" in by and "loaders" in by and by["loaders"]["aggregate_samples_per_s"]:
-        hosted_ratio = (
-            by["hosted"]["aggregate_samples_per_s"] / by["loaders"]["aggregate_samples_per_s"]
-        )
+    hosted_ratio = _aggregate_ratio(by, "hosted", "loaders")
     results = {
         "benchmark": "scan",
         "command": "python -m bench.scan " + " ".join(sys.argv[1:]),
